@@ -1,0 +1,35 @@
+"""backprop: neural networks trained by backpropagation you can read, on the CPU or an NVIDIA GPU.
+
+    import backprop as bp
+    net = bp.Sequential(bp.Dense(64, 64, activation="relu"), bp.Dense(64, 10), seed=0)
+    history = bp.fit(net, X, y, loss=bp.CrossEntropyLoss(), optimizer=bp.Adam(net.parameters()))
+"""
+
+from backprop.backends import DeviceUnavailableError, available_devices, get_backend
+from backprop.boundary import to_numpy
+from backprop.checkpoint import load, save
+from backprop.gradcheck import gradcheck
+from backprop.layers import BatchNorm, Dense, Dropout, Layer
+from backprop.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HingeLoss,
+    Loss,
+    MAELoss,
+    MSELoss,
+)
+from backprop.network import Sequential
+from backprop.optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, Optimizer, StepLR
+from backprop.parameters import Parameter
+from backprop.training import History, TrainingDivergedError, evaluate, fit, predict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "CosineAnnealingLR",
+    "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR", "HingeLoss",
+    "History", "Layer", "Loss", "MAELoss", "MSELoss", "Optimizer", "Parameter", "Sequential", "StepLR",
+    "TrainingDivergedError", "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load",
+    "predict", "save", "to_numpy",
+]

@@ -1,0 +1,147 @@
+"""Checkpoints: one .npz with a format version, the architecture as JSON, the flat parameter
+buffer, each layer's state (BatchNorm statistics, dropout step counters) and, optionally, the
+optimizer's hyperparameters, step count and state buffers.
+
+Written atomically (a temporary file in the same folder, then a rename), so a crash mid-write
+leaves the previous file intact. Read with allow_pickle=False: loading never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from backprop.layers import layer_from_config
+from backprop.network import Sequential
+from backprop.optim import OPTIMIZERS, Optimizer
+
+FORMAT = "backprop-checkpoint"
+FORMAT_VERSION = 1
+
+
+def _json_array(value) -> np.ndarray:
+    return np.frombuffer(json.dumps(value, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+
+
+def _read_json(array: np.ndarray, what: str):
+    try:
+        return json.loads(array.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"checkpoint {what} is not valid JSON ({exc})") from None
+
+
+def save(net: Sequential, path, optimizer: Optimizer | None = None) -> str:
+    """Write `net` (and optionally `optimizer`) to `path` (.npz); returns the path written."""
+    if not isinstance(net, Sequential):
+        raise TypeError(f"net must be a Sequential, got {type(net).__name__}")
+    path = os.fspath(path)
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "architecture": net.config(),
+            "num_parameters": net.num_parameters(), "device": net.device}
+    arrays = {"parameters": net.backend.to_host(net.store.data)}
+    for i, layer in enumerate(net.layers):
+        for key, value in layer.state().items():
+            arrays[f"layer{i}.{key}"] = np.asarray(value)
+    if optimizer is not None:
+        if not isinstance(optimizer, Optimizer) or optimizer.store is not net.store:
+            raise ValueError("optimizer must be an optimizer of this network's parameters")
+        kind = next(name for name, cls in OPTIMIZERS.items() if type(optimizer) is cls)
+        meta["optimizer"] = {"type": kind, "hyperparameters": optimizer.hyperparameters(),
+                             "step_count": optimizer.step_count, "segments": optimizer.segments}
+        for name, value in optimizer.state_arrays().items():
+            arrays[f"optimizer.{name}"] = value
+    arrays["meta"] = _json_array(meta)
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _open(path) -> tuple[dict, dict]:
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise ValueError(f"{path} is not a readable backprop checkpoint ({exc.__class__.__name__}: {exc})") from None
+    if "meta" not in arrays:
+        raise ValueError(f"{path} is not a backprop checkpoint: it has no 'meta' record")
+    meta = _read_json(arrays.pop("meta"), "metadata")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a backprop checkpoint (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format version {meta.get('version')}; this backprop reads "
+                         f"version {FORMAT_VERSION}")
+    return meta, arrays
+
+
+def load(path, device=None, optimizer: bool = False):
+    """Read a checkpoint; returns the network (on `device`, the CPU when None), or
+    `(network, optimizer)` when `optimizer=True` (the optimizer is None if none was saved).
+
+    A truncated, corrupted or inconsistent file raises ValueError.
+    """
+    meta, arrays = _open(path)
+    arch = meta.get("architecture")
+    try:
+        layers = [layer_from_config(c) for c in arch["layers"]]
+        net = Sequential(*layers, device="cpu" if device is None else device, dtype=arch["dtype"],
+                         seed=arch["seed"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path} has an invalid architecture record ({exc})") from None
+    params = arrays.get("parameters")
+    if params is None or params.shape != (net.num_parameters(),):
+        got = None if params is None else params.shape
+        raise ValueError(f"{path} holds parameters of shape {got} but its architecture needs "
+                         f"({net.num_parameters()},)")
+    if not np.isfinite(params).all():
+        raise ValueError(f"{path} holds non-finite parameters")
+    net.store.data[...] = net.backend.asarray(params)
+    for i, layer in enumerate(net.layers):
+        prefix = f"layer{i}."
+        state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        expected = layer.state()
+        if set(state) != set(expected):
+            raise ValueError(f"{path}: layer {i} state has {sorted(state)}, expected {sorted(expected)}")
+        for key, value in expected.items():
+            if np.shape(state[key]) != np.shape(value):
+                raise ValueError(f"{path}: layer {i} state {key!r} has shape {np.shape(state[key])}, "
+                                 f"expected {np.shape(value)}")
+        layer.load_state(state)
+    net.eval()
+    if not optimizer:
+        return net
+    return net, _load_optimizer(path, meta, arrays, net)
+
+
+def _load_optimizer(path, meta, arrays, net):
+    record = meta.get("optimizer")
+    if record is None:
+        return None
+    try:
+        cls = OPTIMIZERS[record["type"]]
+        hyper = dict(record["hyperparameters"])
+        if "betas" in hyper:
+            hyper["betas"] = tuple(hyper["betas"])
+        opt = cls(net.parameters(), **hyper)
+        if [list(s) for s in opt.segments] != [list(s) for s in record["segments"]]:
+            raise ValueError("the saved optimizer covered other parameters than the whole network; "
+                             "rebuild it and load its state by hand")
+        state = {k[len("optimizer."):]: v for k, v in arrays.items() if k.startswith("optimizer.")}
+        opt.load_state(record["step_count"], state)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path} has an invalid optimizer record ({exc})") from None
+    return opt

@@ -1,0 +1,241 @@
+"""Optimizers with torch.optim's definitions, updating the flat parameter buffer in one pass.
+
+The parameters an optimizer is given are merged into contiguous segments of their network's
+flat buffer; given a whole network (the usual case) that is one segment, so a step is one
+backend call whatever the depth. State (momentum, Adam's moments) lives in buffers of the same
+layout. Hyperparameters are checked when the optimizer is built.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def _check_hyper(name: str, value, low: float = 0.0, high: float = math.inf, high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    above = value >= high if high_open else value > high
+    if math.isnan(value) or value < low or above:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+    return value
+
+
+class Optimizer:
+    """Base: resolves the parameters into segments of one flat buffer and allocates state."""
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, params, lr: float):
+        params = list(params)
+        if not params:
+            raise ValueError("params is empty: pass net.parameters()")
+        stores = {id(p.store) for p in params if getattr(p, "store", None) is not None}
+        if len(stores) != 1 or any(getattr(p, "store", None) is None for p in params):
+            raise ValueError("params must all come from one network's parameters()")
+        self.params = params
+        self.store = params[0].store
+        self.generation = self.store.generation
+        self.lr = _check_hyper("lr", lr)
+        if self.lr == math.inf:
+            raise ValueError("lr must be finite, got inf")
+        self.step_count = 0
+        self.segments = self._segments(params)
+        backend = self.store.backend
+        self.state = {name: backend.zeros((self.store.size,)) for name in self.state_names}
+
+    @staticmethod
+    def _segments(params) -> list[tuple[int, int]]:
+        """Merge the parameters' [offset, offset + size) ranges into contiguous segments."""
+        ranges = sorted({(p.offset, p.offset + p.size) for p in params})
+        merged = [list(ranges[0])]
+        for start, stop in ranges[1:]:
+            if start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        return [(a, b) for a, b in merged]
+
+    def _check_device(self) -> None:
+        if self.store.generation != self.generation:
+            raise RuntimeError(f"{type(self).__name__} was built before the network moved to "
+                               f"{self.store.backend.device}; build the optimizer again after net.to()")
+
+    def _views(self, start: int, stop: int):
+        """(param, grad, *state) views of one segment."""
+        backend = self.store.backend
+        arrays = [self.store.data, self.store.grad] + [self.state[n] for n in self.state_names]
+        if start == 0 and stop == self.store.size:
+            return arrays
+        return [backend.view(a, start, (stop - start,)) for a in arrays]
+
+    def zero_grad(self) -> None:
+        """Set the gradients of this optimizer's parameters to zero (backward overwrites them anyway)."""
+        for start, stop in self.segments:
+            grad = self._views(start, stop)[1]
+            grad[...] = 0
+
+    def step(self) -> None:
+        """One update of every parameter from its .grad."""
+        self._check_device()
+        self.step_count += 1
+        for start, stop in self.segments:
+            self._update(*self._views(start, stop))
+
+    def _update(self, param, grad, *state) -> None:
+        raise NotImplementedError
+
+    # -- checkpoints
+    def hyperparameters(self) -> dict:
+        raise NotImplementedError
+
+    def state_arrays(self) -> dict:
+        backend = self.store.backend
+        return {name: backend.to_host(buf) for name, buf in self.state.items()}
+
+    def load_state(self, step_count: int, arrays: dict) -> None:
+        backend = self.store.backend
+        for name in self.state_names:
+            if name not in arrays or arrays[name].shape != (self.store.size,):
+                raise ValueError(f"optimizer state {name!r} is missing or has the wrong shape")
+        for name in self.state_names:
+            self.state[name] = backend.asarray(arrays[name])
+        self.step_count = int(step_count)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov and weight decay, as torch.optim.SGD:
+
+    g = grad + wd param;  b = g (first step) or momentum b + (1 - dampening) g
+    param -= lr (g + momentum b if nesterov else b)      (b = g when momentum is 0)
+    """
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):
+        self.momentum = _check_hyper("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.dampening = _check_hyper("dampening", dampening, 0.0, 1.0)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 (as in PyTorch)")
+        self.nesterov = nesterov
+        if momentum == 0:
+            self.state_names = ()
+        super().__init__(params, lr)
+
+    def _update(self, param, grad, *state):
+        buf = state[0] if state else None
+        self.store.backend.sgd_step(param, grad, buf, self.lr, self.momentum, self.dampening,
+                                    self.nesterov, self.weight_decay, self.step_count == 1)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam as torch.optim.Adam (weight decay added to the gradient):
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    param -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_check_hyper("betas[0]", betas[0], 0.0, 1.0, high_open=True),
+                      _check_hyper("betas[1]", betas[1], 0.0, 1.0, high_open=True))
+        self.eps = _check_hyper("eps", eps)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        super().__init__(params, lr)
+
+    def _update(self, param, grad, exp_avg, exp_avg_sq):
+        self.store.backend.adam_step(param, grad, exp_avg, exp_avg_sq, self.lr, self.betas[0],
+                                     self.betas[1], self.eps, self.weight_decay, self.step_count,
+                                     self.decoupled)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """AdamW as torch.optim.AdamW: weight decay decoupled, param *= 1 - lr wd before the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+class LRScheduler:
+    """Base of the schedules: `step()` once per epoch sets optimizer.lr from the epoch count."""
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a backprop optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.epoch = 0
+
+    def step(self) -> None:
+        self.epoch += 1
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+    def lr_at(self, epoch: int) -> float:
+        raise NotImplementedError
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epoch // step_size), as torch.optim.lr_scheduler.StepLR."""
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
+        super().__init__(optimizer)
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
+            raise ValueError(f"step_size must be an integer >= 1, got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = _check_hyper("gamma", gamma)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(LRScheduler):
+    """lr = base_lr * gamma ** epoch."""
+
+    def __init__(self, optimizer, gamma: float):
+        super().__init__(optimizer)
+        self.gamma = _check_hyper("gamma", gamma)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma**epoch
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2, as PyTorch's closed form."""
+
+    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
+        super().__init__(optimizer)
+        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
+            raise ValueError(f"T_max must be an integer >= 1, got {T_max!r}")
+        self.T_max = int(T_max)
+        self.eta_min = _check_hyper("eta_min", eta_min)
+
+    def lr_at(self, epoch):
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

@@ -1,0 +1,92 @@
+"""Parameters that live in one flat buffer per network.
+
+Every trainable value of a network sits in one contiguous `data` buffer and its gradient in one
+`grad` buffer of the same layout, so an optimizer updates a whole network in one pass and a
+checkpoint is one array. `Parameter.data` and `Parameter.grad` are views into those buffers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class FlatStore:
+    """The flat `data` and `grad` buffers of one network, on one backend.
+
+    `generation` counts moves between backends: an optimizer remembers the generation it was
+    built for and refuses to step on buffers that have since moved.
+    """
+
+    def __init__(self, backend, size: int):
+        self.backend = backend
+        self.size = size
+        self.data = backend.zeros((size,))
+        self.grad = backend.zeros((size,))
+        self.generation = 0
+        self.parameters: list[Parameter] = []
+
+    def move_to(self, backend) -> None:
+        """Re-create both buffers on `backend` (values kept) and point every view at them."""
+        data = backend.asarray(self.backend.to_host(self.data))
+        grad = backend.asarray(self.backend.to_host(self.grad))
+        self.backend, self.data, self.grad = backend, data, grad
+        self.generation += 1
+        for p in self.parameters:
+            p._bind()
+
+
+class Parameter:
+    """A named trainable array: `data` and `grad` are views into its network's flat buffers.
+
+    Assigning copies into the view (shape checked), so the flat buffer never goes stale:
+    `p.data = values` and `p.data[...] = values` both write in place.
+    """
+
+    def __init__(self, name: str, shape: tuple[int, ...]):
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.size = math.prod(self.shape)
+        self.store: FlatStore | None = None
+        self.offset = 0
+        self._data = None
+        self._grad = None
+
+    def attach(self, store: FlatStore, offset: int) -> None:
+        self.store, self.offset = store, offset
+        store.parameters.append(self)
+        self._bind()
+
+    def _bind(self) -> None:
+        backend = self.store.backend
+        self._data = backend.view(self.store.data, self.offset, self.shape)
+        self._grad = backend.view(self.store.grad, self.offset, self.shape)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, values) -> None:
+        self._assign(self._data, values, "data")
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, values) -> None:
+        self._assign(self._grad, values, "grad")
+
+    def _assign(self, view, values, what: str) -> None:
+        backend = self.store.backend
+        shape = tuple(getattr(values, "shape", np.shape(values)))
+        if shape != self.shape:
+            raise ValueError(f"{self.name}.{what} has shape {self.shape}; the assigned value has shape {shape}")
+        if not isinstance(values, type(view)):
+            values = backend.asarray(np.asarray(values))
+        view[...] = values
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.shape})"

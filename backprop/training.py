@@ -1,0 +1,386 @@
+"""Training and inference: fit, predict, evaluate.
+
+`fit` checks the whole data once, converts it once to the network's device, then runs
+mini-batch steps: forward, loss and dL/dpred (one fused op), backward, one finiteness check of
+the loss and the flat gradient buffer, one optimizer update. The running loss and accuracy stay
+on the device and are read back once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import signal
+import threading
+
+import numpy as np
+
+from backprop.boundary import check_finite, host_numeric
+from backprop.losses import Loss, check_loss_fits_network
+from backprop.optim import Adam, LRScheduler, Optimizer
+from backprop.progress import EpochProgress
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or the gradients stopped being finite; the network keeps its last finite weights."""
+
+    def __init__(self, message: str, epoch: int, batch: int, history: "History"):
+        super().__init__(message)
+        self.epoch, self.batch, self.history = epoch, batch, history
+
+
+class History:
+    """Per-epoch metrics of a fit: `history["loss"]`, `"accuracy"`, `"val_loss"`, `"val_accuracy"`.
+
+    Each value is the mean over the epoch's batches weighted by batch size (regularization
+    included in the losses). `best_epoch` is the epoch whose weights early stopping restored.
+    """
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+        self.epochs = 0
+        self.best_epoch: int | None = None
+        self.stopped_early = False
+        self.interrupted = False
+
+    def record(self, **metrics: float) -> None:
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(float(value))
+        self.epochs += 1
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.history
+
+    def to_dict(self) -> dict:
+        return {"history": self.history, "epochs": self.epochs, "best_epoch": self.best_epoch,
+                "stopped_early": self.stopped_early, "interrupted": self.interrupted}
+
+    def __repr__(self) -> str:
+        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
+        return f"History(epochs={self.epochs}, last={last})"
+
+
+# ---------------------------------------------------------------------- argument checks
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_features(net, X, name: str = "X") -> np.ndarray:
+    """X as a finite 2-D host array with the network's feature count and at least one row."""
+    host = host_numeric(X, name)
+    if host.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, {net.in_features} features), got shape {host.shape}")
+    if host.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples")
+    if host.shape[1] != net.in_features:
+        raise ValueError(f"{name} has {host.shape[1]} features but the first layer expects {net.in_features}")
+    check_finite(host, name)
+    return host
+
+
+def check_targets(net, loss: Loss, y, rows: int, name: str = "y") -> np.ndarray:
+    """y checked and converted by the loss (one-hot labels, -1/+1 hinge targets), as a host array."""
+    host = host_numeric(y, name)
+    if host.shape[0:1] != (rows,):
+        raise ValueError(f"{name} has {host.shape[0] if host.ndim else 0} samples but X has {rows}")
+    check_finite(host, name)
+    width = net.out_features
+    if host.ndim == 1 and width == 1:
+        host = host.reshape(-1, 1)
+    host = loss.check_target_values(host, (rows, width))
+    if host.shape != (rows, width):
+        raise ValueError(f"{name} must have shape ({rows}, {width}) to match the network's {width} outputs, "
+                         f"got {host.shape}")
+    return host
+
+
+# ---------------------------------------------------------------------- Ctrl-C at batch boundaries
+
+
+class _DeferredInterrupt:
+    """Turns SIGINT into a flag checked between steps, so a step is never left half done."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+# ---------------------------------------------------------------------- fit
+
+
+def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs: int = 10,
+        batch_size: int = 32, shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
+        early_stopping: int | None = None, progress: bool = True, seed: int | None = None,
+        scheduler: LRScheduler | None = None) -> History:
+    """Train `net` on (X, y) by mini-batch backpropagation; returns a `History`.
+
+    - `loss`: a backprop loss (required); `optimizer`: defaults to Adam(net.parameters()).
+    - One epoch is ceil(n / batch_size) iterations (2000 samples at batch 20: 100 iterations).
+    - `validation_data=(X_val, y_val)`, or `validation_split` in [0, 1): that fraction of the
+      samples, drawn at random with `seed`, is held out.
+    - `early_stopping=k`: stop after k epochs without improvement of the validation loss (the
+      training loss when there is no validation data) and restore the best weights.
+    - `scheduler`: an LR schedule stepped once per epoch.
+    - If the loss or a gradient becomes NaN/inf, raises TrainingDivergedError before the update
+      that would poison the weights. Ctrl-C stops after the current step and re-raises
+      KeyboardInterrupt; `net.history` holds the history recorded so far.
+    Leaves the network in eval mode.
+    """
+    check_loss_fits_network(loss, net)
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    if optimizer is None:
+        optimizer = Adam(net.parameters())
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a backprop optimizer (e.g. bp.Adam(net.parameters())), "
+                        f"got {type(optimizer).__name__}")
+    if optimizer.store is not net.store:
+        raise ValueError("optimizer was built for another network's parameters")
+    optimizer._check_device()
+    if early_stopping is not None:
+        early_stopping = _positive_int("early_stopping", early_stopping)
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+    if validation_data is not None and validation_split:
+        raise ValueError("give validation_data or validation_split, not both")
+    if scheduler is not None and scheduler.optimizer is not optimizer:
+        raise ValueError("scheduler was built for another optimizer")
+
+    X_host = check_features(net, X)
+    Y_host = check_targets(net, loss, y, X_host.shape[0])
+    rng = np.random.default_rng(seed)
+    if validation_split:
+        order = rng.permutation(X_host.shape[0])
+        n_val = int(round(validation_split * X_host.shape[0]))
+        if n_val == 0 or n_val == X_host.shape[0]:
+            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation samples out "
+                             f"of {X_host.shape[0]}; choose a split that keeps both parts non-empty")
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        X_val_host, Y_val_host = X_host[val_idx], Y_host[val_idx]
+        X_host, Y_host = X_host[train_idx], Y_host[train_idx]
+    elif validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        X_val_host = check_features(net, validation_data[0], "validation_data[0]")
+        Y_val_host = check_targets(net, loss, validation_data[1], X_val_host.shape[0], "validation_data[1]")
+    else:
+        X_val_host = Y_val_host = None
+
+    backend = net.backend
+    X_dev, Y_dev = backend.asarray(X_host), backend.asarray(Y_host)
+    val = None if X_val_host is None else (backend.asarray(X_val_host), backend.asarray(Y_val_host))
+    history = History()
+    net.history = history
+    trainer = _Trainer(net, loss, optimizer, batch_size)
+    monitor = "val_loss" if val is not None else "loss"
+    best_value, best_state, waited = math.inf, None, 0
+    bar = EpochProgress(epochs, trainer.batches_per_epoch(X_dev.shape[0]), enabled=progress)
+    try:
+        with _DeferredInterrupt() as interrupt, np.errstate(all="ignore"):
+            for epoch in range(1, epochs + 1):
+                order = rng.permutation(X_dev.shape[0]) if shuffle else None
+                metrics = trainer.run_epoch(X_dev, Y_dev, order, epoch, history, interrupt, bar)
+                if val is not None:
+                    val_metrics = _evaluate_device(net, loss, val[0], val[1], batch_size=max(batch_size, 1024))
+                    metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+                history.record(**metrics)
+                bar.end_epoch(epoch, metrics)
+                if scheduler is not None:
+                    scheduler.step()
+                if interrupt.requested:
+                    history.interrupted = True
+                    raise KeyboardInterrupt
+                if early_stopping is not None:
+                    value = metrics[monitor]
+                    if value < best_value:
+                        best_value, best_state, waited = value, _snapshot(net), 0
+                        history.best_epoch = epoch
+                    else:
+                        waited += 1
+                        if waited >= early_stopping:
+                            history.stopped_early = True
+                            break
+            if best_state is not None:
+                _restore(net, best_state)
+    finally:
+        bar.close()
+        net.eval()
+    return history
+
+
+class _Trainer:
+    """The per-step loop of fit, with the batch workspaces it reuses."""
+
+    def __init__(self, net, loss, optimizer, batch_size):
+        self.net, self.loss, self.optimizer, self.batch_size = net, loss, optimizer, batch_size
+        self.backend = net.backend
+        self._ws: dict = {}
+
+    def batches_per_epoch(self, n: int) -> int:
+        return -(-n // self.batch_size)
+
+    def _gather(self, name, source, index):
+        shape = (index.shape[0], source.shape[1])
+        out = self._ws.get(name)
+        if out is None or out.shape != shape:
+            out = self._ws[name] = self.backend.empty(shape)
+        return self.backend.take_rows(source, index, out=out)
+
+    def run_epoch(self, X, Y, order, epoch, history, interrupt, bar) -> dict:
+        net, loss, backend = self.net, self.loss, self.backend
+        n = X.shape[0]
+        net.train()
+        order_dev = None if order is None else backend.asarray_int(order)
+        loss_sum, correct, counted = None, None, 0
+        for batch, start in enumerate(range(0, n, self.batch_size), start=1):
+            stop = min(start + self.batch_size, n)
+            if order_dev is None:
+                xb, yb = X[start:stop], Y[start:stop]
+            else:
+                index = order_dev[start:stop]
+                xb, yb = self._gather("x", X, index), self._gather("y", Y, index)
+            pred = net.forward_internal(xb, training=True)
+            value, grad = loss.compute(backend, pred, yb)
+            penalty = net.penalty_internal()
+            if penalty is not None:
+                value = value + penalty
+            net.backward_internal(grad, need_input_grad=False)
+            if not (backend.all_finite(value) and backend.all_finite(net.store.grad)):
+                history.interrupted = False
+                what = "loss" if not backend.all_finite(value) else "gradient"
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite "
+                    f"(loss {backend.to_scalar(value)}); the network keeps the weights of the last finite "
+                    f"step. Lower the learning rate (lr={self.optimizer.lr}).", epoch, batch, history)
+            self.optimizer.step()
+            rows = stop - start
+            weighted = value * rows
+            loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            hits = _count_correct(backend, loss, pred, yb)
+            if hits is not None:
+                correct = hits if correct is None else correct + hits
+                counted += rows if loss.accuracy == "argmax" else rows * pred.shape[1]
+            bar.step()
+            if interrupt.requested:
+                break
+        metrics = {"loss": backend.to_scalar(loss_sum) / n}
+        if correct is not None:
+            metrics["accuracy"] = backend.to_scalar(correct) / counted
+        return metrics
+
+
+def _count_correct(backend, loss, pred, target):
+    if loss.accuracy == "argmax":
+        return backend.count_argmax_matches(pred, target)
+    if loss.accuracy == "threshold":
+        return backend.count_threshold_matches(pred, target, loss.threshold)
+    return None
+
+
+def _snapshot(net) -> tuple:
+    return net.backend.copy(net.store.data), [layer.state() for layer in net.layers]
+
+
+def _restore(net, state) -> None:
+    data, layer_states = state
+    net.store.data[...] = data
+    for layer, saved in zip(net.layers, layer_states):
+        layer.load_state(saved)
+
+
+# ---------------------------------------------------------------------- inference
+
+
+@contextlib.contextmanager
+def _eval_mode(net):
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.training = was_training
+
+
+def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
+    backend = net.backend
+    n = X.shape[0]
+    loss_sum, correct, counted = None, None, 0
+    with _eval_mode(net):
+        for start in range(0, n, batch_size):
+            xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
+            pred = net.forward_internal(xb, training=False)
+            value, _ = loss.compute(backend, pred, yb)
+            rows = xb.shape[0]
+            weighted = value * rows if loss.reduction == "mean" else value
+            loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            hits = _count_correct(backend, loss, pred, yb)
+            if hits is not None:
+                correct = hits if correct is None else correct + hits
+                counted += rows if loss.accuracy == "argmax" else rows * pred.shape[1]
+    total = backend.to_scalar(loss_sum)
+    if loss.reduction == "mean":
+        total /= n
+    penalty = net.penalty()
+    metrics = {"loss": total + penalty}
+    if correct is not None:
+        metrics["accuracy"] = backend.to_scalar(correct) / counted
+    return metrics
+
+
+def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
+    """{"loss": ..., "accuracy": ...} of `net` on (X, y) in eval mode (accuracy for classifiers).
+
+    The loss includes the regularization penalty, as fit's history does.
+    """
+    check_loss_fits_network(loss, net)
+    batch_size = _positive_int("batch_size", batch_size)
+    X_host = check_features(net, X)
+    Y_host = check_targets(net, loss, y, X_host.shape[0])
+    backend = net.backend
+    with np.errstate(all="ignore"):
+        return _evaluate_device(net, loss, backend.asarray(X_host), backend.asarray(Y_host), batch_size)
+
+
+def predict(net, X, batch_size: int = 1024, activation: str | None = None) -> np.ndarray:
+    """The network's outputs for X as a NumPy array, in eval mode, `batch_size` rows at a time.
+
+    `activation="softmax"` (or "sigmoid") turns logits into probabilities.
+    """
+    batch_size = _positive_int("batch_size", batch_size)
+    if activation not in (None, "softmax", "sigmoid"):
+        raise ValueError(f"activation must be None, 'softmax' or 'sigmoid', got {activation!r}")
+    X_host = check_features(net, X)
+    backend = net.backend
+    X_dev = backend.asarray(X_host)
+    parts = []
+    with _eval_mode(net), np.errstate(all="ignore"):
+        for start in range(0, X_dev.shape[0], batch_size):
+            out = net.forward_internal(X_dev[start:start + batch_size], training=False)
+            if activation is not None:
+                out = backend.activation_forward(out, activation)
+            parts.append(backend.to_host(out))
+    return np.concatenate(parts, axis=0)
