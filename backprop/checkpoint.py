@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -38,9 +37,14 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None) -> str:
     """Write `net` (and optionally `optimizer`) to `path` (.npz); returns the path written."""
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a Sequential, got {type(net).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name such as 'model.npz', got {type(path).__name__} {path!r}")
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"path must be a file name such as 'model.npz', got {path!r}, which is a folder")
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "architecture": net.config(),
-            "num_parameters": net.num_parameters(), "device": net.device}
+            "num_parameters": net.num_parameters(), "device": net.device,
+            "epochs_trained": net.epochs_trained}
     arrays = {"parameters": net.backend.to_host(net.store.data)}
     for i, layer in enumerate(net.layers):
         for key, value in layer.state().items():
@@ -75,7 +79,7 @@ def _open(path) -> tuple[dict, dict]:
             arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+    except Exception as exc:  # zipfile and NumPy raise many kinds on damaged bytes; all mean the same
         raise ValueError(f"{path} is not a readable backprop checkpoint ({exc.__class__.__name__}: {exc})") from None
     if "meta" not in arrays:
         raise ValueError(f"{path} is not a backprop checkpoint: it has no 'meta' record")
@@ -121,6 +125,10 @@ def load(path, device=None, optimizer: bool = False):
                 raise ValueError(f"{path}: layer {i} state {key!r} has shape {np.shape(state[key])}, "
                                  f"expected {np.shape(value)}")
         layer.load_state(state)
+    epochs_trained = meta.get("epochs_trained", 0)
+    if isinstance(epochs_trained, bool) or not isinstance(epochs_trained, int) or epochs_trained < 0:
+        raise ValueError(f"{path} has an invalid epochs_trained record {epochs_trained!r}")
+    net.epochs_trained = epochs_trained
     net.eval()
     if not optimizer:
         return net

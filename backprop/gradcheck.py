@@ -10,8 +10,12 @@ so a float32 network is checked without float32 rounding swamping the difference
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
+from backprop.boundary import as_features
 from backprop.layers import layer_from_config
 from backprop.losses import check_loss_fits_network
 from backprop.network import Sequential
@@ -37,9 +41,13 @@ def gradcheck(net, loss_fn, x, y, eps: float = 1e-5, floor: float = 1e-4,
     The network itself is not changed.
     """
     check_loss_fits_network(loss_fn, net)
+    for name, value in (("eps", eps), ("floor", floor)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     net64 = float64_copy(net)
     backend = net64.backend
-    x_dev = backend.asarray(np.asarray(_host(x), dtype=np.float64))
+    # a copy: the differences below perturb x in place
+    x_dev = backend.copy(as_features(backend, x, net.in_features, "x"))
     states = [layer.state() for layer in net64.layers]
 
     def loss_at() -> float:
@@ -60,12 +68,6 @@ def gradcheck(net, loss_fn, x, y, eps: float = 1e-5, floor: float = 1e-4,
         errors[p.name] = _max_rel_error(analytic[p.name], _numeric(p.data, loss_at, eps), floor)
     errors["input"] = _max_rel_error(grad_x, _numeric(x_dev, loss_at, eps), floor)
     return errors if per_parameter else max(errors.values())
-
-
-def _host(x):
-    from backprop.boundary import to_numpy
-
-    return to_numpy(x)
 
 
 def _numeric(array, loss_at, eps: float) -> np.ndarray:

@@ -76,6 +76,8 @@ class Loss:
         """`target` checked against the prediction's shape and moved to its device, once."""
         host = host_numeric(target, "target")
         check_finite(host, "target")
+        if host.shape[0:1] != (shape[0],):
+            raise ValueError(f"target has {host.shape[0] if host.ndim else 0} rows but pred has {shape[0]}")
         if host.ndim == 1 and shape[1] == 1:
             host = host.reshape(-1, 1)
         host = self.check_target_values(host, shape)

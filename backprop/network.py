@@ -8,7 +8,7 @@ import numpy as np
 
 from backprop.backends import get_backend
 from backprop.boundary import as_features
-from backprop.layers import Layer
+from backprop.layers import BatchNorm, Layer
 from backprop.parameters import FlatStore, Parameter
 
 
@@ -45,6 +45,7 @@ class Sequential:
         self.dtype = dtype
         self.backend = get_backend(device, dtype)
         self.training = True
+        self.epochs_trained = 0  # epochs completed by fit, over all calls: keys each epoch's shuffle
         self.out_features = self._output_width()
         self._build()
 
@@ -144,6 +145,10 @@ class Sequential:
         Keeps what `backward` needs. Dropout and BatchNorm follow train()/eval().
         """
         x = as_features(self.backend, x, self.in_features, "x")
+        if self.training and x.shape[0] < 2 and any(isinstance(layer, BatchNorm) for layer in self.layers):
+            # refused here, before any layer runs: a Dropout in front would already have moved on
+            raise ValueError(f"x has {x.shape[0]} row, but BatchNorm needs at least 2 in training mode; "
+                             "call net.eval() to run single examples")
         out = self.forward_internal(x)
         self._last_output_shape = out.shape
         return self.backend.copy(out)

@@ -17,7 +17,7 @@ def _check_hyper(name: str, value, low: float = 0.0, high: float = math.inf, hig
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
     above = value >= high if high_open else value > high
-    if math.isnan(value) or value < low or above:
+    if not math.isfinite(value) or value < low or above:
         bracket = ")" if high_open else "]"
         raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
     return value
@@ -29,18 +29,24 @@ class Optimizer:
     state_names: tuple[str, ...] = ()
 
     def __init__(self, params, lr: float):
-        params = list(params)
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"params must be a list of parameters (net.parameters()), "
+                            f"got {type(params).__name__}") from None
         if not params:
             raise ValueError("params is empty: pass net.parameters()")
-        stores = {id(p.store) for p in params if getattr(p, "store", None) is not None}
-        if len(stores) != 1 or any(getattr(p, "store", None) is None for p in params):
-            raise ValueError("params must all come from one network's parameters()")
+        stranger = next((p for p in params if getattr(p, "store", None) is None), None)
+        if stranger is not None:
+            raise TypeError(f"params must hold a network's parameters (net.parameters()), "
+                            f"got an element of type {type(stranger).__name__}")
+        if len({id(p.store) for p in params}) != 1:
+            raise ValueError("params must all come from one network's parameters(), got parameters "
+                             "of several networks")
         self.params = params
         self.store = params[0].store
         self.generation = self.store.generation
         self.lr = _check_hyper("lr", lr)
-        if self.lr == math.inf:
-            raise ValueError("lr must be finite, got inf")
         self.step_count = 0
         self.segments = self._segments(params)
         backend = self.store.backend

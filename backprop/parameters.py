@@ -85,7 +85,11 @@ class Parameter:
         if shape != self.shape:
             raise ValueError(f"{self.name}.{what} has shape {self.shape}; the assigned value has shape {shape}")
         if not isinstance(values, type(view)):
-            values = backend.asarray(np.asarray(values))
+            values = np.asarray(values)
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"{self.name}.{what} must hold real numbers, got an array of dtype {values.dtype}")
+        if not isinstance(values, type(view)):
+            values = backend.asarray(values)
         view[...] = values
 
     def __repr__(self) -> str:

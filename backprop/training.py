@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from backprop.boundary import check_finite, host_numeric
+from backprop.layers import BatchNorm, Dropout
 from backprop.losses import Loss, check_loss_fits_network
 from backprop.optim import Adam, LRScheduler, Optimizer
 from backprop.progress import EpochProgress
@@ -75,6 +76,25 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _seed(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer or None, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer or None, got {value}")
+    return int(value)
+
+
+def _check_batchnorm_batches(net, n: int, batch_size: int) -> None:
+    """Refuse, before the first step, a split into batches that would leave a batch of one row:
+    BatchNorm cannot train on it, and finding out mid-epoch would leave the network half-trained."""
+    if not any(hasattr(layer, "running_mean") for layer in net.layers):
+        return
+    last = n % batch_size or batch_size
+    if min(last, batch_size, n) < 2:
+        raise ValueError(f"batch_size={batch_size} with {n} training samples gives a batch of 1 sample, "
+                         f"but BatchNorm needs batches of at least 2 in training; choose another batch_size")
+
+
 def check_features(net, X, name: str = "X") -> np.ndarray:
     """X as a finite 2-D host array with the network's feature count and at least one row."""
     host = host_numeric(X, name)
@@ -88,11 +108,11 @@ def check_features(net, X, name: str = "X") -> np.ndarray:
     return host
 
 
-def check_targets(net, loss: Loss, y, rows: int, name: str = "y") -> np.ndarray:
+def check_targets(net, loss: Loss, y, rows: int, name: str = "y", x_name: str = "X") -> np.ndarray:
     """y checked and converted by the loss (one-hot labels, -1/+1 hinge targets), as a host array."""
     host = host_numeric(y, name)
     if host.shape[0:1] != (rows,):
-        raise ValueError(f"{name} has {host.shape[0] if host.ndim else 0} samples but X has {rows}")
+        raise ValueError(f"{name} has {host.shape[0] if host.ndim else 0} samples but {x_name} has {rows}")
     check_finite(host, name)
     width = net.out_features
     if host.ndim == 1 and width == 1:
@@ -144,9 +164,14 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     - `early_stopping=k`: stop after k epochs without improvement of the validation loss (the
       training loss when there is no validation data) and restore the best weights.
     - `scheduler`: an LR schedule stepped once per epoch.
+    - `seed` (default: the network's seed) fixes the validation split and the shuffles: epoch e
+      of the network's life (`net.epochs_trained`, kept in checkpoints) is shuffled from
+      (seed, e) alone, so the same seed gives the same training, and a resumed run continues
+      exactly as an uninterrupted one.
     - If the loss or a gradient becomes NaN/inf, raises TrainingDivergedError before the update
-      that would poison the weights. Ctrl-C stops after the current step and re-raises
-      KeyboardInterrupt; `net.history` holds the history recorded so far.
+      that would poison the weights (layer state is taken back to the last finite step too).
+      Ctrl-C stops after the current step and re-raises KeyboardInterrupt; `net.history` holds
+      the history of the epochs completed so far.
     Leaves the network in eval mode.
     """
     check_loss_fits_network(loss, net)
@@ -167,14 +192,17 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
     if validation_data is not None and validation_split:
         raise ValueError("give validation_data or validation_split, not both")
+    if scheduler is not None and not isinstance(scheduler, LRScheduler):
+        raise TypeError(f"scheduler must be a backprop schedule (e.g. bp.StepLR(optimizer, 10)), "
+                        f"got {type(scheduler).__name__}")
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("scheduler was built for another optimizer")
+    seed = net.seed if seed is None else _seed("seed", seed)
 
     X_host = check_features(net, X)
     Y_host = check_targets(net, loss, y, X_host.shape[0])
-    rng = np.random.default_rng(seed)
     if validation_split:
-        order = rng.permutation(X_host.shape[0])
+        order = np.random.default_rng(seed).permutation(X_host.shape[0])
         n_val = int(round(validation_split * X_host.shape[0]))
         if n_val == 0 or n_val == X_host.shape[0]:
             raise ValueError(f"validation_split={validation_split} leaves {n_val} validation samples out "
@@ -186,9 +214,11 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         X_val_host = check_features(net, validation_data[0], "validation_data[0]")
-        Y_val_host = check_targets(net, loss, validation_data[1], X_val_host.shape[0], "validation_data[1]")
+        Y_val_host = check_targets(net, loss, validation_data[1], X_val_host.shape[0], "validation_data[1]",
+                                   "validation_data[0]")
     else:
         X_val_host = Y_val_host = None
+    _check_batchnorm_batches(net, X_host.shape[0], batch_size)
 
     backend = net.backend
     X_dev, Y_dev = backend.asarray(X_host), backend.asarray(Y_host)
@@ -202,8 +232,9 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     try:
         with _DeferredInterrupt() as interrupt, np.errstate(all="ignore"):
             for epoch in range(1, epochs + 1):
-                order = rng.permutation(X_dev.shape[0]) if shuffle else None
+                order = _epoch_order(seed, net.epochs_trained, X_dev.shape[0]) if shuffle else None
                 metrics = trainer.run_epoch(X_dev, Y_dev, order, epoch, history, interrupt, bar)
+                net.epochs_trained += 1
                 if val is not None:
                     val_metrics = _evaluate_device(net, loss, val[0], val[1], batch_size=max(batch_size, 1024))
                     metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
@@ -239,6 +270,7 @@ class _Trainer:
         self.net, self.loss, self.optimizer, self.batch_size = net, loss, optimizer, batch_size
         self.backend = net.backend
         self._ws: dict = {}
+        self._layer_state = _LayerStateGuard(net)
 
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
@@ -257,12 +289,16 @@ class _Trainer:
         order_dev = None if order is None else backend.asarray_int(order)
         loss_sum, correct, counted = None, None, 0
         for batch, start in enumerate(range(0, n, self.batch_size), start=1):
+            if interrupt.requested:  # Ctrl-C during the previous step: stop between steps
+                history.interrupted = True
+                raise KeyboardInterrupt
             stop = min(start + self.batch_size, n)
             if order_dev is None:
                 xb, yb = X[start:stop], Y[start:stop]
             else:
                 index = order_dev[start:stop]
                 xb, yb = self._gather("x", X, index), self._gather("y", Y, index)
+            self._layer_state.save()
             pred = net.forward_internal(xb, training=True)
             value, grad = loss.compute(backend, pred, yb)
             penalty = net.penalty_internal()
@@ -270,7 +306,7 @@ class _Trainer:
                 value = value + penalty
             net.backward_internal(grad, need_input_grad=False)
             if not (backend.all_finite(value) and backend.all_finite(net.store.grad)):
-                history.interrupted = False
+                self._layer_state.restore()
                 what = "loss" if not backend.all_finite(value) else "gradient"
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite "
@@ -285,12 +321,44 @@ class _Trainer:
                 correct = hits if correct is None else correct + hits
                 counted += rows if loss.accuracy == "argmax" else rows * pred.shape[1]
             bar.step()
-            if interrupt.requested:
-                break
         metrics = {"loss": backend.to_scalar(loss_sum) / n}
         if correct is not None:
             metrics["accuracy"] = backend.to_scalar(correct) / counted
         return metrics
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffle of the network's `epoch`-th epoch (counted over all fits): a function of
+    (seed, epoch) alone, so fit(epochs=2) twice, or a run resumed from a checkpoint, shuffles
+    exactly as one fit(epochs=4) does."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+class _LayerStateGuard:
+    """Takes back what a diverged step's forward wrote into layer state (BatchNorm running
+    statistics, Dropout step counters), so TrainingDivergedError leaves every layer as the last
+    finite step left it. Per step: one int per Dropout, two small device copies per BatchNorm."""
+
+    def __init__(self, net):
+        self.backend = net.backend
+        self.dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
+        self.batchnorms = [layer for layer in net.layers if isinstance(layer, BatchNorm)]
+        self._steps: list[int] = []
+        self._stats = [(self.backend.empty(b.running_mean.shape), self.backend.empty(b.running_var.shape))
+                       for b in self.batchnorms]
+
+    def save(self) -> None:
+        self._steps = [layer.step for layer in self.dropouts]
+        for layer, (mean, var) in zip(self.batchnorms, self._stats):
+            self.backend.copy(layer.running_mean, out=mean)
+            self.backend.copy(layer.running_var, out=var)
+
+    def restore(self) -> None:
+        for layer, step in zip(self.dropouts, self._steps):
+            layer.step = step
+        for layer, (mean, var) in zip(self.batchnorms, self._stats):
+            layer.running_mean[...] = mean
+            layer.running_var[...] = var
 
 
 def _count_correct(backend, loss, pred, target):
