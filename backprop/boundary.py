@@ -61,6 +61,7 @@ def as_features(backend, x, width: int, name: str, rows: int | None = None):
     if native:
         x = backend.asarray(x)
         if not backend.all_finite(x):
+            check_finite(backend.to_host(x), name)  # names the first bad element
             raise ValueError(f"{name} must be finite, but it holds NaN or inf")
         return x
     check_finite(x, name)

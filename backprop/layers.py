@@ -44,7 +44,8 @@ def _check_float(name: str, value, low: float = 0.0, high: float = math.inf, hig
     too_high = value >= high if high_open else value > high
     if not math.isfinite(value) or value < low or too_high:
         bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+        wanted = f"a finite number >= {low}" if high == math.inf else f"in [{low}, {high}{bracket}"
+        raise ValueError(f"{name} must be {wanted}, got {value}")
     return value
 
 

@@ -68,8 +68,9 @@ class Loss:
     def check_pred(self, pred) -> None:
         """Refuse predictions outside the loss's domain (only BCELoss has one)."""
 
-    def check_target_values(self, host: np.ndarray, shape) -> np.ndarray:
-        """Checks and converts the target's values (host array of the prediction's shape)."""
+    def check_target_values(self, host: np.ndarray, shape, name: str = "target") -> np.ndarray:
+        """Checks and converts the target's values (host array of the prediction's shape);
+        `name` is the argument the user passed them as, for the error messages."""
         return host
 
     def prepare_target(self, backend, target, shape):
@@ -117,8 +118,8 @@ class BCELoss(Loss):
         if not is_cupy_array(pred):
             _check_binary(pred, "pred (probabilities for BCELoss)")
 
-    def check_target_values(self, host, shape):
-        _check_binary(host, "target")
+    def check_target_values(self, host, shape, name="target"):
+        _check_binary(host, name)
         return host
 
 
@@ -130,8 +131,8 @@ class BCEWithLogitsLoss(Loss):
     accuracy = "threshold"
     threshold = 0.0
 
-    def check_target_values(self, host, shape):
-        _check_binary(host, "target")
+    def check_target_values(self, host, shape, name="target"):
+        _check_binary(host, name)
         return host
 
 
@@ -145,8 +146,8 @@ class CrossEntropyLoss(Loss):
     op = "cross_entropy_loss"
     accuracy = "argmax"
 
-    def check_target_values(self, host, shape):
-        return as_class_targets(host, shape[1], "target")
+    def check_target_values(self, host, shape, name="target"):
+        return as_class_targets(host, shape[1], name)
 
 
 def as_class_targets(host: np.ndarray, classes: int, name: str) -> np.ndarray:
@@ -180,12 +181,12 @@ class HingeLoss(Loss):
     accuracy = "threshold"
     threshold = 0.0
 
-    def check_target_values(self, host, shape):
+    def check_target_values(self, host, shape, name="target"):
         values = np.unique(host)
         if np.all(np.isin(values, (0, 1))):
             return 2.0 * host - 1.0
         if not np.all(np.isin(values, (-1, 1))):
-            raise ValueError(f"target for HingeLoss must hold -1/+1 or 0/1, got values {values[:5]}")
+            raise ValueError(f"{name} for HingeLoss must hold -1/+1 or 0/1, got values {values[:5]}")
         return host
 
 

@@ -19,7 +19,8 @@ def _check_hyper(name: str, value, low: float = 0.0, high: float = math.inf, hig
     above = value >= high if high_open else value > high
     if not math.isfinite(value) or value < low or above:
         bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+        wanted = f"a finite number >= {low}" if high == math.inf else f"in [{low}, {high}{bracket}"
+        raise ValueError(f"{name} must be {wanted}, got {value}")
     return value
 
 
@@ -132,7 +133,8 @@ class SGD(Optimizer):
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 (as in PyTorch)")
+            raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0 (as in PyTorch), "
+                             f"got momentum={self.momentum}, dampening={self.dampening}")
         self.nesterov = nesterov
         if momentum == 0:
             self.state_names = ()

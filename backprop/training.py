@@ -117,7 +117,7 @@ def check_targets(net, loss: Loss, y, rows: int, name: str = "y", x_name: str = 
     width = net.out_features
     if host.ndim == 1 and width == 1:
         host = host.reshape(-1, 1)
-    host = loss.check_target_values(host, (rows, width))
+    host = loss.check_target_values(host, (rows, width), name)
     if host.shape != (rows, width):
         raise ValueError(f"{name} must have shape ({rows}, {width}) to match the network's {width} outputs, "
                          f"got {host.shape}")
@@ -212,7 +212,8 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         X_host, Y_host = X_host[train_idx], Y_host[train_idx]
     elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
+            raise ValueError(f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
+                             + (f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else ""))
         X_val_host = check_features(net, validation_data[0], "validation_data[0]")
         Y_val_host = check_targets(net, loss, validation_data[1], X_val_host.shape[0], "validation_data[1]",
                                    "validation_data[0]")
