@@ -154,7 +154,7 @@ class _DeferredInterrupt:
 def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs: int = 10,
         batch_size: int = 32, shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         early_stopping: int | None = None, progress: bool = True, seed: int | None = None,
-        scheduler: LRScheduler | None = None) -> History:
+        scheduler: LRScheduler | None = None, distributed=False) -> History:
     """Train `net` on (X, y) by mini-batch backpropagation; returns a `History`.
 
     - `loss`: a backprop loss (required); `optimizer`: defaults to Adam(net.parameters()).
@@ -172,6 +172,9 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
       that would poison the weights (layer state is taken back to the last finite step too).
       Ctrl-C stops after the current step and re-raises KeyboardInterrupt; `net.history` holds
       the history of the epochs completed so far.
+    - `distributed=True` (in processes started by `mpirun`): data-parallel over MPI, or NCCL for
+      a CUDA network; every rank passes the same arguments and computes its shard of every
+      batch, with the result of one process at the same batch_size (see backprop/distributed.py).
     Leaves the network in eval mode.
     """
     check_loss_fits_network(loss, net)
@@ -198,6 +201,11 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("scheduler was built for another optimizer")
     seed = net.seed if seed is None else _seed("seed", seed)
+    parallel = None
+    if distributed:  # every rank starts as rank 0, with rank 0's seed
+        from backprop.distributed import DataParallel
+        parallel = DataParallel(net, optimizer, loss, seed, distributed)
+        seed = parallel.seed
 
     X_host = check_features(net, X)
     Y_host = check_targets(net, loss, y, X_host.shape[0])
@@ -220,16 +228,21 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     else:
         X_val_host = Y_val_host = None
     _check_batchnorm_batches(net, X_host.shape[0], batch_size)
+    if parallel is not None:
+        parallel.begin(X_host.shape[0], batch_size, epochs=epochs, shuffle=shuffle,
+                       validation=None if X_val_host is None else X_val_host.shape[0],
+                       early_stopping=early_stopping)
 
     backend = net.backend
     X_dev, Y_dev = backend.asarray(X_host), backend.asarray(Y_host)
     val = None if X_val_host is None else (backend.asarray(X_val_host), backend.asarray(Y_val_host))
     history = History()
     net.history = history
-    trainer = _Trainer(net, loss, optimizer, batch_size)
+    trainer = _Trainer(net, loss, optimizer, batch_size, parallel)
     monitor = "val_loss" if val is not None else "loss"
     best_value, best_state, waited = math.inf, None, 0
-    bar = EpochProgress(epochs, trainer.batches_per_epoch(X_dev.shape[0]), enabled=progress)
+    bar = EpochProgress(epochs, trainer.batches_per_epoch(X_dev.shape[0]),
+                        enabled=progress and (parallel is None or parallel.is_root))
     try:
         with _DeferredInterrupt() as interrupt, np.errstate(all="ignore"):
             for epoch in range(1, epochs + 1):
@@ -239,11 +252,13 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
                 if val is not None:
                     val_metrics = _evaluate_device(net, loss, val[0], val[1], batch_size=max(batch_size, 1024))
                     metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+                if parallel is not None:  # rank 0's numbers decide early stopping on every rank
+                    metrics = parallel.shared_metrics(metrics)
                 history.record(**metrics)
                 bar.end_epoch(epoch, metrics)
                 if scheduler is not None:
                     scheduler.step()
-                if interrupt.requested:
+                if trainer.stop_requested(interrupt):
                     history.interrupted = True
                     raise KeyboardInterrupt
                 if early_stopping is not None:
@@ -261,20 +276,27 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     finally:
         bar.close()
         net.eval()
+        if parallel is not None:
+            parallel.close()
     return history
 
 
 class _Trainer:
     """The per-step loop of fit, with the batch workspaces it reuses."""
 
-    def __init__(self, net, loss, optimizer, batch_size):
+    def __init__(self, net, loss, optimizer, batch_size, parallel=None):
         self.net, self.loss, self.optimizer, self.batch_size = net, loss, optimizer, batch_size
+        self.parallel = parallel  # a DataParallel on N ranks, None in one process
         self.backend = net.backend
         self._ws: dict = {}
         self._layer_state = _LayerStateGuard(net)
 
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
+
+    def stop_requested(self, interrupt) -> bool:
+        """Ctrl-C seen; on N ranks, seen by any rank, so that all stop at the same step."""
+        return interrupt.requested if self.parallel is None else self.parallel.any(interrupt.requested)
 
     def _gather(self, name, source, index):
         shape = (index.shape[0], source.shape[1])
@@ -290,22 +312,32 @@ class _Trainer:
         order_dev = None if order is None else backend.asarray_int(order)
         loss_sum, correct, counted = None, None, 0
         for batch, start in enumerate(range(0, n, self.batch_size), start=1):
-            if interrupt.requested:  # Ctrl-C during the previous step: stop between steps
+            if self.stop_requested(interrupt):  # Ctrl-C during the previous step: stop between steps
                 history.interrupted = True
                 raise KeyboardInterrupt
             stop = min(start + self.batch_size, n)
+            batch_rows = stop - start
+            if self.parallel is not None:  # this rank's shard of the batch
+                start, stop = self.parallel.shard(start, stop)
             if order_dev is None:
                 xb, yb = X[start:stop], Y[start:stop]
             else:
                 index = order_dev[start:stop]
                 xb, yb = self._gather("x", X, index), self._gather("y", Y, index)
             self._layer_state.save()
-            pred = net.forward_internal(xb, training=True)
-            value, grad = loss.compute(backend, pred, yb)
-            penalty = net.penalty_internal()
-            if penalty is not None:
-                value = value + penalty
-            net.backward_internal(grad, need_input_grad=False)
+            if start == stop:  # no rows for this rank in a tiny last batch: it sends zeros
+                value, pred = self.parallel.empty_shard(), None
+            else:
+                pred = net.forward_internal(xb, training=True)
+                value, grad = loss.compute(backend, pred, yb)
+                if self.parallel is not None:
+                    value = self.parallel.scale_loss(value, grad, stop - start, batch_rows)
+                penalty = net.penalty_internal()
+                if penalty is not None:
+                    value = value + penalty
+                net.backward_internal(grad, need_input_grad=False)
+            if self.parallel is not None:  # one allreduce: every rank gets the whole batch's gradient
+                self.parallel.reduce_gradients(value, stop - start, batch_rows)
             if not (backend.all_finite(value) and backend.all_finite(net.store.grad)):
                 self._layer_state.restore()
                 what = "loss" if not backend.all_finite(value) else "gradient"
@@ -317,11 +349,13 @@ class _Trainer:
             rows = stop - start
             weighted = value * rows
             loss_sum = weighted if loss_sum is None else loss_sum + weighted
-            hits = _count_correct(backend, loss, pred, yb)
+            hits = None if pred is None else _count_correct(backend, loss, pred, yb)
             if hits is not None:
                 correct = hits if correct is None else correct + hits
                 counted += rows if loss.accuracy == "argmax" else rows * pred.shape[1]
             bar.step()
+        if self.parallel is not None:  # sums over every rank's rows
+            return self.parallel.epoch_metrics(loss_sum, correct, counted, n)
         metrics = {"loss": backend.to_scalar(loss_sum) / n}
         if correct is not None:
             metrics["accuracy"] = backend.to_scalar(correct) / counted

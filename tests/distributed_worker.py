@@ -1,0 +1,130 @@
+"""One rank of a data-parallel test: `mpiexec -n 2 python tests/distributed_worker.py CASE OUT_DIR`.
+
+Each rank runs fit(..., distributed=...) on the case's setup and writes what it ended with to
+OUT_DIR/rank{r}.npz; tests/test_distributed.py compares the ranks with each other and with the
+same case run in one process (`build(case, rank=0)` is that setup).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import backprop as bp
+
+
+def _data(n, features=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, features)), rng.integers(0, classes, n)
+
+
+def _mlp(dtype, *middle, l1=0.0, l2=0.0, device="cpu"):
+    return bp.Sequential(bp.Dense(6, 16, activation="relu", l2=l2), *middle, bp.Dense(16, 3, l1=l1),
+                         dtype=dtype, seed=1, device=device)
+
+
+class InterruptingLoss(bp.CrossEntropyLoss):
+    """Rank 1 presses Ctrl-C (SIGINT to itself) while computing its 3rd batch; rank 0 never does."""
+
+    def __init__(self, rank):
+        super().__init__()
+        self.rank, self.calls = rank, 0
+
+    def compute(self, backend, pred, target):
+        self.calls += 1
+        if self.rank == 1 and self.calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().compute(backend, pred, target)
+
+
+def build(case: str, rank: int = 0, device: str = "cpu"):
+    """(net, optimizer, X, y, fit keyword arguments) of `case` as rank `rank` sees it."""
+    X, y = _data(203)
+    kwargs = dict(loss=bp.CrossEntropyLoss(), epochs=3, batch_size=32, progress=False)
+    if case == "mean_float64":  # uneven last batch (11 rows: shards of 5 and 6), l2, momentum, validation
+        net = _mlp("float64", l2=1e-3, device=device)
+        opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        kwargs.update(validation_split=0.1)
+    elif case == "adam_float32":
+        net = _mlp("float32")
+        opt = bp.Adam(net.parameters(), lr=1e-2)
+    elif case == "sum_one_row_last_batch":  # 65 = 32 + 32 + 1: rank 0 has no rows in the last batch
+        X, y = X[:65], np.eye(3)[y[:65]]
+        net = _mlp("float64", l1=1e-3)
+        opt = bp.SGD(net.parameters(), lr=1e-3)
+        kwargs.update(loss=bp.MSELoss(reduction="sum"), epochs=2)
+    elif case == "early_stopping":  # rank 1's validation labels differ: only rank 0's numbers may decide
+        net = _mlp("float64")
+        opt = bp.SGD(net.parameters(), lr=0.5)
+        X_val, y_val = _data(50, seed=5)
+        if rank == 1:
+            y_val = (y_val + 1) % 3
+        kwargs.update(validation_data=(X_val, y_val), early_stopping=1, epochs=30)
+    elif case == "diverge_on_one_rank":  # rank 1's copy of row 40 (batch 3, its shard) makes the loss inf
+        X, y = X[:64], np.eye(3)[y[:64]]
+        if rank == 1:
+            y[40, 0] = 1e300
+        net = _mlp("float64")
+        opt = bp.SGD(net.parameters(), lr=1e-2)
+        kwargs.update(loss=bp.MSELoss(), batch_size=16, shuffle=False)
+    elif case == "interrupt_on_one_rank":
+        net = _mlp("float64")
+        opt = bp.SGD(net.parameters(), lr=1e-2)
+        kwargs.update(loss=InterruptingLoss(rank), batch_size=16)
+    elif case in ("batchnorm", "dropout"):  # one step of one 16-row batch, in order
+        middle = bp.BatchNorm(16) if case == "batchnorm" else bp.Dropout(0.5)
+        net = _mlp("float64", middle)
+        opt = bp.SGD(net.parameters(), lr=0.1)
+        X, y = X[:16], y[:16]
+        kwargs.update(epochs=1, batch_size=16, shuffle=False)
+    else:
+        raise ValueError(f"unknown case {case!r}")
+    return net, opt, X, y, kwargs
+
+
+def main(case: str, out_dir: str) -> None:
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    distributed, device = True, "cpu"
+    if case.startswith("gpu:"):  # real CuPy arrays and NCCL, one GPU per rank
+        from backprop.distributed import local_device
+
+        case, device = case.split(":", 1)[1], local_device("cuda")
+    if case.startswith("nccl_double:"):  # the NCCL communicator, driven through the double
+        from nccl_double import FakeNccl, HostMemory
+
+        from backprop.distributed import NcclCommunicator
+
+        case = case.split(":", 1)[1]
+        memory = HostMemory()
+        nccl = FakeNccl(memory)
+        distributed = NcclCommunicator(device=0, nccl=nccl, memory=memory)
+    net, opt, X, y, kwargs = build(case, rank, device)
+    outcome = "finished"
+    try:
+        bp.fit(net, X, y, optimizer=opt, distributed=distributed, **kwargs)
+    except bp.TrainingDivergedError as exc:
+        outcome = f"diverged at epoch {exc.epoch}, batch {exc.batch}"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    history = net.history.to_dict()
+    result = {"params": bp.to_numpy(net.store.data), "history": json.dumps(history), "outcome": outcome,
+              "steps": opt.step_count, "epochs_trained": net.epochs_trained}
+    for i, layer in enumerate(net.layers):
+        for key, value in layer.state().items():
+            result[f"layer{i}.{key}"] = value
+        if isinstance(layer, bp.Dropout):
+            result[f"layer{i}.seed_after_fit"] = layer.seed
+    if distributed is not True:
+        result["nccl_calls"] = json.dumps(nccl.calls)
+    np.savez(Path(out_dir) / f"rank{rank}.npz", **result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
