@@ -1,0 +1,133 @@
+// Elementwise activations: the dense layer's epilogue y = act(z + b), the plain y = act(x), and
+// the backward pass dz = dy * act'(.) fused with the incoming gradient. Softmax, a row operation,
+// lives in softmax.cu.
+//
+// Each functor evaluates the reference formula of backends/base.py in the same order, so CPU
+// and GPU differ only by libm and fused multiply-add rounding. `slope` is read by leaky_relu only;
+// every kernel takes it so that all activations share one signature.
+#include "common.cuh"
+
+// sqrt(2 / pi) and the cubic coefficient of the tanh form of GELU (base.GELU_K, base.GELU_C).
+#define BP_GELU_K 0.7978845608028654
+#define BP_GELU_C 0.044715
+
+struct Linear {
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return x; }
+};
+
+struct Sigmoid {
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return bp_sigmoid(x); }
+    // dL/dz = dL/dy * y * (1 - y)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T y, T) { return dy * y * (T(1) - y); }
+};
+
+struct Tanh {
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return bp_tanh(x); }
+    // dL/dz = dL/dy * (1 - y^2)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T y, T) { return dy * (T(1) - y * y); }
+};
+
+struct Relu {
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return x > T(0) ? x : T(0); }
+    // dL/dz = dL/dy * [y > 0]
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T y, T) { return y > T(0) ? dy : T(0); }
+};
+
+struct LeakyRelu {
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T slope) { return x > T(0) ? x : slope * x; }
+    // dL/dz = dL/dy * (1 if y > 0 else slope); y > 0 exactly when z > 0 (slope >= 0)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T y, T slope) { return y > T(0) ? dy : slope * dy; }
+};
+
+struct Gelu {
+    // y = x/2 (1 + tanh u), u = k (x + c x^3)
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) {
+        const T inner = T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x);
+        return T(0.5) * x * (T(1) + bp_tanh(inner));
+    }
+    // Takes the pre-activation x (not y): dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2))
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T x, T) {
+        const T t = bp_tanh(T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x));
+        const T dt = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * x * x);
+        return dy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt);
+    }
+};
+
+// y = act(z + b[col]) over a (rows, cols) matrix, b broadcast over rows; `pre` (z + b) is
+// written when not null (GELU's backward needs it); `bias` null means no bias.
+// The column advances by the grid stride modulo cols, so no 64-bit division per element.
+template <typename Act, typename T>
+__device__ void bias_act_forward(const T* z, const T* bias, T* y, T* pre, long long rows,
+                                 long long cols, T slope) {
+    const long long n = rows * cols;
+    const long long stride = bp_grid_stride();
+    long long i = bp_first_index();
+    if (i >= n) return;
+    long long col = i % cols;
+    const long long col_step = stride % cols;
+    for (; i < n; i += stride) {
+        const T v = bias ? z[i] + bias[col] : z[i];
+        if (pre) pre[i] = v;
+        y[i] = Act::forward(v, slope);
+        col += col_step;
+        if (col >= cols) col -= cols;
+    }
+}
+
+// grad_x = dy * act'(.) where `saved` is y (or the pre-activation for GELU).
+template <typename Act, typename T>
+__device__ void act_backward(const T* dy, const T* saved, T* grad_x, long long n, T slope) {
+    for (long long i = bp_first_index(); i < n; i += bp_grid_stride()) {
+        grad_x[i] = Act::backward(dy[i], saved[i], slope);
+    }
+}
+
+// ---- y = act(z + b): reads z, writes y: 2 * sizeof(T) bytes per element (b stays in cache);
+// GELU also writes z + b: 3 * sizeof(T).
+extern "C" __global__ void bias_linear_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Linear>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_linear_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Linear>(z, bias, y, (double*)0, rows, cols, slope); }
+extern "C" __global__ void bias_sigmoid_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Sigmoid>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_sigmoid_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Sigmoid>(z, bias, y, (double*)0, rows, cols, slope); }
+extern "C" __global__ void bias_tanh_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Tanh>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_tanh_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Tanh>(z, bias, y, (double*)0, rows, cols, slope); }
+extern "C" __global__ void bias_relu_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Relu>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_relu_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Relu>(z, bias, y, (double*)0, rows, cols, slope); }
+extern "C" __global__ void bias_leaky_relu_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<LeakyRelu>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_leaky_relu_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<LeakyRelu>(z, bias, y, (double*)0, rows, cols, slope); }
+extern "C" __global__ void bias_gelu_fwd_f32(const float* z, const float* bias, float* y, float* pre, long long rows, long long cols, float slope) { bias_act_forward<Gelu>(z, bias, y, pre, rows, cols, slope); }
+extern "C" __global__ void bias_gelu_fwd_f64(const double* z, const double* bias, double* y, double* pre, long long rows, long long cols, double slope) { bias_act_forward<Gelu>(z, bias, y, pre, rows, cols, slope); }
+
+// ---- y = act(x): reads x, writes y: 2 * sizeof(T) bytes per element.
+extern "C" __global__ void sigmoid_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Sigmoid>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void sigmoid_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Sigmoid>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void tanh_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Tanh>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void tanh_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Tanh>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void relu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Relu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void relu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Relu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void leaky_relu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<LeakyRelu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void leaky_relu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<LeakyRelu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void gelu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Gelu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void gelu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Gelu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+
+// ---- dz = dy * act'(y): reads dy and y (GELU: the pre-activation), writes dz: 3 * sizeof(T).
+extern "C" __global__ void sigmoid_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
+extern "C" __global__ void sigmoid_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
+extern "C" __global__ void tanh_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Tanh>(dy, y, dz, n, slope); }
+extern "C" __global__ void tanh_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Tanh>(dy, y, dz, n, slope); }
+extern "C" __global__ void relu_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Relu>(dy, y, dz, n, slope); }
+extern "C" __global__ void relu_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Relu>(dy, y, dz, n, slope); }
+extern "C" __global__ void leaky_relu_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<LeakyRelu>(dy, y, dz, n, slope); }
+extern "C" __global__ void leaky_relu_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<LeakyRelu>(dy, y, dz, n, slope); }
+extern "C" __global__ void gelu_bwd_f32(const float* dy, const float* pre, float* dz, long long n, float slope) { act_backward<Gelu>(dy, pre, dz, n, slope); }
+extern "C" __global__ void gelu_bwd_f64(const double* dy, const double* pre, double* dz, long long n, double slope) { act_backward<Gelu>(dy, pre, dz, n, slope); }

@@ -1,0 +1,127 @@
+// Losses, each fused with its gradient: one pass writes dL/dpred and one partial sum of the
+// per-element loss per block; finalize_sum (reductions.cu) then adds the partials in a fixed
+// order and applies the reduction. No atomics, so the loss is the same run to run.
+//
+// `grad_scale` is d(reduction)/d(element) times the loss's own constant, computed on the host in
+// double exactly as backends/base.py does (2/N for MSE's mean, 1/N, or 1 for "sum").
+#include "common.cuh"
+
+// (loss term, gradient) of one element, in the reference's operation order.
+struct Mse {
+    // (p - t)^2;  grad_scale (p - t)
+    template <typename T>
+    static __device__ __forceinline__ T term(T p, T t, T scale, T* grad) {
+        const T diff = p - t;
+        *grad = scale * diff;
+        return diff * diff;
+    }
+};
+
+struct Mae {
+    // |p - t|;  grad_scale sign(p - t)
+    template <typename T>
+    static __device__ __forceinline__ T term(T p, T t, T scale, T* grad) {
+        const T diff = p - t;
+        *grad = scale * bp_sign(diff);
+        return bp_abs(diff);
+    }
+};
+
+struct Bce {
+    // t max(log p, -100) + (1 - t) max(log(1 - p), -100)   (finalize negates the sum)
+    // grad_scale (p - t) / max(p (1 - p), 1e-12)
+    template <typename T>
+    static __device__ __forceinline__ T term(T p, T t, T scale, T* grad) {
+        const T log_p = bp_clip_below(bp_log(p), T(-100));
+        const T log_q = bp_clip_below(bp_log1p(-p), T(-100));
+        const T denom = bp_clip_below(p * (T(1) - p), T(1e-12));
+        *grad = scale * (p - t) / denom;
+        return t * log_p + (T(1) - t) * log_q;
+    }
+};
+
+struct BceWithLogits {
+    // max(x, 0) - x t + log(1 + e^-|x|);  grad_scale (sigmoid(x) - t)
+    template <typename T>
+    static __device__ __forceinline__ T term(T x, T t, T scale, T* grad) {
+        *grad = scale * (bp_sigmoid(x) - t);
+        return bp_clip_below(x, T(0)) - x * t + bp_log1p(bp_exp(-bp_abs(x)));
+    }
+};
+
+struct Hinge {
+    // max(0, 1 - t p);  grad_scale (-t [1 - t p > 0])
+    template <typename T>
+    static __device__ __forceinline__ T term(T p, T t, T scale, T* grad) {
+        const T margin = T(1) - t * p;
+        *grad = scale * (margin > T(0) ? -t : T(0));
+        return bp_clip_below(margin, T(0));
+    }
+};
+
+// Writes grad[i] and partials[blockIdx.x] = this block's sum of loss terms.
+template <typename Loss, typename T>
+__device__ void elementwise_loss(const T* pred, const T* target, T* grad, T* partials, long long n,
+                                 T grad_scale) {
+    __shared__ T scratch[BP_MAX_BLOCK];
+    T acc = T(0);
+    for (long long i = bp_first_index(); i < n; i += bp_grid_stride()) {
+        acc += Loss::term(pred[i], target[i], grad_scale, &grad[i]);
+    }
+    acc = bp_block_reduce<BpSum>(acc, scratch);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+// Softmax cross-entropy over rows (one block per row, grid-stride over rows), target rows of
+// probabilities:
+//   log softmax(x)_j = x_j - m - log s,  m = max_k x_k,  s = sum_k e^(x_k - m)
+//   partials[block] = sum over its rows of sum_j t_j log softmax(x)_j   (finalize negates)
+//   grad_j = grad_scale (e^(x_j - m) / s * sum_k t_k - t_j)
+// DRAM: reads x and t once, writes grad once: 3 * sizeof(T) per element (later passes over a row
+// hit L1/L2).
+template <typename T>
+__device__ void cross_entropy_rows(const T* logits, const T* target, T* grad, T* partials,
+                                   long long rows, long long cols, T grad_scale) {
+    __shared__ T scratch[BP_MAX_BLOCK];
+    T block_total = T(0);
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* x = logits + r * cols;
+        const T* t = target + r * cols;
+        T* g = grad + r * cols;
+        T m = x[0];
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) m = BpMax::apply(m, x[c]);
+        m = bp_block_reduce<BpMax>(m, scratch);
+        T s = T(0);
+        T t_sum = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            s += bp_exp(x[c] - m);
+            t_sum += t[c];
+        }
+        s = bp_block_reduce<BpSum>(s, scratch);
+        t_sum = bp_block_reduce<BpSum>(t_sum, scratch);
+        const T log_s = bp_log(s);
+        T row = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            const T shifted = x[c] - m;
+            row += t[c] * (shifted - log_s);
+            g[c] = grad_scale * (bp_exp(shifted) / s * t_sum - t[c]);
+        }
+        block_total += bp_block_reduce<BpSum>(row, scratch);
+    }
+    if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+}
+
+// ---- elementwise losses: read pred and target, write grad: 3 * sizeof(T) per element.
+extern "C" __global__ void mse_loss_f32(const float* pred, const float* target, float* grad, float* partials, long long n, float grad_scale) { elementwise_loss<Mse>(pred, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void mse_loss_f64(const double* pred, const double* target, double* grad, double* partials, long long n, double grad_scale) { elementwise_loss<Mse>(pred, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void mae_loss_f32(const float* pred, const float* target, float* grad, float* partials, long long n, float grad_scale) { elementwise_loss<Mae>(pred, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void mae_loss_f64(const double* pred, const double* target, double* grad, double* partials, long long n, double grad_scale) { elementwise_loss<Mae>(pred, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void bce_loss_f32(const float* prob, const float* target, float* grad, float* partials, long long n, float grad_scale) { elementwise_loss<Bce>(prob, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void bce_loss_f64(const double* prob, const double* target, double* grad, double* partials, long long n, double grad_scale) { elementwise_loss<Bce>(prob, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void bce_logits_loss_f32(const float* logits, const float* target, float* grad, float* partials, long long n, float grad_scale) { elementwise_loss<BceWithLogits>(logits, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void bce_logits_loss_f64(const double* logits, const double* target, double* grad, double* partials, long long n, double grad_scale) { elementwise_loss<BceWithLogits>(logits, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void hinge_loss_f32(const float* pred, const float* target, float* grad, float* partials, long long n, float grad_scale) { elementwise_loss<Hinge>(pred, target, grad, partials, n, grad_scale); }
+extern "C" __global__ void hinge_loss_f64(const double* pred, const double* target, double* grad, double* partials, long long n, double grad_scale) { elementwise_loss<Hinge>(pred, target, grad, partials, n, grad_scale); }
+
+extern "C" __global__ void cross_entropy_loss_f32(const float* logits, const float* target, float* grad, float* partials, long long rows, long long cols, float grad_scale) { cross_entropy_rows(logits, target, grad, partials, rows, cols, grad_scale); }
+extern "C" __global__ void cross_entropy_loss_f64(const double* logits, const double* target, double* grad, double* partials, long long rows, long long cols, double grad_scale) { cross_entropy_rows(logits, target, grad, partials, rows, cols, grad_scale); }
