@@ -21,7 +21,8 @@ def _train(args) -> int:
     start = time.perf_counter()
     history = bp.fit(net, X_train, y_train, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=args.epochs,
                      batch_size=args.batch_size, validation_data=(X_val, y_val),
-                     early_stopping=args.early_stopping, seed=args.seed)
+                     early_stopping=args.early_stopping, seed=args.seed,
+                     distributed=args.distributed)
     seconds = time.perf_counter() - start
     result = bp.evaluate(net, X_test, y_test, loss=bp.CrossEntropyLoss())
     print(f"trained {history.epochs} epochs on {net.device} in {seconds:.1f} s")
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--early-stopping", type=int, default=10)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the ranks of `mpirun -n N` (MPI; NCCL on GPUs)")
     train.set_defaults(run=_train)
     devices = sub.add_parser("devices", help="list the devices backprop can use")
     devices.set_defaults(run=_devices)
@@ -59,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "distributed", False):  # one GPU per rank, rank 0 prints, any error stops all ranks
+        from backprop.distributed import run_on_ranks
+        return run_on_ranks(args.run, args)
     return args.run(args)
 
 

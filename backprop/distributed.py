@@ -43,7 +43,10 @@ the same position of different shards would be dropped together.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import traceback
 
 import numpy as np
 
@@ -90,6 +93,22 @@ def local_device(prefer: str = "auto") -> str:
     local = node.Get_rank()
     node.Free()
     return f"cuda:{local % max(count, 1)}"
+
+
+def run_on_ranks(command, args) -> int:
+    """Run a command-line command (`python -m backprop train --distributed`) on this rank: on
+    the rank's GPU of its node (or the CPU), printing only on rank 0. An error on one rank
+    aborts every rank: the others would otherwise wait forever in their next collective."""
+    args.device = local_device(args.device)
+    with contextlib.ExitStack() as stack:
+        if not is_root():
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+        try:
+            return command(args)
+        except Exception:
+            traceback.print_exc()
+            _mpi().COMM_WORLD.Abort(1)
+            raise
 
 
 def dropout_seed(seed: int, rank: int) -> int:

@@ -34,20 +34,25 @@ from distributed_worker import build  # noqa: E402
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'backprop-gpu[mpi]')")
 
 
-def run_ranks(case: str, out: Path, ranks: int = 2) -> list[dict]:
-    """Run `case` on `ranks` MPI processes; each rank's results as a dict."""
+def launch(command: list[str]) -> tuple[str, str]:
+    """(stdout, stderr) of `command`, which must succeed within TIMEOUT_S."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), case, str(out)]
     # a session of its own, so a hung run is killed with every rank it started
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{case}: the ranks did not finish in {TIMEOUT_S} s (deadlock?)\n{output}")
-    assert proc.returncode == 0, f"{case} failed on some rank:\n{output}"
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{command}: did not finish in {TIMEOUT_S} s (a rank waiting forever?)\n{stdout}{stderr}")
+    assert proc.returncode == 0, f"{command} failed:\n{stdout}{stderr}"
+    return stdout, stderr
+
+
+def run_ranks(case: str, out: Path, ranks: int = 2) -> list[dict]:
+    """Run `case` on `ranks` MPI processes; each rank's results as a dict."""
+    launch([MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), case, str(out)])
     results = []
     for rank in range(ranks):
         with np.load(out / f"rank{rank}.npz") as saved:
@@ -216,3 +221,14 @@ def test_nccl_on_real_gpus_equals_one_process(tmp_path):
     assert_ranks_identical(results)
     net, _, _ = one_process("mean_float64")
     np.testing.assert_allclose(results[0]["params"], bp.to_numpy(net.store.data), rtol=1e-9, atol=1e-9)
+
+
+def test_command_line_on_two_ranks_prints_once_and_matches_one_process():
+    """`mpirun -n 2 python -m backprop train --distributed`: rank 0 alone prints, and the test
+    accuracy is one process's."""
+    args = [sys.executable, "-m", "backprop", "train", "--device", "cpu", "--epochs", "3", "--hidden", "32"]
+    single, _ = launch(args)
+    on_ranks, _ = launch([MPIEXEC, "-n", "2", *args, "--distributed"])
+    accuracy = [line for line in single.splitlines() if line.startswith("test accuracy")]
+    assert len(accuracy) == 1
+    assert [line for line in on_ranks.splitlines() if line.startswith("test accuracy")] == accuracy
