@@ -1,0 +1,230 @@
+"""Checkpoints: a bit-for-bit round trip of everything an exact resume needs (parameters,
+optimizer state and step count, dropout step counters, BatchNorm statistics, the epoch count
+that keys fit's shuffles); a resumed run equals an uninterrupted one exactly; writes are atomic;
+loading never unpickles; damaged, foreign and mismatched files are refused with ValueError.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(40, 5))
+Y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int)
+OPTIMIZERS = {
+    "sgd": lambda params: bp.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda params: bp.Adam(params, lr=0.01),
+    "adamw": lambda params: bp.AdamW(params, lr=0.01, betas=(0.8, 0.99)),
+}
+
+
+def make(optimizer="adam", dtype="float32"):
+    net = bp.Sequential(bp.Dense(5, 8, activation="relu"), bp.Dropout(0.3), bp.BatchNorm(8),
+                        bp.Dense(8, 2), dtype=dtype, seed=3)
+    return net, OPTIMIZERS[optimizer](net.parameters())
+
+
+N_PARAMS = make()[0].num_parameters()
+
+
+def train(net, opt, epochs):
+    return bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=epochs, batch_size=8,
+                  progress=False)
+
+
+def state(net, opt=None) -> list:
+    """Everything that decides the next step, as bytes."""
+    parts = [net.store.data.tobytes(), net.dtype, net.seed, net.epochs_trained, net.config()]
+    parts += [(k, np.asarray(v).tobytes()) for layer in net.layers for k, v in sorted(layer.state().items())]
+    if opt is not None:
+        parts += [type(opt), opt.hyperparameters(), opt.step_count]
+        parts += [(name, buf.tobytes()) for name, buf in sorted(opt.state.items())]
+    return parts
+
+
+def saved(tmp_path, name="model.npz", epochs=2, **kwargs) -> pathlib.Path:
+    net, opt = make(**kwargs)
+    train(net, opt, epochs)
+    return pathlib.Path(bp.save(net, tmp_path / name, optimizer=opt))
+
+
+def rewrite(path, meta=None, arrays=None, drop=()):
+    """Re-save a checkpoint with some metadata fields or arrays replaced (a crafted file)."""
+    with np.load(path, allow_pickle=False) as npz:
+        contents = {key: npz[key] for key in npz.files}
+    record = json.loads(contents["meta"].tobytes())
+    record.update(meta or {})
+    contents["meta"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
+    contents.update(arrays or {})
+    for key in drop:
+        del contents[key]
+    with open(path, "wb") as handle:
+        np.savez(handle, **contents)
+
+
+# ---------------------------------------------------------------------- round trip and resume
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip_is_bit_for_bit(tmp_path, optimizer, dtype):
+    net, opt = make(optimizer, dtype)
+    train(net, opt, epochs=2)
+    bp.save(net, tmp_path / "m.npz", optimizer=opt)
+    net2, opt2 = bp.load(tmp_path / "m.npz", optimizer=True)
+    assert state(net2, opt2) == state(net, opt)
+    assert net2.device == "cpu" and not net2.training
+
+
+def test_resume_matches_an_uninterrupted_run_exactly(tmp_path):
+    whole, whole_opt = make()
+    history = train(whole, whole_opt, epochs=5)
+
+    first, first_opt = make()
+    head = train(first, first_opt, epochs=2)
+    bp.save(first, tmp_path / "m.npz", optimizer=first_opt)
+    del first, first_opt
+    resumed, resumed_opt = bp.load(tmp_path / "m.npz", optimizer=True)
+    tail = train(resumed, resumed_opt, epochs=3)
+
+    assert state(resumed, resumed_opt) == state(whole, whole_opt)
+    assert head["loss"] + tail["loss"] == history["loss"]
+    assert head["accuracy"] + tail["accuracy"] == history["accuracy"]
+
+
+def test_a_network_saved_without_its_optimizer_loads_with_none(tmp_path):
+    net, _ = make()
+    bp.save(net, tmp_path / "m.npz")
+    net2, opt2 = bp.load(tmp_path / "m.npz", optimizer=True)
+    assert opt2 is None and state(net2) == state(net)
+
+
+@pytest.mark.parametrize("device", bp.available_devices())
+def test_a_checkpoint_from_any_device_loads_on_the_cpu(tmp_path, device):
+    net, opt = make()
+    train(net, opt, epochs=1)
+    if device != "cpu":  # a real GPU: train there, so the file comes from device arrays
+        net.to(device)
+        opt = bp.Adam(net.parameters(), lr=0.01)
+        train(net, opt, epochs=1)
+        net.to("cpu")
+    bp.save(net, tmp_path / "m.npz", optimizer=opt if device == "cpu" else None)
+    expected = state(net)
+    # Where a file was written is recorded but never needed: one from a GPU run loads on the CPU.
+    rewrite(tmp_path / "m.npz", meta={"device": "cuda:3"})
+    loaded = bp.load(tmp_path / "m.npz")
+    assert loaded.device == "cpu" and state(loaded) == expected
+
+
+# ---------------------------------------------------------------------- atomic writes
+
+
+def test_a_write_failing_partway_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = saved(tmp_path)
+    before = path.read_bytes()
+    net, opt = make()
+    real_savez = np.savez
+
+    def savez_then_fail(file, **arrays):
+        real_savez(file, **arrays)  # the whole archive is written to the temporary file...
+        file.truncate(file.tell() // 2)  # ...then half of it is lost, as in a crash
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        bp.save(net, path, optimizer=opt)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left
+    monkeypatch.undo()
+    bp.load(path, optimizer=True)
+
+
+# ---------------------------------------------------------------------- refused files
+
+
+def test_a_truncated_file_is_refused(tmp_path):
+    path = saved(tmp_path)
+    data = path.read_bytes()
+    for length in (0, 10, len(data) // 3, len(data) // 2, len(data) - 30, len(data) - 1):
+        path.write_bytes(data[:length])
+        with pytest.raises(ValueError, match="not a readable backprop checkpoint"):
+            bp.load(path, optimizer=True)
+
+
+def test_no_flipped_byte_is_loaded_silently(tmp_path):
+    # A flipped byte (150 positions spread over the file, every region hit): the file is refused,
+    # or (a flip in bytes nothing reads, such as a zip timestamp) it loads exactly what was
+    # saved. Never a quietly different network.
+    path = saved(tmp_path)
+    data = path.read_bytes()
+    original = bp.load(path, optimizer=True)
+    expected = state(*original)
+    positions = np.linspace(0, len(data) - 1, 150).astype(int)
+    refused = 0
+    for position in positions:
+        damaged = bytearray(data)
+        damaged[position] ^= 0x20
+        path.write_bytes(bytes(damaged))
+        try:
+            loaded = bp.load(path, optimizer=True)
+        except ValueError:
+            refused += 1
+            continue
+        assert state(*loaded) == expected, f"flipping byte {position} changed what was loaded"
+    assert refused > 0.8 * len(positions)
+
+
+@pytest.mark.parametrize("craft, match", [
+    (lambda p: p.write_text("not a checkpoint"), "not a readable backprop checkpoint"),
+    (lambda p: np.savez(p, parameters=np.zeros(3)), "not a backprop checkpoint: it has no 'meta' record"),
+    (lambda p: rewrite(p, meta={"format": "keras"}), r"not a backprop checkpoint \(format 'keras'\)"),
+    (lambda p: rewrite(p, meta={"version": 99}), "has checkpoint format version 99; this backprop reads version 1"),
+    (lambda p: rewrite(p, arrays={"meta": np.frombuffer(b"{oops", dtype=np.uint8)}), "metadata is not valid JSON"),
+    (lambda p: rewrite(p, arrays={"parameters": np.zeros(7, dtype=np.float32)}),
+     r"holds parameters of shape \(7,\) but its architecture needs \(\d+,\)"),
+    (lambda p: rewrite(p, meta={"architecture": {"layers": [{"type": "Dense", "in_features": 5, "out_features": 3}],
+                                                  "dtype": "float32", "seed": 3}}),
+     r"holds parameters of shape \(\d+,\) but its architecture needs \(18,\)"),
+    (lambda p: rewrite(p, meta={"architecture": {"layers": [{"type": "Conv2d"}], "dtype": "float32", "seed": 3}}),
+     "unknown layer type 'Conv2d'"),
+    (lambda p: rewrite(p, meta={"architecture": {"layers": [{"type": "Dense", "widht": 3}], "dtype": "float32", "seed": 3}}),
+     "invalid architecture record"),
+    (lambda p: rewrite(p, drop=["layer1.step"]), r"layer 1 state has \[\], expected \['step'\]"),
+    (lambda p: rewrite(p, arrays={"layer2.running_mean": np.zeros(3)}), "layer 2 state 'running_mean' has shape"),
+    (lambda p: rewrite(p, arrays={"parameters": np.full(N_PARAMS, np.nan, dtype=np.float32)}), "non-finite parameters"),
+    (lambda p: rewrite(p, arrays={"optimizer.exp_avg": np.zeros(5)}), "optimizer state 'exp_avg' is missing or has the wrong shape"),
+    (lambda p: rewrite(p, meta={"epochs_trained": -2}), "invalid epochs_trained record -2"),
+], ids=["text", "no-meta", "other-format", "version", "bad-json", "parameter-count", "architecture-mismatch",
+        "unknown-layer", "bad-layer-config", "missing-layer-state", "layer-state-shape", "non-finite", "optimizer-state",
+        "epochs_trained"])
+def test_foreign_and_mismatched_files_are_refused(tmp_path, craft, match):
+    path = saved(tmp_path)
+    craft(path)
+    with pytest.raises(ValueError, match=match):
+        bp.load(path, optimizer=True)
+
+
+class _Marker:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("key", ["parameters", "meta", "layer1.step", "optimizer.exp_avg"])
+def test_loading_never_unpickles(tmp_path, key):
+    path = saved(tmp_path)
+    marker = tmp_path / "code-ran"
+    rewrite(path, arrays={key: np.array([_Marker(marker)], dtype=object)})
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        bp.load(path, optimizer=True)
+    assert not marker.exists()
