@@ -52,7 +52,8 @@ class Loss:
         backend = backend_for(pred)
         self.check_pred(pred)
         target = self.prepare_target(backend, target, pred.shape)
-        loss, self._grad = self.compute(backend, backend.asarray(pred), target)
+        with np.errstate(divide="ignore"):  # BCELoss's log(0) = -inf is clamped by design: no warning
+            loss, self._grad = self.compute(backend, backend.asarray(pred), target)
         return backend.to_scalar(loss)
 
     def compute(self, backend, pred, target):
