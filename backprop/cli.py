@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
     devices = sub.add_parser("devices", help="list the devices backprop can use")
     devices.set_defaults(run=_devices)
+    from backprop import bench as bench_runner  # stdlib imports only: cheap
+
+    bench = sub.add_parser("bench", help="time a training step against PyTorch and sklearn (needs [bench])")
+    bench_runner.add_arguments(bench)
+    bench.set_defaults(run=bench_runner.run)
     return parser
 
 
