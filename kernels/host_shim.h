@@ -7,7 +7,8 @@
 //   Blocks run one after another, so one copy serves every block in turn.
 // - A launch runs block by block. Kernels without barriers run their threads one after another on
 //   the calling thread ("sequential" mode). A kernel that reaches __syncthreads runs one host
-//   thread per CUDA thread with a std::barrier per block ("threaded" mode). The mode is found by
+//   thread per CUDA thread (from a pool reused across launches) with a std::barrier per block
+//   ("threaded" mode). The mode is found by
 //   trying: in sequential mode __syncthreads throws NeedsBarrier before any thread passes the
 //   barrier, and the caller relaunches threaded. (So a kernel must not update global memory in
 //   place before its first barrier; none of ours does.)
@@ -21,11 +22,12 @@
 #include <math.h>
 
 #include <barrier>
+#include <condition_variable>
 #include <cstddef>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 struct bp_dim3 {
     unsigned int x = 1, y = 1, z = 1;
@@ -63,36 +65,94 @@ void trampoline(void** args) {
     call(Kernel, args, std::make_index_sequence<arity(Kernel)>{});
 }
 
+// The host threads that run CUDA threads in threaded mode: worker i runs thread i of each block.
+// Created once and reused (creating 256 threads per block costs far more than the kernels), and
+// never destroyed: they wait on `start` until the process exits.
+class ThreadPool {
+public:
+    // Runs body(t) for t in [0, threads), each on its own worker, and returns when all are done.
+    void run(unsigned int threads, void (*body)(void*, unsigned int), void* context) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        while (workers_ < threads) {
+            std::thread(&ThreadPool::work, this, workers_++).detach();
+        }
+        body_ = body;
+        context_ = context;
+        active_ = threads;
+        remaining_ = threads;
+        ++generation_;
+        start_.notify_all();
+        done_.wait(lock, [this] { return remaining_ == 0; });
+    }
+
+private:
+    void work(unsigned int index) {
+        unsigned long seen = 0;
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            start_.wait(lock, [&] { return generation_ != seen; });
+            seen = generation_;
+            if (index >= active_) continue;
+            auto body = body_;
+            void* context = context_;
+            lock.unlock();
+            body(context, index);
+            lock.lock();
+            if (--remaining_ == 0) done_.notify_one();
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable start_, done_;
+    unsigned int workers_ = 0, active_ = 0, remaining_ = 0;
+    unsigned long generation_ = 0;
+    void (*body_)(void*, unsigned int) = nullptr;
+    void* context_ = nullptr;
+};
+
+inline ThreadPool& pool() {
+    static ThreadPool* instance = new ThreadPool();  // never destroyed: its threads never exit
+    return *instance;
+}
+
+struct Block {
+    void (*body)(void**);
+    void** args;
+    unsigned int index;
+    std::barrier<>* barrier;
+};
+
+inline void run_thread(void* context, unsigned int t) {
+    Block& block = *static_cast<Block*>(context);
+    block_barrier = block.barrier;
+    blockIdx = bp_dim3{block.index, 1, 1};
+    threadIdx = bp_dim3{t, 1, 1};
+    block.body(block.args);
+    block_barrier = nullptr;
+    // A CUDA thread that has exited no longer counts at later barriers.
+    block.barrier->arrive_and_drop();
+}
+
 inline int launch(unsigned int grid, unsigned int block, int threaded, void (*body)(void**), void** args) {
     gridDim = bp_dim3{grid, 1, 1};
     blockDim = bp_dim3{block, 1, 1};
     for (unsigned int b = 0; b < grid; ++b) {
-        if (!threaded) {
-            try {
-                for (unsigned int t = 0; t < block; ++t) {
-                    blockIdx = bp_dim3{b, 1, 1};
-                    threadIdx = bp_dim3{t, 1, 1};
-                    body(args);
-                }
-            } catch (const NeedsBarrier&) {
-                return 1;
-            }
+        if (threaded) {
+            std::barrier<> barrier(block);
+            Block context{body, args, b, &barrier};
+            pool().run(block, run_thread, &context);
             continue;
         }
-        std::barrier<> barrier(block);
-        std::vector<std::jthread> threads;
-        threads.reserve(block);
-        for (unsigned int t = 0; t < block; ++t) {
-            threads.emplace_back([&barrier, body, args, b, t] {
-                block_barrier = &barrier;
+        try {
+            for (unsigned int t = 0; t < block; ++t) {
                 blockIdx = bp_dim3{b, 1, 1};
                 threadIdx = bp_dim3{t, 1, 1};
                 body(args);
-                // A CUDA thread that has exited no longer counts at later barriers.
-                barrier.arrive_and_drop();
-            });
+            }
+        } catch (const NeedsBarrier&) {
+            return 1;
         }
-    }  // each block's jthreads join here, before the next block starts
+    }
     return 0;
 }
 
