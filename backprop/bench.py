@@ -102,14 +102,15 @@ def _median_block(run_block, blocks: int) -> list[float]:
 # ---------------------------------------------------------------------- our side
 
 
-def _our_network(config: Config):
+def our_network(config: Config, device: str = "cpu"):
+    """The config's network (float32, seed 0) and its loss."""
     import backprop as bp
 
     *hidden, last = list(zip(config.widths[:-1], config.widths[1:]))
     layers = [bp.Dense(a, b, activation=config.activation) for a, b in hidden]
     output = "sigmoid" if config.loss == "bce" else None
     layers.append(bp.Dense(*last, activation=output))
-    net = bp.Sequential(*layers, dtype="float32", seed=0)
+    net = bp.Sequential(*layers, device=device, dtype="float32", seed=0)
     loss = bp.BCELoss() if config.loss == "bce" else bp.CrossEntropyLoss()
     return net, loss
 
@@ -118,7 +119,7 @@ def ours_step(config: Config, blocks: int) -> dict:
     """Seconds per step of fit's own loop (timed through fit itself)."""
     import backprop as bp
 
-    net, loss = _our_network(config)
+    net, loss = our_network(config)
     optimizer = bp.SGD(net.parameters(), lr=0.01, momentum=0.9)
     x, y = make_data(config)
 

@@ -1,0 +1,21 @@
+"""One full training step per config of the issue, as fit runs it (forward, loss, backward, the
+finiteness check, SGD with momentum 0.9), on every available backend. The comparison with
+PyTorch lives in `python -m backprop bench`."""
+
+from __future__ import annotations
+
+import pytest
+
+import backprop as bp
+from backprop.bench import CONFIGS, make_data, our_network
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_training_step(backend, measure, name):
+    config = CONFIGS[name]
+    config = type(config)(**dict(config.__dict__, steps=1))  # one batch: one fit call is one step
+    net, loss = our_network(config, backend.device)
+    optimizer = bp.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = make_data(config)
+    measure(backend, lambda: bp.fit(net, x, y, loss=loss, optimizer=optimizer, epochs=1,
+                                    batch_size=config.batch, shuffle=False, progress=False))
