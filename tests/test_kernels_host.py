@@ -3,9 +3,10 @@ what the reference backend computes, over launch shapes a GPU would see.
 
 Every kernel runs over several (grid, block) shapes: grid x block smaller than n (the grid-stride
 loop must come round), n never a multiple of the block, blocks of odd widths and the largest.
-Outputs start as NaN with a recognisable payload and carry guard cells past their end: an element
-never written stays NaN and fails the comparison, an element written past the end changes a guard.
-Inputs carry NaN guard cells too, so reading past the end poisons a result.
+Outputs start as NaN and carry guard cells past their end: an element never written stays NaN and
+fails the comparison; an element written past the end changes a guard, whose NaN payload is
+unique to its buffer. Inputs carry such NaN guard cells too, so reading past the end poisons a
+result.
 
 Bounds, per kernel, against `Backend` (the reference) on NumPy: |got - want| <= ulps * ulp(want)
 + floor, with floor = k * eps * max|want| (sums in another order, cancellation) plus, in float32,
@@ -75,10 +76,21 @@ class Runner:
     def scalar(self, value):
         return self.dtype(value)
 
+    def _guard_value(self, dtype):
+        """A NaN whose payload names this buffer (an integer sentinel for index arrays). Unique
+        per buffer: a stray write of a value computed from another buffer's guard (NaN
+        arithmetic keeps the payload) still changes this guard."""
+        tag = len(self.buffers) + 1
+        if dtype == np.float32:
+            return np.uint32(0x7FC00000 | tag).view(np.float32)
+        if dtype == np.float64:
+            return np.uint64(0x7FF8000000000000 | tag).view(np.float64)
+        return dtype.type(-tag)
+
     def _guarded(self, values):
         values = np.asarray(values)
         buffer = np.empty(values.size + GUARD, dtype=values.dtype)
-        buffer[values.size:] = POISON.get(values.dtype.type, -1)
+        buffer[values.size:] = self._guard_value(values.dtype)
         view = buffer[:values.size].reshape(values.shape)
         view[...] = values
         self.buffers.append((buffer, values.size, buffer[values.size:].copy()))
