@@ -1,0 +1,311 @@
+"""The GPU backend: the reference ops on CuPy, matmuls in cuBLAS, everything else in our kernels.
+
+CuPy is imported when a CupyBackend is created, never at import time, so `import backprop` works
+without it. Every op computes what `Backend` defines (tests compare them op by op):
+- matmul: one cuBLAS GEMM with transpose flags (`cupy.cublas.gemm`); transposes are never copied.
+- elementwise work, losses, dropout, batch norm, optimizers: the kernels of backprop.kernels, one
+  launch each (a reduction adds one single-block launch that adds the per-block partials).
+- reductions are deterministic: fixed-order trees, no atomics.
+Arrays must be C-contiguous and of the backend's dtype; the launcher refuses anything else.
+"""
+
+from __future__ import annotations
+
+import math
+
+from backprop.backends.base import ACTIVATIONS, Backend, dropout_threshold
+from backprop.backends.devices import parse_device
+from backprop.kernels.loader import KernelLibrary
+
+BLOCK = 256          # threads per block (BP_MAX_BLOCK in the kernels)
+MAX_GRID = 4096      # elementwise grids stop here; the grid-stride loop does the rest
+PARTIAL_GRID = 1024  # blocks of a reduction, so one block of BLOCK threads adds the partials
+TILE = 32            # columns per block in column reductions (BP_TILE)
+ELEMENTWISE_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu")
+
+
+def _blocks(n: int, cap: int) -> int:
+    """Blocks of BLOCK threads covering n elements, at least 1, at most `cap`."""
+    return max(1, min(cap, -(-n // BLOCK)))
+
+
+def _tiles(cols: int) -> int:
+    """Blocks for a column reduction: one per TILE columns, at least 1, at most PARTIAL_GRID."""
+    return max(1, min(PARTIAL_GRID, -(-cols // TILE)))
+
+
+def _row_block(cols: int) -> int:
+    """Threads per row for a block-per-row kernel: the next power of two >= cols, in [32, BLOCK]."""
+    return min(BLOCK, max(32, 1 << max(0, cols - 1).bit_length()))
+
+
+class CupyBackend(Backend):
+    """`Backend` on an NVIDIA GPU through CuPy and backprop's CUDA kernels."""
+
+    name = "cupy"
+
+    def __init__(self, dtype: str = "float32", device: str = "cuda:0"):
+        import cupy
+        from cupy import cublas  # a submodule CuPy does not import by itself
+
+        kind, index = parse_device(device)
+        if kind != "cuda":
+            raise ValueError(f"CupyBackend needs a device 'cuda:N', got {device!r}")
+        super().__init__(cupy, dtype=dtype, device=f"cuda:{index}")
+        self._cupy = cupy
+        self._cublas = cublas
+        self._gpu = cupy.cuda.Device(index)
+        self._kernels = KernelLibrary(cupy)
+        self._suffix = "_f32" if dtype == "float32" else "_f64"
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _launch(self, kernel: str, grid: int, block: int, *args) -> None:
+        launcher = self._kernels(kernel + self._suffix)
+        with self._gpu:
+            launcher(grid, block, *args)
+
+    def _out(self, out, shape):
+        return self.empty(shape) if out is None else out
+
+    def _total(self, partials, count: int, sign: float = 1.0, divisor: float = 1.0):
+        """A 0-d array: sign * (sum of the `count` partials) / divisor, added in a fixed order."""
+        out = self.empty(())
+        self._launch("finalize_sum", 1, BLOCK, partials, out, count, sign, divisor)
+        return out
+
+    def _partial_sum(self, kernel: str, n: int, inputs: tuple, extra: tuple = ()):
+        """Runs a partial-sum kernel (inputs..., partials, n, extra...) over n items; its 0-d total."""
+        grid = _blocks(n, PARTIAL_GRID)
+        partials = self.empty((grid,))
+        self._launch(kernel, grid, BLOCK, *inputs, partials, n, *extra)
+        return self._total(partials, grid)
+
+    # ------------------------------------------------------------------ arrays and transfer
+
+    def asarray(self, host_array):
+        with self._gpu:
+            return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self.dtype))
+
+    def asarray_int(self, host_array):
+        with self._gpu:
+            return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self._cupy.int64))
+
+    def owns(self, x) -> bool:
+        return isinstance(x, self._cupy.ndarray)
+
+    def to_host(self, array):
+        return array.get()
+
+    def zeros(self, shape):
+        with self._gpu:
+            return self._cupy.zeros(shape, dtype=self.dtype)
+
+    def empty(self, shape):
+        with self._gpu:
+            return self._cupy.empty(shape, dtype=self.dtype)
+
+    def copy(self, x, out=None):
+        if out is None:
+            with self._gpu:
+                return x.copy()
+        out[...] = x
+        return out
+
+    def take_rows(self, x, indices, out=None):
+        rows, cols = indices.shape[0], x.shape[1]
+        out = self._out(out, (rows, cols))
+        self._launch("take_rows", _blocks(rows * cols, MAX_GRID), BLOCK, x, indices, out, rows, cols)
+        return out
+
+    # ------------------------------------------------------------------ linear algebra
+
+    def matmul(self, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None):
+        rows = a.shape[1] if transpose_a else a.shape[0]
+        cols = b.shape[0] if transpose_b else b.shape[1]
+        out = self._out(out, (rows, cols))
+        with self._gpu:
+            self._cublas.gemm("T" if transpose_a else "N", "T" if transpose_b else "N", a, b, out=out)
+        return out
+
+    def sum_rows(self, x, out=None):
+        rows, cols = x.shape
+        out = self._out(out, (cols,))
+        self._launch("column_sums", _tiles(cols), BLOCK, x, out, rows, cols)
+        return out
+
+    def add_scaled(self, x, y, alpha: float, out=None):
+        out = self._out(out, x.shape)
+        self._launch("add_scaled", _blocks(x.size, MAX_GRID), BLOCK, x, y, out, x.size, alpha)
+        return out
+
+    def sum_all(self, x):
+        return self._partial_sum("sum_partials", x.size, (x,))
+
+    def all_finite(self, x) -> bool:
+        return self.to_scalar(self._partial_sum("nonfinite_partials", x.size, (x,))) == 0
+
+    # ------------------------------------------------------------------ activations
+
+    def _check_activation(self, activation: str) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+    def bias_activation_forward(self, z, bias, activation: str, slope: float = 0.01, out=None):
+        self._check_activation(activation)
+        rows, cols = z.shape
+        y = self._out(out, z.shape)
+        if activation == "softmax":
+            self._launch("bias_softmax_fwd", min(rows, MAX_GRID), _row_block(cols), z, bias, y, rows, cols)
+            return y, None
+        grid = _blocks(z.size, MAX_GRID)
+        if activation == "gelu":
+            pre = self.empty(z.shape)
+            self._launch("bias_gelu_fwd", grid, BLOCK, z, bias, y, pre, rows, cols, slope)
+            return y, pre
+        self._launch(f"bias_{activation}_fwd", grid, BLOCK, z, bias, y, rows, cols, slope)
+        return y, None
+
+    def _activation_pass(self, op: str, activation: str, inputs: tuple, slope: float, out):
+        """Launches `{activation}_{op}` over `inputs` (the first gives the shape) into `out`:
+        softmax one block per row, the others elementwise. "linear" is the identity: the first
+        input itself, or a copy of it in `out`."""
+        self._check_activation(activation)
+        first = inputs[0]
+        if activation == "linear":
+            return first if out is None else self.copy(first, out)
+        result = self._out(out, first.shape)
+        if activation == "softmax":
+            rows, cols = first.shape
+            self._launch(f"softmax_{op}", min(rows, MAX_GRID), _row_block(cols), *inputs, result, rows, cols)
+        else:
+            self._launch(f"{activation}_{op}", _blocks(first.size, MAX_GRID), BLOCK, *inputs, result,
+                         first.size, slope)
+        return result
+
+    def activation_forward(self, x, activation: str, slope: float = 0.01, out=None):
+        return self._activation_pass("fwd", activation, (x,), slope, out)
+
+    def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
+        # GELU's derivative needs the pre-activation; the others are written in terms of y.
+        return self._activation_pass("bwd", activation, (grad_y, pre if activation == "gelu" else y), slope, out)
+
+    # ------------------------------------------------------------------ losses
+
+    def _elementwise_loss(self, kernel: str, pred, target, reduction: str, factor: float, sign: float):
+        """(loss, grad) of an elementwise loss kernel: grad = factor * d(reduction) * term'."""
+        n = pred.size
+        grid = _blocks(n, PARTIAL_GRID)
+        grad, partials = self.empty(pred.shape), self.empty((grid,))
+        self._launch(kernel, grid, BLOCK, pred, target, grad, partials, n, factor * self._scale(n, reduction))
+        return self._total(partials, grid, sign, n if reduction == "mean" else 1), grad
+
+    def mse_loss(self, pred, target, reduction: str = "mean"):
+        return self._elementwise_loss("mse_loss", pred, target, reduction, 2.0, 1.0)
+
+    def mae_loss(self, pred, target, reduction: str = "mean"):
+        return self._elementwise_loss("mae_loss", pred, target, reduction, 1.0, 1.0)
+
+    def bce_loss(self, prob, target, reduction: str = "mean"):
+        return self._elementwise_loss("bce_loss", prob, target, reduction, 1.0, -1.0)
+
+    def bce_with_logits_loss(self, logits, target, reduction: str = "mean"):
+        return self._elementwise_loss("bce_logits_loss", logits, target, reduction, 1.0, 1.0)
+
+    def hinge_loss(self, pred, target, reduction: str = "mean"):
+        return self._elementwise_loss("hinge_loss", pred, target, reduction, 1.0, 1.0)
+
+    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
+        rows, cols = logits.shape
+        grid = min(rows, PARTIAL_GRID)
+        grad, partials = self.empty(logits.shape), self.empty((grid,))
+        self._launch("cross_entropy_loss", grid, _row_block(cols), logits, target, grad, partials, rows, cols,
+                     self._scale(rows, reduction))
+        return self._total(partials, grid, -1.0, rows if reduction == "mean" else 1), grad
+
+    # ------------------------------------------------------------------ metrics
+
+    def count_argmax_matches(self, scores, target):
+        rows, cols = scores.shape
+        return self._partial_sum("argmax_match_partials", rows, (scores, target), (cols,))
+
+    def count_threshold_matches(self, scores, target, threshold: float):
+        return self._partial_sum("threshold_match_partials", scores.size, (scores, target), (threshold,))
+
+    # ------------------------------------------------------------------ dropout
+
+    def dropout_forward(self, x, p: float, key: int, out=None):
+        y, mask = self._out(out, x.shape), self.empty(x.shape)
+        self._launch("dropout_fwd", _blocks(x.size, MAX_GRID), BLOCK, x, y, mask, x.size, key,
+                     dropout_threshold(p), 1.0 / (1.0 - p))
+        return y, mask
+
+    def dropout_backward(self, grad_y, mask, out=None):
+        out = self._out(out, grad_y.shape)
+        self._launch("multiply", _blocks(grad_y.size, MAX_GRID), BLOCK, grad_y, mask, out, grad_y.size)
+        return out
+
+    # ------------------------------------------------------------------ batch normalization
+
+    def batchnorm_forward_train(self, x, gamma, beta, eps: float):
+        rows, cols = x.shape
+        y, xhat = self.empty(x.shape), self.empty(x.shape)
+        mean, var, inv_std = self.empty((cols,)), self.empty((cols,)), self.empty((cols,))
+        self._launch("batchnorm_fwd_train", _tiles(cols), BLOCK,
+                     x, gamma, beta, y, xhat, mean, var, inv_std, rows, cols, eps)
+        return y, xhat, mean, var, inv_std
+
+    def batchnorm_forward_eval(self, x, gamma, beta, running_mean, running_var, eps: float):
+        rows, cols = x.shape
+        y = self.empty(x.shape)
+        self._launch("batchnorm_fwd_eval", _blocks(x.size, MAX_GRID), BLOCK, x, gamma, beta, running_mean,
+                     running_var, y, rows, cols, eps)
+        return y
+
+    def batchnorm_backward(self, grad_y, xhat, gamma, inv_std):
+        rows, cols = grad_y.shape
+        grad_x, grad_gamma, grad_beta = self.empty(grad_y.shape), self.empty((cols,)), self.empty((cols,))
+        self._launch("batchnorm_bwd", _tiles(cols), BLOCK,
+                     grad_y, xhat, gamma, inv_std, grad_x, grad_gamma, grad_beta, rows, cols)
+        return grad_x, grad_gamma, grad_beta
+
+    def update_running_stats(self, running_mean, running_var, mean, var, momentum: float, n: int):
+        cols = running_mean.size
+        self._launch("running_stats", _blocks(cols, MAX_GRID), BLOCK, running_mean, running_var, mean, var,
+                     cols, momentum, 1.0 - momentum, n / (n - 1))
+
+    # ------------------------------------------------------------------ penalties
+
+    def l1_l2_penalty(self, w, l1: float, l2: float):
+        grid = _blocks(w.size, PARTIAL_GRID)
+        partials, out = self.empty((2 * grid,)), self.empty(())
+        self._launch("penalty_partials", grid, BLOCK, w, partials, w.size)
+        self._launch("penalty_finalize", 1, BLOCK, partials, out, grid, l1, l2)
+        return out
+
+    def l1_l2_penalty_grad(self, w, grad, l1: float, l2: float):
+        self._launch("l1_l2_grad", _blocks(w.size, MAX_GRID), BLOCK, w, grad, w.size, l1, 2.0 * l2)
+
+    # ------------------------------------------------------------------ optimizers
+
+    def sgd_step(self, param, grad, momentum_buf, lr: float, momentum: float, dampening: float,
+                 nesterov: bool, weight_decay: float, first_step: bool):
+        grid = _blocks(param.size, MAX_GRID)
+        if momentum == 0:
+            self._launch("sgd", grid, BLOCK, param, grad, param.size, lr, weight_decay)
+            return
+        self._launch("sgd_momentum", grid, BLOCK, param, grad, momentum_buf, param.size, lr, momentum,
+                     1.0 - dampening, weight_decay, int(nesterov), int(first_step))
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: float,
+                  eps: float, weight_decay: float, step: int, decoupled: bool):
+        moments = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps)
+        corrections = (lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step))
+        grid = _blocks(param.size, MAX_GRID)
+        if decoupled:
+            decay = 1.0 - lr * weight_decay if weight_decay != 0 else 1.0
+            self._launch("adamw", grid, BLOCK, param, grad, exp_avg, exp_avg_sq, param.size, decay, *moments,
+                         *corrections)
+        else:
+            self._launch("adam", grid, BLOCK, param, grad, exp_avg, exp_avg_sq, param.size, *moments,
+                         weight_decay, *corrections)
