@@ -1,76 +1,255 @@
-"""The command line: python -m backprop train | devices."""
+"""The command line: python -m backprop train | explain | devices | gradcheck.
+
+Each subcommand is a parser built by an `_add_<name>` function and a `run(args) -> exit status`
+set with `set_defaults(run=...)`; the work itself lives in its own module, imported when the
+command runs. Mistakes a user can make (a bad flag value, a missing file, an unknown data set,
+a GPU that is not there) end as one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
-import time
+
+from backprop.backends import DeviceUnavailableError
+
+USAGE_ERROR, INTERRUPTED = 2, 130
+# What a user's input can cause; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, DeviceUnavailableError, OSError, ImportError)
 
 
-def _train(args) -> int:
-    import backprop as bp
-    from backprop.data import load_digits_split
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `python -m backprop train: error: ... (see --help)`."""
 
-    X_train, y_train, X_val, y_val, X_test, y_test = load_digits_split(seed=args.seed)
-    hidden = [int(h) for h in args.hidden.split(",") if h]
-    widths = [X_train.shape[1], *hidden, 10]
-    layers = [bp.Dense(a, b, activation="relu") for a, b in zip(widths[:-2], widths[1:-1])]
-    layers.append(bp.Dense(widths[-2], widths[-1]))
-    net = bp.Sequential(*layers, device=args.device, seed=args.seed)
-    opt = bp.Adam(net.parameters(), lr=args.lr)
-    start = time.perf_counter()
-    history = bp.fit(net, X_train, y_train, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=args.epochs,
-                     batch_size=args.batch_size, validation_data=(X_val, y_val),
-                     early_stopping=args.early_stopping, seed=args.seed,
-                     distributed=args.distributed)
-    seconds = time.perf_counter() - start
-    result = bp.evaluate(net, X_test, y_test, loss=bp.CrossEntropyLoss())
-    print(f"trained {history.epochs} epochs on {net.device} in {seconds:.1f} s")
-    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}")
-    return 0
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------- value checks
+
+
+def _checked(convert, accept, expected: str):
+    """An argparse type: `convert` the text, then refuse it unless `accept(value)`."""
+
+    def check(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):  # NaN fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return check
+
+
+positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _checked(float, lambda v: 0.0 < v < math.inf, "a finite number > 0")
+non_negative_float = _checked(float, lambda v: 0.0 <= v < math.inf, "a finite number >= 0")
+probability = _checked(float, lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)")
+
+
+def widths(text: str) -> list[int]:
+    """"64,32" -> [64, 32]; "" or "none" -> [] (no hidden layer)."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 64,32, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return values
+
+
+# ---------------------------------------------------------------------- subcommands
+
+
+def _add_train(sub) -> None:
+    from backprop.train_command import run
+
+    train = sub.add_parser(
+        "train", help="train a classifier (handwritten digits by default) and report on its test set",
+        description="Train a fully connected classifier by backpropagation: a stratified train/"
+                    "validation/test split, ReLU hidden layers, softmax cross-entropy, Adam, early "
+                    "stopping on the validation loss. Prints progress per epoch, then the test accuracy, "
+                    "a per-class summary and the time per epoch; writes the checkpoint (model.npz), "
+                    "history.json and training.png (loss/accuracy curves, confusion matrix) to --out. "
+                    "Ctrl-C stops after the current batch, saves what was trained and exits with 130.",
+        epilog="examples:\n  python -m backprop train\n  python -m backprop train --dataset moons --hidden 16,16"
+               "\n  python -m backprop train --dataset idx:~/mnist --hidden 256 --epochs 20 --device cuda",
+        formatter_class=_Formatter)
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", default="digits", metavar="NAME",
+                      help="digits (scikit-learn's 8x8 handwritten digits, no download), xor, moons, circles "
+                           "(2-D toy sets drawn from --seed), idx:DIR (MNIST-format IDX files *train-images*/"
+                           "*train-labels*, optionally *t10k-* as the test set; or idx:IMAGES,LABELS), "
+                           "npz:FILE (arrays X and y)")
+    model = train.add_argument_group("network")
+    model.add_argument("--hidden", type=widths, default=[512], metavar="W1,W2,...",
+                       help="hidden layer widths, comma-separated; 'none' for no hidden layer (default: 512)")
+    model.add_argument("--activation", default="relu",
+                       choices=["relu", "leaky_relu", "gelu", "tanh", "sigmoid", "linear"],
+                       help="activation of the hidden layers")
+    model.add_argument("--dropout", type=probability, default=0.0, metavar="P",
+                       help="dropout probability after each hidden layer (0 for none)")
+    model.add_argument("--batch-norm", action="store_true",
+                       help="batch normalization after each hidden layer's activation")
+    model.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="floating-point type")
+    opt = train.add_argument_group("optimization")
+    opt.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="optimizer")
+    opt.add_argument("--lr", type=positive_float, default=None,
+                     help="learning rate (default: 0.001 for adam/adamw, 0.05 for sgd)")
+    opt.add_argument("--momentum", type=non_negative_float, default=None,
+                     help="SGD momentum (sgd only; default: 0.9)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="WD",
+                     help="weight decay (default: 0 for sgd/adam, 0.01 for adamw, decoupled)")
+    opt.add_argument("--epochs", type=positive_int, default=150, help="most epochs to train")
+    opt.add_argument("--batch-size", type=positive_int, default=32, help="samples per step")
+    opt.add_argument("--early-stopping", type=non_negative_int, default=20, metavar="PATIENCE",
+                     help="stop after this many epochs without a lower validation loss and keep the best "
+                          "weights (0: train every epoch)")
+    opt.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seed of the split, the toy data, the initial weights, the shuffles and dropout")
+    run_group = train.add_argument_group("where it runs")
+    run_group.add_argument("--device", default="auto",
+                           help="cpu, cuda, cuda:N or auto (a GPU when one is usable, else the CPU)")
+    run_group.add_argument("--out", default=None, metavar="DIR",
+                           help="folder for model.npz, history.json, training.png (default: runs/<timestamp>/)")
+    run_group.add_argument("--distributed", action="store_true",
+                           help="data-parallel over the ranks of `mpirun -n N` (MPI; NCCL on GPUs)")
+    train.set_defaults(run=run)
+
+
+def _add_explain(sub) -> None:
+    from backprop.explain import run
+
+    explain = sub.add_parser(
+        "explain", help="backpropagation step by step on the worked 3-4-1 example",
+        description="The worked example of the source texts, printed like a textbook: a 3-4-1 network, "
+                    "sigmoid on every layer, binary cross-entropy, one training example with target 1, "
+                    "random weights and zero biases. Shows the data and every parameter; the forward "
+                    "pass (every z = wx + b and f = sigmoid(z), yhat, the loss E); the backward pass "
+                    "(dE/dyhat, dyhat/dz, every chain-rule product, all 21 gradients with their formulas); "
+                    "the updated parameters; then yhat over the next iterations. Every number comes from "
+                    "the library's own forward and backward on --device.",
+        epilog='--weights FILE is JSON: {"input": [x1, x2, x3], "target": 1, "W1": [[...3 numbers] x 4 '
+               'hidden neurons], "b1": [4 numbers], "W2": [4 numbers], "b2": number}; W1[j][k] is the weight '
+               "from input k to hidden neuron j (w1_jk in the texts' notation).",
+        formatter_class=_Formatter)
+    explain.add_argument("--seed", type=non_negative_int, default=0,
+                         help="seed of the random input and initial weights")
+    explain.add_argument("--lr", type=positive_float, default=0.5, help="learning rate epsilon")
+    explain.add_argument("--steps", type=non_negative_int, default=6,
+                         help="further iterations to show yhat for after the first update")
+    explain.add_argument("--weights", default=None, metavar="FILE",
+                         help="JSON with the input, the target and the parameters (see below)")
+    explain.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    explain.set_defaults(run=run)
+
+
+def _add_devices(sub) -> None:
+    devices = sub.add_parser(
+        "devices", help="list the devices backprop can use, and why not the GPU",
+        description="List the devices backprop can use here (the CPU always; each usable NVIDIA GPU), "
+                    "and when no GPU is usable, the reason and the fix.", formatter_class=_Formatter)
+    devices.set_defaults(run=_devices)
+
+
+def _add_gradcheck(sub) -> None:
+    from backprop.gradcheck_command import run
+
+    check = sub.add_parser(
+        "gradcheck", help="check backprop's gradients against finite differences on each device",
+        description="Build small random networks (every activation, dropout, batch norm, several losses) "
+                    "on each available device and compare the library's backpropagated gradients with "
+                    "central finite differences in float64: the largest relative error per layer. "
+                    "Exit status 1 if any is above --tolerance.", formatter_class=_Formatter)
+    check.add_argument("--device", action="append", default=None,
+                       help="device to check (repeatable; default: every available device)")
+    check.add_argument("--seed", type=non_negative_int, default=0, help="seed of the networks and data")
+    check.add_argument("--tolerance", type=positive_float, default=1e-6,
+                       help="largest relative error that passes")
+    check.set_defaults(run=run)
+
+
+def _add_bench(sub) -> None:
+    from backprop import bench  # stdlib imports only: cheap
+
+    parser = sub.add_parser(
+        "bench", help="time a training step against PyTorch, and digits training against sklearn",
+        description=bench.__doc__, formatter_class=_Formatter)
+    bench.add_arguments(parser)
+    parser.set_defaults(run=bench.run)
 
 
 def _devices(args) -> int:
     from backprop.backends import available_devices, cuda_status
 
-    for device in available_devices():
-        print(device)
     count, reason = cuda_status()
+    for device in available_devices():
+        print(f"{device:8}  {_device_name(device)}")
     if not count:
         print(f"no GPU: {reason}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m backprop", description="Train and inspect neural networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a network on handwritten digits")
-    train.add_argument("--device", default="auto")
-    train.add_argument("--hidden", default="128")
-    train.add_argument("--epochs", type=int, default=60)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--early-stopping", type=int, default=10)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--distributed", action="store_true",
-                       help="data-parallel over the ranks of `mpirun -n N` (MPI; NCCL on GPUs)")
-    train.set_defaults(run=_train)
-    devices = sub.add_parser("devices", help="list the devices backprop can use")
-    devices.set_defaults(run=_devices)
-    from backprop import bench as bench_runner  # stdlib imports only: cheap
+def _device_name(device: str) -> str:
+    if device == "cpu":
+        import platform
 
-    bench = sub.add_parser("bench", help="time a training step against PyTorch and sklearn (needs [bench])")
-    bench_runner.add_arguments(bench)
-    bench.set_defaults(run=bench_runner.run)
+        return f"CPU ({platform.processor() or platform.machine()}), NumPy"
+    try:
+        import cupy
+
+        index = int(device.split(":")[1])
+        props = cupy.cuda.runtime.getDeviceProperties(index)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return f"{name}, {props['totalGlobalMem'] / 2**30:.0f} GiB, CuPy {cupy.__version__}"
+    except Exception as exc:  # a name is a nicety: never fail the listing over it
+        return f"(name unavailable: {exc.__class__.__name__})"
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each flag's help; examples kept as written."""
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m backprop",
+                    description="Train and inspect neural networks trained by backpropagation, on the CPU "
+                                "(NumPy) or an NVIDIA GPU (CuPy).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_explain(sub)
+    _add_devices(sub)
+    _add_gradcheck(sub)
+    _add_bench(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "distributed", False):  # one GPU per rank, rank 0 prints, any error stops all ranks
-        from backprop.distributed import run_on_ranks
-        return run_on_ranks(args.run, args)
-    return args.run(args)
+    try:
+        if getattr(args, "distributed", False):  # one GPU per rank, rank 0 prints, any error stops all ranks
+            from backprop.distributed import run_on_ranks
+            return run_on_ranks(args.run, args)
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except USER_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"python -m backprop {args.command}: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""Progress of a fit: a tqdm bar per epoch on a terminal, one plain line per epoch otherwise."""
+"""Progress of a fit: a tqdm bar per epoch on a terminal, one plain line per epoch otherwise.
+
+Each epoch ends with its metrics (loss, accuracy, val_loss, val_accuracy) and the seconds it
+took, validation included.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 
 
 def _format(metrics: dict) -> str:
@@ -17,6 +22,8 @@ class EpochProgress:
         self.stream = stream if stream is not None else sys.stderr
         self._bar = None
         self._tqdm = None
+        self._epoch = 0
+        self._started = None  # perf_counter at the epoch's first step
         if enabled and getattr(self.stream, "isatty", lambda: False)():
             try:
                 from tqdm.auto import tqdm
@@ -25,27 +32,31 @@ class EpochProgress:
             self._tqdm = tqdm
 
     def _open(self, epoch: int) -> None:
-        if self._tqdm is not None:
-            self._bar = self._tqdm(total=self.batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch",
-                                   file=self.stream, leave=True, dynamic_ncols=True)
+        self._bar = self._tqdm(total=self.batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch",
+                               file=self.stream, leave=True, dynamic_ncols=True)
 
     def step(self) -> None:
+        if self._started is None:
+            self._started = time.perf_counter()
         if self._tqdm is None:
             return
         if self._bar is None:
-            self._open(getattr(self, "_epoch", 0) + 1)
+            self._open(self._epoch + 1)
         self._bar.update(1)
 
     def end_epoch(self, epoch: int, metrics: dict) -> None:
         self._epoch = epoch
+        seconds = 0.0 if self._started is None else time.perf_counter() - self._started
+        self._started = None
         if not self.enabled:
             return
+        text = f"{_format(metrics)}  {seconds:.2f} s"
         if self._bar is not None:
-            self._bar.set_postfix_str(_format(metrics), refresh=True)
+            self._bar.set_postfix_str(text, refresh=True)
             self._bar.close()
             self._bar = None
         else:
-            print(f"epoch {epoch}/{self.epochs}  {_format(metrics)}", file=self.stream, flush=True)
+            print(f"epoch {epoch}/{self.epochs}  {text}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

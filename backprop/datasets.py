@@ -1,0 +1,212 @@
+"""The data sets of `python -m backprop train --dataset NAME`, split for training.
+
+    digits       scikit-learn's bundled 8x8 handwritten digits (1797 images, no download)
+    xor          two classes on the quadrants of a square: label = (x1 > 0) xor (x2 > 0)
+    moons        two interleaving half circles
+    circles      a ring around a disc
+    idx:PATH     MNIST-format IDX files: a folder holding *train-images* / *train-labels*
+                 (and optionally *t10k-* or *test-* files as the test set), or IMAGES,LABELS
+    npz:PATH     a NumPy .npz with arrays X (samples, features...) and y (labels)
+
+Every set comes back as a `Dataset`: features as float64 rows, labels as class indices
+0..k-1 (the original label values kept in `class_names`), split stratified into train,
+validation and test parts (`data.stratified_split`). The toy sets are drawn on the spot from
+`seed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import os
+
+import numpy as np
+
+from backprop.data import load_digits_split, stratified_split
+
+TOY_SAMPLES = 1000
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
+NAMES = ("digits", "xor", "moons", "circles", "idx:PATH", "npz:PATH")
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+    @property
+    def features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def classes(self) -> int:
+        return len(self.class_names)
+
+
+# ---------------------------------------------------------------------- toy sets
+
+
+def make_xor(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """x uniform on [-1, 1]^2; class 1 where exactly one coordinate is positive."""
+    X = rng.uniform(-1.0, 1.0, size=(n, 2))
+    return X, ((X[:, 0] > 0) != (X[:, 1] > 0)).astype(np.int64)
+
+
+def make_moons(n: int, rng: np.random.Generator, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Upper half circle (cos t, sin t) as class 0, the lower one (1 - cos t, 0.5 - sin t) as
+    class 1, t uniform on [0, pi], plus Gaussian noise (scikit-learn's make_moons shape)."""
+    y = rng.permutation(np.arange(n) % 2)
+    t = rng.uniform(0.0, np.pi, size=n)
+    X = np.where(y[:, None] == 0, np.c_[np.cos(t), np.sin(t)], np.c_[1.0 - np.cos(t), 0.5 - np.sin(t)])
+    return X + rng.normal(0.0, noise, size=X.shape), y
+
+
+def make_circles(n: int, rng: np.random.Generator, noise: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+    """Class 0 on the circle of radius 1, class 1 on the circle of radius 0.5, plus noise."""
+    y = rng.permutation(np.arange(n) % 2)
+    t = rng.uniform(0.0, 2.0 * np.pi, size=n)
+    radius = np.where(y == 0, 1.0, 0.5)
+    X = radius[:, None] * np.c_[np.cos(t), np.sin(t)]
+    return X + rng.normal(0.0, noise, size=X.shape), y
+
+
+TOYS = {"xor": make_xor, "moons": make_moons, "circles": make_circles}
+
+
+# ---------------------------------------------------------------------- files
+
+# IDX type codes (the third byte of the magic number) and their big-endian dtypes.
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (MNIST's format, optionally gzipped): magic 0 0 type ndim, ndim big-endian
+    uint32 sizes, then the values big-endian in C order."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (it does not start with the IDX magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(s) for s in np.frombuffer(raw[4:header], dtype=">u4")) if ndim else ()
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{path}: the IDX header promises shape {shape} ({expected} bytes) but the file "
+                         f"has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _idx_pairs(path: str) -> list[tuple[str, str]]:
+    """[(train images, train labels)] plus (test images, test labels) when present."""
+    if "," in path:
+        images, labels = path.split(",", 1)
+        return [(images, labels)]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"idx:{path}: not a folder; give a folder holding *train-images* and "
+                                f"*train-labels* IDX files, or idx:IMAGES,LABELS")
+
+    def find(*patterns: str) -> str | None:
+        hits = sorted(h for p in patterns for h in glob.glob(os.path.join(path, p)))
+        return hits[0] if hits else None
+
+    pairs = []
+    for part in ("train", "t10k", "test"):
+        images, labels = find(f"*{part}-images*"), find(f"*{part}-labels*")
+        if images and labels and (part == "train" or len(pairs) == 1):
+            pairs.append((images, labels))
+    if not pairs:
+        raise FileNotFoundError(f"idx:{path}: no *train-images* and *train-labels* IDX files in that folder")
+    return pairs
+
+
+def _features(X: np.ndarray, source: str) -> np.ndarray:
+    """Rows of float64 features: images flattened, 8-bit pixels scaled to [0, 1]."""
+    if X.ndim < 2 or X.shape[0] == 0:
+        raise ValueError(f"{source}: expected samples x features (or images), got shape {X.shape}")
+    flat = X.reshape(X.shape[0], -1)
+    if flat.dtype == np.uint8:
+        return flat.astype(np.float64) / 255.0
+    if flat.dtype.kind not in "iuf":
+        raise ValueError(f"{source}: features must be numbers, got dtype {flat.dtype}")
+    flat = flat.astype(np.float64)
+    if not np.all(np.isfinite(flat)):
+        raise ValueError(f"{source}: features hold NaN or inf")
+    return flat
+
+
+def _labels(y: np.ndarray, rows: int, source: str) -> np.ndarray:
+    y = np.asarray(y).reshape(-1) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != rows:
+        raise ValueError(f"{source}: expected {rows} labels in a 1-D array, got shape {y.shape}")
+    if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
+        raise ValueError(f"{source}: labels must be whole numbers (class labels), got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"npz:{path}: no such file")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in ("X", "y") if k not in data.files]
+        if missing:
+            raise ValueError(f"npz:{path} has no array {missing[0]!r} (it holds {', '.join(data.files) or 'nothing'}); "
+                             "it needs X (samples, features) and y (labels)")
+        X, y = data["X"], data["y"]
+    X = _features(X, f"npz:{path} X")
+    return X, _labels(y, X.shape[0], f"npz:{path} y")
+
+
+# ---------------------------------------------------------------------- splitting and naming
+
+
+def _split(name, X, y, seed, class_names) -> Dataset:
+    test, val, train = stratified_split(y, (TEST_FRACTION, VAL_FRACTION), seed)
+    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names)
+
+
+def _as_classes(*label_arrays: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+    """Labels mapped to 0..k-1 over all parts; the original values as the class names."""
+    values = np.unique(np.concatenate(label_arrays))
+    return [np.searchsorted(values, y) for y in label_arrays], [str(v) for v in values]
+
+
+def load_dataset(spec: str, seed: int = 0) -> Dataset:
+    """The data set named by `spec` (see the module docstring), split with `seed`."""
+    kind, _, path = spec.partition(":")
+    if kind == "digits" and not path:
+        parts = load_digits_split(seed=seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION)
+        return Dataset("digits", *parts, class_names=[str(d) for d in range(10)])
+    if kind in TOYS and not path:
+        X, y = TOYS[kind](TOY_SAMPLES, np.random.default_rng(seed))
+        return _split(kind, X, y, seed, ["0", "1"])
+    if kind == "npz" and path:
+        X, y = _read_npz(path)
+        (y,), names = _as_classes(y)
+        return _split(spec, X, y, seed, names)
+    if kind == "idx" and path:
+        parts = []
+        for images, labels in _idx_pairs(path):
+            for file in (images, labels):
+                if not os.path.isfile(file):
+                    raise FileNotFoundError(f"idx: no such file {file}")
+            X = _features(read_idx(images), images)
+            parts.append((X, _labels(read_idx(labels), X.shape[0], labels)))
+        if len(parts) == 1:
+            (y,), names = _as_classes(parts[0][1])
+            return _split(spec, parts[0][0], y, seed, names)
+        (X, y), (X_test, y_test) = parts
+        if X.shape[1] != X_test.shape[1]:
+            raise ValueError(f"idx:{path}: train images have {X.shape[1]} pixels but test images {X_test.shape[1]}")
+        (y, y_test), names = _as_classes(y, y_test)
+        val, train = stratified_split(y, (VAL_FRACTION,), seed)
+        return Dataset(spec, X[train], y[train], X[val], y[val], X_test, y_test, names)
+    raise ValueError(f"unknown dataset {spec!r}; choose one of {', '.join(NAMES)}")

@@ -1,0 +1,42 @@
+"""What a classifier got right, per class: the confusion matrix and its per-class summary."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
+    """C[i, j] = how many samples of class i were predicted as class j."""
+    return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
+
+
+def per_class(confusion: np.ndarray) -> list[dict]:
+    """For each class i: support = sum_j C[i, j] (its samples), recall = C[i, i] / support,
+    precision = C[i, i] / sum_j C[j, i] (of the samples predicted as i, the right ones).
+    An empty denominator gives None."""
+    correct = np.diag(confusion).astype(float)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall, precision = correct / support, correct / predicted
+    return [{"support": int(s), "correct": int(c), "precision": _number(p), "recall": _number(r)}
+            for s, c, p, r in zip(support, correct, precision, recall)]
+
+
+def _number(value) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def per_class_table(rows: list[dict], names: list[str]) -> str:
+    """The per-class summary as aligned text, the most often missed class marked."""
+    width = max(5, *(len(n) for n in names))
+    lines = [f"  {'class':>{width}}  {'samples':>7}  {'correct':>7}  {'precision':>9}  {'recall':>6}"]
+    worst = min(range(len(rows)), key=lambda i: (rows[i]["recall"] if rows[i]["support"] else 1.0))
+    for i, (name, row) in enumerate(zip(names, rows)):
+        mark = "  <- most missed" if i == worst and row["correct"] < row["support"] else ""
+        lines.append(f"  {name:>{width}}  {row['support']:>7}  {row['correct']:>7}  "
+                     f"{_pct(row['precision']):>9}  {_pct(row['recall']):>6}{mark}")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
