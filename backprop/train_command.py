@@ -153,7 +153,7 @@ def run(args) -> int:
 
     with sigint_ignored():
         if interrupted:
-            print(f"interrupted during epoch {history.epochs}: keeping the weights trained so far")
+            print(f"stopped by Ctrl-C in epoch {history.epochs}: keeping the weights trained so far")
         elif history.stopped_early:
             print(f"stopped early after {history.epochs} epochs; kept the weights of epoch {history.best_epoch} "
                   f"(lowest validation loss {min(history['val_loss']):.4f})")
@@ -166,11 +166,12 @@ def run(args) -> int:
               f"test loss {test['loss']:.4f}")
         print(per_class_table(classes, data.class_names))
         per_epoch = seconds / max(history.epochs, 1)
-        print(f"time      {history.epochs} epochs in {seconds:.1f} s, {1000 * per_epoch:.0f} ms per epoch, "
+        print(f"time      {history.epochs} epochs in {seconds:.2f} s, {1000 * per_epoch:.0f} ms per epoch, "
               f"on {net.device}")
         if writes_files:
             files = write_run(out, args, data, net, opt, history, test, confusion, classes, seconds, interrupted)
-            print(f"wrote     {out}{os.sep}: {', '.join(files)}")
+            what = "saved what was trained so far to" if interrupted else "wrote    "
+            print(f"{what} {out}{os.sep}: {', '.join(files)}")
     return INTERRUPTED if interrupted else 0
 
 
