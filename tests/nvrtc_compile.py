@@ -22,7 +22,7 @@ import io
 import re
 from dataclasses import dataclass
 
-from backprop.kernels.loader import OPTIONS
+from backprop.kernels.loader import OPTIONS, kernel_source
 
 VERBOSE_PTXAS = ("-Xptxas=-v",)
 
@@ -65,6 +65,20 @@ def compile_for_arch(source: str, arch: str) -> tuple[bytes, str]:
     module = core.compile_with_cache(source, OPTIONS + VERBOSE_PTXAS, arch=arch,
                                      prepend_cupy_headers=False, log_stream=log)
     return module.cubin, log.getvalue()
+
+
+def compile_job(job: tuple[str, str, str]):
+    """(file, arch, cubin size or None, log or error) for job = (file, arch, cache_dir); run in a
+    worker process, so it imports and patches CuPy there."""
+    from cupy.cuda.compiler import CompileException
+
+    name, arch, cache_dir = job
+    with without_device(cache_dir):
+        try:
+            cubin, log = compile_for_arch(kernel_source(name), arch)
+        except CompileException as exc:
+            return name, arch, None, str(exc)
+    return name, arch, len(cubin), log
 
 
 _ENTRY = re.compile(r"Compiling entry function '(\w+)' for 'sm_(\d+)'")

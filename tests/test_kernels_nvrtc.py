@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -14,23 +15,11 @@ from backprop.kernels.loader import kernel_signatures, kernel_source, source_nam
 
 cupy = pytest.importorskip("cupy")
 
-from nvrtc_compile import compile_for_arch, ptxas_usage, without_device  # noqa: E402
+from nvrtc_compile import compile_for_arch, compile_job, ptxas_usage, without_device  # noqa: E402
 
 # Turing, Ampere (A100, RTX 30), Ada, Hopper, Blackwell (B200, RTX 50); Volta too, which NVRTC 12
 # still accepts (deprecated) and CUDA 13 drops.
 ARCHS = ("70", "75", "80", "86", "89", "90", "100", "120")
-
-
-def _compile_job(job):
-    name, arch, cache_dir = job
-    from cupy.cuda.compiler import CompileException
-
-    with without_device(cache_dir):
-        try:
-            cubin, log = compile_for_arch(kernel_source(name), arch)
-        except CompileException as exc:
-            return name, arch, None, str(exc)
-    return name, arch, len(cubin), log
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +28,10 @@ def compiled(tmp_path_factory):
     two processes at a time, into a fresh CuPy cache directory."""
     cache_dir = str(tmp_path_factory.mktemp("cupy-kernel-cache"))
     jobs = [(name, arch, cache_dir) for arch in ARCHS for name in source_names()]
-    # fork: the children inherit the imported CuPy; nothing here holds a CUDA context.
-    with multiprocessing.get_context("fork").Pool(min(2, os.cpu_count() or 1)) as pool:
-        results = pool.map(_compile_job, jobs)
+    # spawn, not fork: earlier tests may have started threads (the host emulator's pool).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(2, os.cpu_count() or 1), mp_context=context) as pool:
+        results = list(pool.map(compile_job, jobs))
     return {"cache_dir": cache_dir, "results": {(n, a): (size, log) for n, a, size, log in results}}
 
 
