@@ -13,9 +13,10 @@ import math
 import os
 import sys
 
-from backprop.backends import DeviceUnavailableError
+from backprop.backends import DeviceUnavailableError, cuda_status, parse_device
+from backprop.training import TrainingDivergedError
 
-USAGE_ERROR, INTERRUPTED = 2, 130
+FAILED, USAGE_ERROR, INTERRUPTED = 1, 2, 130
 # What a user's input can cause; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, DeviceUnavailableError, OSError, ImportError)
 
@@ -63,6 +64,16 @@ def widths(text: str) -> list[int]:
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
     return values
+
+
+def pick_device(requested: str) -> tuple[str, str]:
+    """(device to use, note for the user). "auto" without a usable GPU becomes "cpu", with the
+    reason in the note (instead of the library's one-time warning)."""
+    kind, _ = parse_device(requested)
+    if kind == "auto":
+        count, reason = cuda_status()
+        return ("cuda:0", "") if count else ("cpu", f"no GPU: {reason}")
+    return requested, ""
 
 
 # ---------------------------------------------------------------------- subcommands
@@ -246,10 +257,17 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except TrainingDivergedError as exc:  # the run failed (the learning rate, usually): not a usage error
+        _error_line(args, exc)
+        return FAILED
     except USER_ERRORS as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"python -m backprop {args.command}: error: {message}", file=sys.stderr)
+        _error_line(args, exc)
         return USAGE_ERROR
+
+
+def _error_line(args, exc: BaseException) -> None:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"python -m backprop {args.command}: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

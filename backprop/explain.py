@@ -269,9 +269,12 @@ def explain(seed: int = 0, lr: float = 0.5, steps: int = 6, weights: dict | None
 
 
 def run(args) -> int:
+    from backprop.cli import pick_device
+
+    device, _ = pick_device(args.device)
     weights = None
     if args.weights is not None:
         weights = read_weights(args.weights)
         weights["path"] = args.weights
-    print(explain(seed=args.seed, lr=args.lr, steps=args.steps, weights=weights, device=args.device))
+    print(explain(seed=args.seed, lr=args.lr, steps=args.steps, weights=weights, device=device))
     return 0

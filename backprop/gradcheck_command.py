@@ -12,6 +12,7 @@ import numpy as np
 
 import backprop as bp
 from backprop.backends import available_devices, resolve_device
+from backprop.cli import pick_device
 from backprop.train_command import layer_label
 
 
@@ -54,9 +55,8 @@ def per_layer(errors: dict) -> dict:
 
 
 def run(args) -> int:
-    devices = args.device or available_devices()
-    for device in devices:
-        resolve_device(device)  # refuse an unknown or unusable device before printing anything
+    # an unknown or unusable device is refused before anything is printed
+    devices = [resolve_device(pick_device(d)[0]) for d in args.device] if args.device else available_devices()
     rng = np.random.default_rng(args.seed)
     worst = 0.0
     for device in devices:

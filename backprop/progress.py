@@ -1,13 +1,19 @@
 """Progress of a fit: a tqdm bar per epoch on a terminal, one plain line per epoch otherwise.
 
-Each epoch ends with its metrics (loss, accuracy, val_loss, val_accuracy) and the seconds it
-took, validation included.
+Each epoch ends with its metrics (loss, accuracy, val_loss, val_accuracy); the bar also shows
+the elapsed and remaining time, a plain line the seconds the epoch took, validation included.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+
+
+# Shorter names in the bar, so the numbers still fit an 80-column terminal next to it.
+_SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}
+# The bar: elapsed and remaining time, then the epoch's metrics once it ends.
+_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
 
 
 def _format(metrics: dict) -> str:
@@ -33,7 +39,7 @@ class EpochProgress:
 
     def _open(self, epoch: int) -> None:
         self._bar = self._tqdm(total=self.batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch",
-                               file=self.stream, leave=True, dynamic_ncols=True)
+                               file=self.stream, leave=True, dynamic_ncols=True, bar_format=_BAR_FORMAT)
 
     def step(self) -> None:
         if self._started is None:
@@ -50,13 +56,13 @@ class EpochProgress:
         self._started = None
         if not self.enabled:
             return
-        text = f"{_format(metrics)}  {seconds:.2f} s"
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=True)
+            self._bar.set_postfix_str(" ".join(f"{_SHORT.get(k, k)} {v:.3f}" for k, v in metrics.items()),
+                                      refresh=True)
             self._bar.close()
             self._bar = None
         else:
-            print(f"epoch {epoch}/{self.epochs}  {text}", file=self.stream, flush=True)
+            print(f"epoch {epoch}/{self.epochs}  {_format(metrics)}  {seconds:.2f} s", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

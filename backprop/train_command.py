@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import backprop as bp
-from backprop.backends import cuda_status, parse_device
+from backprop.cli import pick_device
 from backprop.datasets import load_dataset
 from backprop.plots import plot_training
 from backprop.report import confusion_matrix, per_class, per_class_table
@@ -36,16 +36,6 @@ DEFAULT_MOMENTUM = 0.9
 
 class UsageError(ValueError):
     """A combination of flags that makes no sense; reported as one line, exit status 2."""
-
-
-def pick_device(requested: str) -> tuple[str, str]:
-    """(device to use, note for the report). "auto" without a usable GPU becomes "cpu", with the
-    reason in the note (instead of the library's one-time warning)."""
-    kind, _ = parse_device(requested)
-    if kind == "auto":
-        count, reason = cuda_status()
-        return ("cuda:0", "") if count else ("cpu", f"no GPU: {reason}")
-    return requested, ""
 
 
 def build_network(args, features: int, classes: int, device: str) -> bp.Sequential:
@@ -149,6 +139,10 @@ def run(args) -> int:
                          distributed=args.distributed)
     except KeyboardInterrupt:
         interrupted, history = True, net.history
+    except bp.TrainingDivergedError:
+        if writes_files and not os.listdir(out):
+            os.rmdir(out)  # nothing worth keeping was written
+        raise
     seconds = time.perf_counter() - start
 
     with sigint_ignored():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 
@@ -22,10 +23,15 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+# One BLAS thread: these networks are small, and BLAS threads spinning on a busy 2-core CI
+# machine made the Quickstart run several times slower without changing what it computes.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run_module(*argv: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m backprop argv...` with this interpreter, output captured as text."""
     return subprocess.run([sys.executable, "-m", "backprop", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **ONE_THREAD})
 
 
 def assert_one_line_error(status: int, stderr: str, *fragments: str) -> None:

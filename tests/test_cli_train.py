@@ -193,6 +193,15 @@ def test_a_gpu_that_is_not_there_is_a_one_line_error(tmp_path):
     assert_one_line_error(status, err, "'cuda' is not available", cuda_status()[1][:20])
 
 
+def test_a_diverging_run_is_one_line_with_status_1_and_leaves_no_folder(tmp_path):
+    status, _, err = run_cli("train", "--dataset", "xor", "--optimizer", "sgd", "--lr", "1e9", "--epochs", "3",
+                             "--out", str(tmp_path / "run"))
+    assert status == 1
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "training diverged" in err and "Lower the learning rate" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_help_names_every_flag():
     status, out, _ = run_cli("train", "--help")
     assert status == 0
