@@ -55,6 +55,12 @@ class NumpyBackend(Backend):
             self._constants[key] = array
         return array
 
+    @staticmethod
+    def _scale_in_place(x, scale: float) -> None:
+        """x *= scale; a batch of one (scale 1.0, where the product is x exactly) skips the call."""
+        if scale != 1.0:
+            np.multiply(x, scale, out=x)
+
     # ------------------------------------------------------------------ arrays and transfer
 
     def asarray(self, host_array):
@@ -88,6 +94,8 @@ class NumpyBackend(Backend):
         return np.add.reduce(x, axis=None)
 
     def all_finite(self, x) -> bool:
+        if not x.shape:  # a loss value: no reduction needed
+            return math.isfinite(x)
         # The sum is one fast pass; it is finite exactly when no element is NaN or inf
         # (barring an overflow of the sum itself, which the slow path then settles).
         if math.isfinite(np.add.reduce(x, axis=None)):
@@ -186,7 +194,7 @@ class NumpyBackend(Backend):
         np.add.reduce(target, axis=1, keepdims=True, out=row_sum)  # sum_k t_k
         np.multiply(grad, row_sum, out=grad)
         np.subtract(grad, target, out=grad)
-        np.multiply(grad, self._scale(rows, reduction), out=grad)
+        self._scale_in_place(grad, self._scale(rows, reduction))
         return loss, grad
 
     def bce_loss(self, prob, target, reduction: str = "mean"):
@@ -211,7 +219,7 @@ class NumpyBackend(Backend):
         np.multiply(prob, q, out=q)
         np.maximum(q, BCE_GRAD_EPS, out=q)
         grad = np.subtract(prob, target)
-        np.multiply(grad, self._scale(n, reduction), out=grad)
+        self._scale_in_place(grad, self._scale(n, reduction))
         np.divide(grad, q, out=grad)
         return loss, grad
 
