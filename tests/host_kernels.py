@@ -95,6 +95,14 @@ def build(code: str) -> str:
     return library
 
 
+def build_all(codes) -> None:
+    """Builds several sources two at a time (g++ is the slow part of these tests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(build, codes))
+
+
 class HostFunction:
     """One kernel of a host build; called like a CuPy kernel: (grid, block, args)."""
 

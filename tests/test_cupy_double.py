@@ -19,6 +19,7 @@ from gpu_scenarios import (OPTIMIZERS, Tolerance, check_fit, check_launcher_refu
                            check_training_steps)
 
 import cupy_double
+from host_kernels import build_all
 
 # The double runs the host build, whose per-kernel bounds test_kernels_host.py proves; here the
 # wiring is under test (argument order, launch shapes, scalar types, reduction scales), at the
@@ -26,6 +27,12 @@ import cupy_double
 TOLERANCE = Tolerance(ulps=64, floor32=1e-6, training32=dict(rtol=2e-4, atol=2e-6),
                       training64=dict(rtol=1e-10, atol=1e-13))
 SHAPES = [(3, 4), (17, 33)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_builds():
+    """The double builds each module on first use; building them all up front goes two at a time."""
+    build_all(loader.kernel_source(name) for name in loader.source_names())
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 
 from backprop.backends.base import Backend, dropout_key, dropout_threshold
 from backprop.kernels.loader import kernel_index, kernel_source, source_names
-from host_kernels import HostModule, build
+from host_kernels import HostModule, build_all
 
 # (grid, block): the first four have grid x block < n for SHAPE; the last covers it.
 LAUNCHES = [(1, 32), (3, 64), (2, 96), (4, 128), (5, 256)]
@@ -56,12 +56,9 @@ BOUNDS = {
 
 @pytest.fixture(scope="module")
 def modules():
-    """{.cu file: HostModule}; the host builds compile in parallel (g++ is the slow part)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """{.cu file: HostModule}, built two at a time."""
     sources = {name: kernel_source(name) for name in source_names()}
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(build, sources.values()))
+    build_all(sources.values())
     return {name: HostModule(code) for name, code in sources.items()}
 
 
