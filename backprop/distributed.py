@@ -130,13 +130,14 @@ class MpiCommunicator:
     """
 
     def __init__(self, comm=None):
-        self.comm = _mpi().COMM_WORLD if comm is None else comm
+        self.MPI = _mpi()
+        self.comm = self.MPI.COMM_WORLD if comm is None else comm
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
 
     def allreduce_sum(self, array) -> None:
         """array <- sum over ranks of array, in place on every rank."""
-        self.comm.Allreduce(_mpi().IN_PLACE, array, op=_mpi().SUM)
+        self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
 
     def broadcast(self, array, root: int = 0) -> None:
         """array <- rank `root`'s array, in place."""
@@ -145,12 +146,14 @@ class MpiCommunicator:
     def sum_floats(self, values) -> list[float]:
         """Elementwise sums over ranks of a short list of host numbers (float64)."""
         buffer = np.asarray(values, dtype=np.float64)
-        self.comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
         return buffer.tolist()
 
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on at least one."""
-        return bool(self.comm.allreduce(bool(flag), op=_mpi().LOR))
+        buffer = np.array([1 if flag else 0], dtype=np.int32)  # a buffer, not a pickle: once per step
+        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.MAX)
+        return bool(buffer[0])
 
     def broadcast_object(self, value, root: int = 0):
         """Rank `root`'s `value` (a small picklable object), on every rank."""
