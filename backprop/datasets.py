@@ -182,6 +182,7 @@ def _as_classes(*label_arrays: np.ndarray) -> tuple[list[np.ndarray], list[str]]
 def load_dataset(spec: str, seed: int = 0) -> Dataset:
     """The data set named by `spec` (see the module docstring), split with `seed`."""
     kind, _, path = spec.partition(":")
+    path = ",".join(os.path.expanduser(part) for part in path.split(","))  # the shell leaves idx:~/... alone
     if kind == "digits" and not path:
         parts = load_digits_split(seed=seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION)
         return Dataset("digits", *parts, class_names=[str(d) for d in range(10)])

@@ -138,7 +138,10 @@ def run(args) -> int:
                          early_stopping=args.early_stopping or None, seed=args.seed,
                          distributed=args.distributed)
     except KeyboardInterrupt:
-        interrupted, history = True, net.history
+        history = getattr(net, "history", None)
+        if history is None:  # stopped before training began: nothing to save
+            raise
+        interrupted = True
     except bp.TrainingDivergedError:
         if writes_files and not os.listdir(out):
             os.rmdir(out)  # nothing worth keeping was written
@@ -148,8 +151,9 @@ def run(args) -> int:
     with sigint_ignored():
         if interrupted:
             print(f"stopped by Ctrl-C in epoch {history.epochs}: keeping the weights trained so far")
-        elif history.stopped_early:
-            print(f"stopped early after {history.epochs} epochs; kept the weights of epoch {history.best_epoch} "
+        elif history.best_epoch is not None and (history.stopped_early or history.best_epoch != history.epochs):
+            how = "stopped early after" if history.stopped_early else "trained"
+            print(f"{how} {history.epochs} epochs; kept the weights of epoch {history.best_epoch} "
                   f"(lowest validation loss {min(history['val_loss']):.4f})")
         test = bp.evaluate(net, data.X_test, data.y_test, loss=loss)
         predicted = bp.predict(net, data.X_test).argmax(axis=1)
