@@ -34,12 +34,12 @@ from distributed_worker import build  # noqa: E402
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'backprop-gpu[mpi]')")
 
 
-def launch(command: list[str]) -> tuple[str, str]:
+def launch(command: list[str], cwd=None) -> tuple[str, str]:
     """(stdout, stderr) of `command`, which must succeed within TIMEOUT_S."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # a session of its own, so a hung run is killed with every rank it started
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            cwd=cwd, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -223,12 +223,12 @@ def test_nccl_on_real_gpus_equals_one_process(tmp_path):
     np.testing.assert_allclose(results[0]["params"], bp.to_numpy(net.store.data), rtol=1e-9, atol=1e-9)
 
 
-def test_command_line_on_two_ranks_prints_once_and_matches_one_process():
+def test_command_line_on_two_ranks_prints_once_and_matches_one_process(tmp_path):
     """`mpirun -n 2 python -m backprop train --distributed`: rank 0 alone prints, and the test
     accuracy is one process's."""
     args = [sys.executable, "-m", "backprop", "train", "--device", "cpu", "--epochs", "3", "--hidden", "32"]
-    single, _ = launch(args)
-    on_ranks, _ = launch([MPIEXEC, "-n", "2", *args, "--distributed"])
+    single, _ = launch(args, cwd=tmp_path)  # train writes its run folder under the working directory
+    on_ranks, _ = launch([MPIEXEC, "-n", "2", *args, "--distributed"], cwd=tmp_path)
     accuracy = [line for line in single.splitlines() if line.startswith("test accuracy")]
     assert len(accuracy) == 1
     assert [line for line in on_ranks.splitlines() if line.startswith("test accuracy")] == accuracy
