@@ -18,6 +18,7 @@ def plot_training(history: dict, confusion: np.ndarray, class_names: list[str], 
         raise ImportError('the training plot needs matplotlib: pip install "backprop-gpu[examples]"') from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax_loss, ax_acc, ax_cm) = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.05]})
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
@@ -32,7 +33,11 @@ def plot_training(history: dict, confusion: np.ndarray, class_names: list[str], 
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    ax_loss.set_yscale("log")
+    losses = [v for key in ("loss", "val_loss") for v in history.get(key, []) if v > 0]
+    if losses and max(losses) > 10 * min(losses):  # a long fall reads best on a log scale
+        ax_loss.set_yscale("log")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_loss.set_title("loss per epoch")
     ax_acc.set_title("accuracy per epoch")
 
