@@ -1,4 +1,4 @@
-"""The command line: python -m backprop train | explain | devices | gradcheck.
+"""The command line: python -m backprop train | explain | devices | gradcheck | bench.
 
 Each subcommand is a parser built by an `_add_<name>` function and a `run(args) -> exit status`
 set with `set_defaults(run=...)`; the work itself lives in its own module, imported when the
@@ -224,8 +224,20 @@ def _device_name(device: str) -> str:
         return f"(name unavailable: {exc.__class__.__name__})"
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each flag's help; examples kept as written."""
+class _Formatter(argparse.HelpFormatter):
+    """Help text wrapped to the terminal, but indented lines (examples) kept as written; each
+    flag's default after its help, unless the help already says it or there is none."""
+
+    def _fill_text(self, text, width, indent):
+        return "\n".join(indent + line if line.startswith(" ") else super(_Formatter, self)._fill_text(line, width, indent)
+                         for line in text.splitlines())
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if action.option_strings and "default" not in text and not hidden:
+            text += " (default: %(default)s)"
+        return text
 
 
 # ---------------------------------------------------------------------- entry point
