@@ -10,11 +10,11 @@ batch size, so a training step allocates nothing after the first.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from backprop.backends.base import ACTIVATIONS, dropout_key
+from backprop.checks import check_int, check_real
 from backprop.parameters import Parameter
 
 INITS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "zeros")
@@ -27,26 +27,6 @@ def check_activation(activation) -> str:
     if not isinstance(activation, str) or activation.lower() not in ACTIVATIONS:
         raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got {activation!r}")
     return activation.lower()
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_float(name: str, value, low: float = 0.0, high: float = math.inf, high_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    too_high = value >= high if high_open else value > high
-    if not math.isfinite(value) or value < low or too_high:
-        bracket = ")" if high_open else "]"
-        wanted = f"a finite number >= {low}" if high == math.inf else f"in [{low}, {high}{bracket}"
-        raise ValueError(f"{name} must be {wanted}, got {value}")
-    return value
 
 
 class Layer:
@@ -122,12 +102,12 @@ class Dense(Layer):
     def __init__(self, in_features: int, out_features: int, activation=None, l1: float = 0.0,
                  l2: float = 0.0, init: str | None = None, slope: float = 0.01):
         super().__init__()
-        self.in_features = _check_int("in_features", in_features)
-        self.out_features = _check_int("out_features", out_features)
+        self.in_features = check_int("in_features", in_features)
+        self.out_features = check_int("out_features", out_features)
         self.activation = check_activation(activation)
-        self.l1 = _check_float("l1", l1)
-        self.l2 = _check_float("l2", l2)
-        self.slope = _check_float("slope", slope)
+        self.l1 = check_real("l1", l1)
+        self.l2 = check_real("l2", l2)
+        self.slope = check_real("slope", slope)
         if init is None:
             init = "he_normal" if self.activation in ("relu", "leaky_relu", "gelu") else "glorot_uniform"
         if init not in INITS:
@@ -216,7 +196,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = _check_float("p", p, 0.0, 1.0, high_open=True)
+        self.p = check_real("p", p, 0.0, 1.0, high_open=True)
         self.step = 0
 
     def forward(self, x, training: bool):
@@ -253,9 +233,9 @@ class BatchNorm(Layer):
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
-        self.in_features = self.out_features = _check_int("num_features", num_features)
-        self.momentum = _check_float("momentum", momentum, 0.0, 1.0)
-        self.eps = _check_float("eps", eps)
+        self.in_features = self.out_features = check_int("num_features", num_features)
+        self.momentum = check_real("momentum", momentum, 0.0, 1.0)
+        self.eps = check_real("eps", eps)
         if self.eps == 0.0:
             raise ValueError("eps must be > 0, got 0.0")
         self.running_mean = None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from backprop.backends import get_backend
 from backprop.boundary import as_features
+from backprop.checks import check_int
 from backprop.layers import BatchNorm, Layer
 from backprop.parameters import FlatStore, Parameter
 
@@ -35,10 +35,7 @@ class Sequential:
                                 f"got {type(layer).__name__}")
             if layer.backend is not None:
                 raise ValueError(f"layer {i} ({layer!r}) already belongs to a network; create a new layer")
-        if seed is None:
-            seed = _fresh_seed()
-        elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        seed = _fresh_seed() if seed is None else check_int("seed", seed, 0, wanted="a non-negative integer or None")
         self.in_features = self._check_chain(layers)
         self.layers = list(layers)
         self.seed = int(seed)

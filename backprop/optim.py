@@ -9,19 +9,8 @@ layout. Hyperparameters are checked when the optimizer is built.
 from __future__ import annotations
 
 import math
-import numbers
 
-
-def _check_hyper(name: str, value, low: float = 0.0, high: float = math.inf, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    above = value >= high if high_open else value > high
-    if not math.isfinite(value) or value < low or above:
-        bracket = ")" if high_open else "]"
-        wanted = f"a finite number >= {low}" if high == math.inf else f"in [{low}, {high}{bracket}"
-        raise ValueError(f"{name} must be {wanted}, got {value}")
-    return value
+from backprop.checks import check_int, check_real
 
 
 class Optimizer:
@@ -47,7 +36,7 @@ class Optimizer:
         self.params = params
         self.store = params[0].store
         self.generation = self.store.generation
-        self.lr = _check_hyper("lr", lr)
+        self.lr = check_real("lr", lr)
         self.step_count = 0
         self.segments = self._segments(params)
         backend = self.store.backend
@@ -127,9 +116,9 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):
-        self.momentum = _check_hyper("momentum", momentum, 0.0, 1.0, high_open=True)
-        self.dampening = _check_hyper("dampening", dampening, 0.0, 1.0)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.momentum = check_real("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.dampening = check_real("dampening", dampening, 0.0, 1.0)
+        self.weight_decay = check_real("weight_decay", weight_decay)
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and (self.momentum == 0 or self.dampening != 0):
@@ -164,10 +153,10 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_check_hyper("betas[0]", betas[0], 0.0, 1.0, high_open=True),
-                      _check_hyper("betas[1]", betas[1], 0.0, 1.0, high_open=True))
-        self.eps = _check_hyper("eps", eps)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.betas = (check_real("betas[0]", betas[0], 0.0, 1.0, high_open=True),
+                      check_real("betas[1]", betas[1], 0.0, 1.0, high_open=True))
+        self.eps = check_real("eps", eps)
+        self.weight_decay = check_real("weight_decay", weight_decay)
         super().__init__(params, lr)
 
     def _update(self, param, grad, exp_avg, exp_avg_sq):
@@ -215,10 +204,8 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
-            raise ValueError(f"step_size must be an integer >= 1, got {step_size!r}")
-        self.step_size = int(step_size)
-        self.gamma = _check_hyper("gamma", gamma)
+        self.step_size = check_int("step_size", step_size)
+        self.gamma = check_real("gamma", gamma)
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -229,7 +216,7 @@ class ExponentialLR(LRScheduler):
 
     def __init__(self, optimizer, gamma: float):
         super().__init__(optimizer)
-        self.gamma = _check_hyper("gamma", gamma)
+        self.gamma = check_real("gamma", gamma)
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma**epoch
@@ -240,10 +227,8 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
         super().__init__(optimizer)
-        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
-            raise ValueError(f"T_max must be an integer >= 1, got {T_max!r}")
-        self.T_max = int(T_max)
-        self.eta_min = _check_hyper("eta_min", eta_min)
+        self.T_max = check_int("T_max", T_max)
+        self.eta_min = check_real("eta_min", eta_min)
 
     def lr_at(self, epoch):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from backprop.boundary import check_finite, host_numeric
+from backprop.checks import check_int
 from backprop.layers import BatchNorm, Dropout
 from backprop.losses import Loss, check_loss_fits_network
 from backprop.optim import Adam, LRScheduler, Optimizer
@@ -66,22 +67,6 @@ class History:
 
 
 # ---------------------------------------------------------------------- argument checks
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
-
-
-def _seed(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a non-negative integer or None, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer or None, got {value}")
-    return int(value)
 
 
 def _check_batchnorm_batches(net, n: int, batch_size: int) -> None:
@@ -178,8 +163,8 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     Leaves the network in eval mode.
     """
     check_loss_fits_network(loss, net)
-    epochs = _positive_int("epochs", epochs)
-    batch_size = _positive_int("batch_size", batch_size)
+    epochs = check_int("epochs", epochs, wanted="a positive integer")
+    batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
     if optimizer is None:
         optimizer = Adam(net.parameters())
     if not isinstance(optimizer, Optimizer):
@@ -189,7 +174,7 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         raise ValueError("optimizer was built for another network's parameters")
     optimizer._check_device()
     if early_stopping is not None:
-        early_stopping = _positive_int("early_stopping", early_stopping)
+        early_stopping = check_int("early_stopping", early_stopping, wanted="a positive integer")
     if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
             or not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
@@ -200,7 +185,7 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
                         f"got {type(scheduler).__name__}")
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("scheduler was built for another optimizer")
-    seed = net.seed if seed is None else _seed("seed", seed)
+    seed = net.seed if seed is None else check_int("seed", seed, 0, wanted="a non-negative integer or None")
     parallel = None
     if distributed:  # every rank starts as rank 0, with rank 0's seed
         from backprop.distributed import DataParallel
@@ -460,7 +445,7 @@ def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
     The loss includes the regularization penalty, as fit's history does.
     """
     check_loss_fits_network(loss, net)
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
     X_host = check_features(net, X)
     Y_host = check_targets(net, loss, y, X_host.shape[0])
     backend = net.backend
@@ -473,7 +458,7 @@ def predict(net, X, batch_size: int = 1024, activation: str | None = None) -> np
 
     `activation="softmax"` (or "sigmoid") turns logits into probabilities.
     """
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
     if activation not in (None, "softmax", "sigmoid"):
         raise ValueError(f"activation must be None, 'softmax' or 'sigmoid', got {activation!r}")
     X_host = check_features(net, X)

@@ -1,0 +1,34 @@
+"""Checks of scalar arguments, shared by layers, optimizers, schedules and fit.
+
+Each returns the value converted (int or float) or raises before anything changes: TypeError
+when the kind is wrong, ValueError when the value is out of range, both naming the argument,
+what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def check_int(name: str, value, minimum: int = 1, wanted: str | None = None) -> int:
+    """`value` as an int >= minimum. `wanted` words the expectation ("a positive integer")."""
+    wanted = wanted or f"an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {wanted}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {wanted}, got {value}")
+    return int(value)
+
+
+def check_real(name: str, value, low: float = 0.0, high: float = math.inf, high_open: bool = False) -> float:
+    """`value` as a finite float in [low, high] (or [low, high) when `high_open`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    above = value >= high if high_open else value > high
+    if not math.isfinite(value) or value < low or above:
+        bracket = ")" if high_open else "]"
+        wanted = f"a finite number >= {low}" if high == math.inf else f"in [{low}, {high}{bracket}"
+        raise ValueError(f"{name} must be {wanted}, got {value}")
+    return value
