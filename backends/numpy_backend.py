@@ -96,9 +96,9 @@ class NumpyBackend(Backend):
     def all_finite(self, x) -> bool:
         if not x.shape:  # a loss value: no reduction needed
             return math.isfinite(x)
-        # The sum is one fast pass; it is finite exactly when no element is NaN or inf
-        # (barring an overflow of the sum itself, which the slow path then settles).
-        if math.isfinite(np.add.reduce(x, axis=None)):
+        # x . x (one BLAS pass, 2-3x faster than isfinite) is finite exactly when every element
+        # is, barring an overflow of the sum itself, which the exact check then settles.
+        if x.ndim == 1 and math.isfinite(np.dot(x, x)):
             return True
         return bool(np.isfinite(x).all())
 
@@ -185,13 +185,14 @@ class NumpyBackend(Backend):
         np.maximum.reduce(logits, axis=1, keepdims=True, out=row_max)
         np.subtract(logits, row_max, out=shifted)
         grad = np.exp(shifted)  # e; becomes the gradient in place below
-        np.add.reduce(grad, axis=1, keepdims=True, out=row_sum)
+        ones = self._const(1.0, (logits.shape[1], 1))
+        np.matmul(grad, ones, out=row_sum)  # sum_k e_k: a GEMV, 2-3x faster than add.reduce(axis=1)
         np.log(row_sum, out=row_max)
         np.subtract(shifted, row_max, out=shifted)  # log softmax
         np.multiply(target, shifted, out=shifted)
         loss = self._reduce(-np.add.reduce(shifted, axis=None), rows, reduction)
         np.divide(grad, row_sum, out=grad)  # softmax
-        np.add.reduce(target, axis=1, keepdims=True, out=row_sum)  # sum_k t_k
+        np.matmul(target, ones, out=row_sum)  # sum_k t_k
         np.multiply(grad, row_sum, out=grad)
         np.subtract(grad, target, out=grad)
         self._scale_in_place(grad, self._scale(rows, reduction))
@@ -229,8 +230,8 @@ class NumpyBackend(Backend):
         hits = np.argmax(scores, axis=1) == np.argmax(target, axis=1)
         return self.dtype(np.count_nonzero(hits))
 
-    def count_threshold_matches(self, scores, target, threshold: float):
-        hits = (scores > threshold) == (target > threshold)
+    def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
+        hits = (scores > score_threshold) == (target > target_threshold)
         return self.dtype(np.count_nonzero(hits))
 
     # ------------------------------------------------------------------ optimizers
