@@ -335,10 +335,11 @@ class Backend:
         hits = xp.argmax(scores, axis=1) == xp.argmax(target, axis=1)
         return xp.sum(xp.astype(hits, self.dtype))
 
-    def count_threshold_matches(self, scores, target, threshold: float):
-        """How many elements have (scores > threshold) == (target > threshold), as a 0-d array."""
+    def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
+        """How many elements have (scores > score_threshold) == (target > target_threshold), as a
+        0-d array (logits cut at 0 against probability targets cut at 0.5, say)."""
         xp = self.xp
-        hits = (scores > threshold) == (target > threshold)
+        hits = (scores > score_threshold) == (target > target_threshold)
         return xp.sum(xp.astype(hits, self.dtype))
 
     # ------------------------------------------------------------------ dropout
@@ -390,6 +391,18 @@ class Backend:
         """y = gamma (x - running_mean) / sqrt(running_var + eps) + beta."""
         inv_std = 1.0 / self.xp.sqrt(running_var + eps)
         return gamma * ((x - running_mean) * inv_std) + beta
+
+    def batchnorm_backward_eval(self, grad_y, x, gamma, running_mean, running_var, eps: float):
+        """Gradients of the eval-mode batch norm, whose statistics are constants:
+
+        xhat = (x - running_mean) inv_std, inv_std = 1 / sqrt(running_var + eps)
+        dL/dx = dL/dy gamma inv_std,  dL/dgamma = sum_i dL/dy_i xhat_i,  dL/dbeta = sum_i dL/dy_i
+        Returns `(grad_x, grad_gamma, grad_beta)`.
+        """
+        xp = self.xp
+        inv_std = 1.0 / xp.sqrt(running_var + eps)
+        xhat = (x - running_mean) * inv_std
+        return grad_y * (gamma * inv_std), xp.sum(grad_y * xhat, axis=0), xp.sum(grad_y, axis=0)
 
     def batchnorm_backward(self, grad_y, xhat, gamma, inv_std):
         """Gradients of the training-mode batch norm (n rows):

@@ -229,8 +229,9 @@ class CupyBackend(Backend):
         rows, cols = scores.shape
         return self._partial_sum("argmax_match_partials", rows, (scores, target), (cols,))
 
-    def count_threshold_matches(self, scores, target, threshold: float):
-        return self._partial_sum("threshold_match_partials", scores.size, (scores, target), (threshold,))
+    def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
+        return self._partial_sum("threshold_match_partials", scores.size, (scores, target),
+                                 (score_threshold, target_threshold))
 
     # ------------------------------------------------------------------ dropout
 

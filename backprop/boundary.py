@@ -15,16 +15,22 @@ def is_cupy_array(x) -> bool:
 
 
 def to_numpy(array) -> np.ndarray:
-    """A NumPy array with the values of `array` (NumPy, CuPy, or anything array-like)."""
+    """A NumPy array the caller owns with the values of `array` (NumPy, CuPy, or array-like):
+    a copy on every device, never a view of a network's buffers."""
     if is_cupy_array(array):
         return array.get()
-    return np.asarray(array)
+    return np.array(array, copy=True)
+
+
+def _host_values(x) -> np.ndarray:
+    """`x` on the host without a copy where it already is (the boundary only reads it)."""
+    return x.get() if is_cupy_array(x) else np.asarray(x)
 
 
 def host_numeric(x, name: str) -> np.ndarray:
     """`x` as a NumPy array of real numbers; TypeError for strings, objects, complex values."""
     try:
-        array = to_numpy(x)
+        array = _host_values(x)
     except (ValueError, TypeError) as exc:
         raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__} that NumPy cannot "
                         f"read as one ({exc})") from None

@@ -269,6 +269,7 @@ class BatchNorm(Layer):
         backend = self.backend
         if not training:
             self._cache = None
+            self._eval_input = x
             return backend.batchnorm_forward_eval(x, self.gamma.data, self.beta.data,
                                                   self.running_mean, self.running_var, self.eps)
         rows = x.shape[0]
@@ -280,11 +281,12 @@ class BatchNorm(Layer):
         return y
 
     def backward(self, grad_y, need_input_grad: bool = True):
-        if self._cache is None:
-            # eval mode: y = gamma (x - mu) inv_std + beta with fixed statistics
-            raise RuntimeError("BatchNorm.backward after an eval-mode forward: call net.train() first")
-        xhat, inv_std = self._cache
-        grad_x, grad_gamma, grad_beta = self.backend.batchnorm_backward(grad_y, xhat, self.gamma.data, inv_std)
+        if self._cache is None:  # eval mode: the running statistics are constants
+            grad_x, grad_gamma, grad_beta = self.backend.batchnorm_backward_eval(
+                grad_y, self._eval_input, self.gamma.data, self.running_mean, self.running_var, self.eps)
+        else:
+            xhat, inv_std = self._cache
+            grad_x, grad_gamma, grad_beta = self.backend.batchnorm_backward(grad_y, xhat, self.gamma.data, inv_std)
         self.gamma.grad[...] = grad_gamma
         self.beta.grad[...] = grad_beta
         return grad_x

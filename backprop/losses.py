@@ -28,9 +28,11 @@ class Loss:
     """Base of the losses. Subclasses set `op` (the backend method) and may convert targets."""
 
     op = ""
-    # How fit measures accuracy: "argmax" (classes), "threshold" (one binary output), or None.
+    # How fit measures accuracy: "argmax" (classes), "threshold" (binary outputs), or None.
+    # "threshold": a prediction is right when (pred > score_threshold) == (target > target_threshold).
     accuracy = None
-    threshold = 0.5
+    score_threshold = 0.5
+    target_threshold = 0.5
 
     def __init__(self, reduction: str = "mean"):
         if reduction not in REDUCTIONS:
@@ -130,7 +132,7 @@ class BCEWithLogitsLoss(Loss):
 
     op = "bce_with_logits_loss"
     accuracy = "threshold"
-    threshold = 0.0
+    score_threshold = 0.0  # logit 0 is probability 0.5
 
     def check_target_values(self, host, shape, name="target"):
         _check_binary(host, name)
@@ -180,7 +182,7 @@ class HingeLoss(Loss):
 
     op = "hinge_loss"
     accuracy = "threshold"
-    threshold = 0.0
+    score_threshold = target_threshold = 0.0  # targets are -1/+1
 
     def check_target_values(self, host, shape, name="target"):
         values = np.unique(host)

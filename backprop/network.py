@@ -122,7 +122,11 @@ class Sequential:
     # ------------------------------------------------------------------ compute
 
     def forward_internal(self, x, training: bool | None = None):
-        """Forward on a device array already checked; returns a workspace (no copy)."""
+        """Forward on a device array already checked; returns a workspace (no copy).
+
+        The layers' caches now hold this batch, so the public backward() is off until the next
+        public forward() (a backward after predict() would use predict's activations)."""
+        self._last_output_shape = None
         if training is None:
             training = self.training
         for layer in self.layers:
@@ -157,7 +161,8 @@ class Sequential:
         (overwriting it, regularization included) and returns dL/dx as a new device array."""
         shape = getattr(self, "_last_output_shape", None)
         if shape is None:
-            raise RuntimeError("backward called before forward")
+            raise RuntimeError("backward needs a forward of the same batch just before it; call net(x) "
+                               "again (predict, evaluate and fit run their own forwards)")
         grad = as_features(self.backend, grad_output, shape[1], "grad_output", rows=shape[0])
         grad_x = self.backward_internal(grad, need_input_grad=True)
         return self.backend.copy(grad_x)

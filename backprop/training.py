@@ -279,6 +279,15 @@ class _Trainer:
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
 
+    def _finite(self, step_loss) -> bool:
+        """Are the loss and every gradient finite? One device reduction and one read-back per
+        step: loss + sum(grad) is finite exactly when all of them are (unless the sum itself
+        overflows, which the precise checks then settle)."""
+        backend = self.backend
+        if backend.all_finite(step_loss + backend.sum_all(self.net.store.grad)):
+            return True
+        return backend.all_finite(step_loss) and backend.all_finite(self.net.store.grad)
+
     def stop_requested(self, interrupt) -> bool:
         """Ctrl-C seen; on N ranks, seen by any rank, so that all stop at the same step."""
         return interrupt.requested if self.parallel is None else self.parallel.any(interrupt.requested)
@@ -310,6 +319,7 @@ class _Trainer:
                 index = order_dev[start:stop]
                 xb, yb = self._gather("x", X, index), self._gather("y", Y, index)
             self._layer_state.save()
+            penalty = None
             if start == stop:  # no rows for this rank in a tiny last batch: it sends zeros
                 value, pred = self.parallel.empty_shard(), None
             else:
@@ -318,22 +328,21 @@ class _Trainer:
                 if self.parallel is not None:
                     value = self.parallel.scale_loss(value, grad, stop - start, batch_rows)
                 penalty = net.penalty_internal()
-                if penalty is not None:
-                    value = value + penalty
                 net.backward_internal(grad, need_input_grad=False)
+            step_loss = value if penalty is None else value + penalty
             if self.parallel is not None:  # one allreduce: every rank gets the whole batch's gradient
-                self.parallel.reduce_gradients(value, stop - start, batch_rows)
-            if not (backend.all_finite(value) and backend.all_finite(net.store.grad)):
+                self.parallel.reduce_gradients(step_loss, stop - start, batch_rows)
+            if not self._finite(step_loss):
                 self._layer_state.restore()
-                what = "loss" if not backend.all_finite(value) else "gradient"
+                what = "loss" if not backend.all_finite(step_loss) else "gradient"
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite "
-                    f"(loss {backend.to_scalar(value)}); the network keeps the weights of the last finite "
+                    f"(loss {backend.to_scalar(step_loss)}); the network keeps the weights of the last finite "
                     f"step. Lower the learning rate (lr={self.optimizer.lr}).", epoch, batch, history)
             self.optimizer.step()
             rows = stop - start
-            weighted = value * rows
-            loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            share = _epoch_loss_share(loss, value, penalty, rows, batch_rows, n)
+            loss_sum = share if loss_sum is None else loss_sum + share
             hits = None if pred is None else _count_correct(backend, loss, pred, yb)
             if hits is not None:
                 correct = hits if correct is None else correct + hits
@@ -345,6 +354,21 @@ class _Trainer:
         if correct is not None:
             metrics["accuracy"] = backend.to_scalar(correct) / counted
         return metrics
+
+
+def _epoch_loss_share(loss, value, penalty, rows: int, batch_rows: int, n: int):
+    """This step's share of n x the epoch's loss (fit divides the sum by the n samples).
+
+    The data term follows the loss's reduction over the whole epoch, as evaluate() reports it:
+    "mean" weighs each batch's mean by its rows; "sum" adds each batch's total (on N ranks, this
+    rank's part of it: `value` is its own total scaled by batch_rows / rows). The penalty enters
+    as a batch-size-weighted mean, so it counts once whatever the number of batches.
+    """
+    if loss.reduction == "mean":
+        share = value * rows
+    else:
+        share = value * (n * rows / batch_rows)
+    return share if penalty is None else share + penalty * rows
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -385,18 +409,21 @@ def _count_correct(backend, loss, pred, target):
     if loss.accuracy == "argmax":
         return backend.count_argmax_matches(pred, target)
     if loss.accuracy == "threshold":
-        return backend.count_threshold_matches(pred, target, loss.threshold)
+        return backend.count_threshold_matches(pred, target, loss.score_threshold, loss.target_threshold)
     return None
 
 
 def _snapshot(net) -> tuple:
-    return net.backend.copy(net.store.data), [layer.state() for layer in net.layers]
+    """What early stopping restores: the weights and BatchNorm statistics of the best epoch.
+    Not the Dropout step counters: they count steps taken, so later masks stay fresh."""
+    batchnorms = [layer for layer in net.layers if isinstance(layer, BatchNorm)]
+    return net.backend.copy(net.store.data), [(layer, layer.state()) for layer in batchnorms]
 
 
 def _restore(net, state) -> None:
     data, layer_states = state
     net.store.data[...] = data
-    for layer, saved in zip(net.layers, layer_states):
+    for layer, saved in layer_states:
         layer.load_state(saved)
 
 

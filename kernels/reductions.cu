@@ -42,9 +42,10 @@ template <typename T>
 struct ThresholdMatch {
     const T* scores;
     const T* target;
-    T threshold;
+    T score_threshold;
+    T target_threshold;
     __device__ T operator()(long long i) const {
-        return (scores[i] > threshold) == (target[i] > threshold) ? T(1) : T(0);
+        return (scores[i] > score_threshold) == (target[i] > target_threshold) ? T(1) : T(0);
     }
 };
 
@@ -130,8 +131,8 @@ extern "C" __global__ void sum_partials_f32(const float* x, float* partials, lon
 extern "C" __global__ void sum_partials_f64(const double* x, double* partials, long long n) { block_partial_sum(partials, n, SumOf<double>{x}); }
 extern "C" __global__ void nonfinite_partials_f32(const float* x, float* partials, long long n) { block_partial_sum(partials, n, NonFinite<float>{x}); }
 extern "C" __global__ void nonfinite_partials_f64(const double* x, double* partials, long long n) { block_partial_sum(partials, n, NonFinite<double>{x}); }
-extern "C" __global__ void threshold_match_partials_f32(const float* scores, const float* target, float* partials, long long n, float threshold) { block_partial_sum(partials, n, ThresholdMatch<float>{scores, target, threshold}); }
-extern "C" __global__ void threshold_match_partials_f64(const double* scores, const double* target, double* partials, long long n, double threshold) { block_partial_sum(partials, n, ThresholdMatch<double>{scores, target, threshold}); }
+extern "C" __global__ void threshold_match_partials_f32(const float* scores, const float* target, float* partials, long long n, float score_threshold, float target_threshold) { block_partial_sum(partials, n, ThresholdMatch<float>{scores, target, score_threshold, target_threshold}); }
+extern "C" __global__ void threshold_match_partials_f64(const double* scores, const double* target, double* partials, long long n, double score_threshold, double target_threshold) { block_partial_sum(partials, n, ThresholdMatch<double>{scores, target, score_threshold, target_threshold}); }
 extern "C" __global__ void argmax_match_partials_f32(const float* scores, const float* target, float* partials, long long rows, long long cols) { block_partial_sum(partials, rows, ArgmaxMatch<float>{scores, target, cols}); }
 extern "C" __global__ void argmax_match_partials_f64(const double* scores, const double* target, double* partials, long long rows, long long cols) { block_partial_sum(partials, rows, ArgmaxMatch<double>{scores, target, cols}); }
 extern "C" __global__ void penalty_partials_f32(const float* w, float* partials, long long n) { penalty_partials(w, partials, n); }

@@ -113,6 +113,16 @@ def reshape(a, shape) -> ndarray:
     return a.reshape(shape)
 
 
+# Ops the reference Backend calls on `xp` where CupyBackend keeps the reference (no kernel of
+# its own): batchnorm_backward_eval. Both exist in CuPy with these signatures.
+def sqrt(a) -> ndarray:
+    return _device(np.sqrt(a))
+
+
+def sum(a, axis=None) -> ndarray:  # noqa: A001 - the name CuPy uses
+    return _device(np.sum(a, axis=axis))
+
+
 def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
     """out = op(a) @ op(b), with CuPy's checks (cupy/cublas.py); NumPy does the arithmetic."""
     assert isinstance(a, ndarray) and isinstance(b, ndarray)

@@ -108,7 +108,7 @@ def run_case(backend, name: str, seed: int, shape):
     if kind == "count_argmax_matches":
         return _host(be, (be.count_argmax_matches(a["x"], a["onehot"]),))
     if kind == "count_threshold_matches":
-        return _host(be, (be.count_threshold_matches(a["x"], a["t01"], 0.0),))
+        return _host(be, (be.count_threshold_matches(a["x"], a["prob"], 0.0, 0.5),))
     if kind == "dropout_forward":
         key = dropout_key(7, 2, seed)
         y, mask = be.dropout_forward(a["x"], 0.3, key)
@@ -125,7 +125,8 @@ def run_case(backend, name: str, seed: int, shape):
         rm, rv = be.copy(a["beta"]), be.copy(a["gamma"])
         be.update_running_stats(rm, rv, mean, var, 0.1, shape[0])
         ye = be.batchnorm_forward_eval(a["x"], a["gamma"], a["beta"], rm, rv, 1e-5)
-        return _host(be, (y, xhat, mean, var, inv_std, dx, dgamma, dbeta, rm, rv, ye))
+        dxe, dge, dbe = be.batchnorm_backward_eval(a["dy"], a["x"], a["gamma"], rm, rv, 1e-5)
+        return _host(be, (y, xhat, mean, var, inv_std, dx, dgamma, dbeta, rm, rv, ye, dxe, dge, dbe))
     if kind == "penalty":
         grad = be.copy(a["dy"])
         be.l1_l2_penalty_grad(a["x"], grad, 0.01, 0.02)
@@ -168,7 +169,7 @@ COVERS = {
     "hinge_loss": "loss:hinge_loss", "count_argmax_matches": "count_argmax_matches",
     "count_threshold_matches": "count_threshold_matches", "dropout_forward": "dropout_forward",
     "dropout_backward": "dropout_backward", "batchnorm_forward_train": "batchnorm",
-    "batchnorm_forward_eval": "batchnorm", "batchnorm_backward": "batchnorm",
+    "batchnorm_forward_eval": "batchnorm", "batchnorm_backward": "batchnorm", "batchnorm_backward_eval": "batchnorm",
     "update_running_stats": "batchnorm", "l1_l2_penalty": "penalty", "l1_l2_penalty_grad": "penalty",
     "sgd_step": "sgd:", "adam_step": "adam:",
 }

@@ -80,6 +80,18 @@ def test_batchnorm_in_training_mode(seed):
     assert bp.gradcheck(net, bp.CrossEntropyLoss(), x, rng.integers(0, 2, size=7)) < TOLERANCE
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_batchnorm_in_eval_mode(seed):
+    """After fit (which ends in eval mode) the running statistics are constants of the forward."""
+    rng, x = _data(seed, rows=7)
+    net = bp.Sequential(bp.Dense(3, 5, activation="tanh"), bp.BatchNorm(5), bp.Dense(5, 2),
+                        dtype="float64", seed=seed)
+    bp.fit(net, rng.normal(size=(20, 3)), rng.integers(0, 2, size=20), loss=bp.CrossEntropyLoss(), epochs=2,
+           batch_size=5, progress=False)
+    assert net.training is False and not np.all(net.layers[1].running_var == 1.0)
+    assert bp.gradcheck(net, bp.CrossEntropyLoss(), x, rng.integers(0, 2, size=7)) < TOLERANCE
+
+
 def test_l1_and_l2_penalties_are_in_the_gradient():
     rng, x = _data(0)
     net = bp.Sequential(bp.Dense(3, 4, activation="sigmoid", l1=0.05, l2=0.1), bp.Dense(4, 1, l2=0.3),

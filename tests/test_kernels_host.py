@@ -263,9 +263,9 @@ def test_reductions(modules, dtype, launch):
         return _finalize(run, partials, grid, block, 1.0, 1.0)
 
     assert_close(total("sum_partials", x), ref.sum_all(x), dtype, "sum", "sum_all")
-    binary = _draw(run, "binary", SHAPE)
-    matches = total("threshold_match_partials", x, binary, extra=(run.scalar(0.0),))
-    assert_close(matches, ref.count_threshold_matches(x, binary, 0.0), dtype, "exact", "threshold matches")
+    probs = _draw(run, "prob", SHAPE)
+    matches = total("threshold_match_partials", x, probs, extra=(run.scalar(0.0), run.scalar(0.5)))
+    assert_close(matches, ref.count_threshold_matches(x, probs, 0.0, 0.5), dtype, "exact", "threshold matches")
     tied = run.input(np.round(np.asarray(x)))  # ties: argmax must pick the first maximum
     hits = total("argmax_match_partials", tied, t, count=rows, extra=(cols,))
     assert_close(hits, ref.count_argmax_matches(tied, t), dtype, "exact", "argmax matches")

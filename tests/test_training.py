@@ -96,17 +96,35 @@ def test_history_is_a_batch_size_weighted_mean():
     assert history["loss"][0] == pytest.approx(whole, rel=1e-12)
 
 
-def test_reported_loss_includes_the_penalty():
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reported_loss_includes_the_penalty_and_equals_evaluate(reduction):
+    """With lr=0 the epoch's loss is the whole data's loss, under either reduction, as evaluate()
+    and the validation loss report it: the penalty counted once, whatever the batch count."""
     rng = np.random.default_rng(2)
-    X, y = rng.normal(size=(8, 3)), rng.normal(size=(8, 1))
+    X, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 1))
+    loss = bp.MSELoss(reduction=reduction)
     net = bp.Sequential(bp.Dense(3, 1, l1=0.1, l2=0.2), dtype="float64", seed=0)
-    history = bp.fit(net, X, y, loss=bp.MSELoss(), optimizer=bp.SGD(net.parameters(), lr=0.0), epochs=1,
-                     batch_size=8, progress=False)
+    history = bp.fit(net, X, y, loss=loss, optimizer=bp.SGD(net.parameters(), lr=0.0), epochs=1,
+                     batch_size=4, validation_data=(X, y), progress=False)
     w = net.layers[0].weight.data
     penalty = 0.1 * np.abs(w).sum() + 0.2 * (w**2).sum()
     assert net.penalty() == pytest.approx(penalty)
-    assert history["loss"][0] == pytest.approx(bp.MSELoss()(net(X), y) + penalty)
-    assert bp.evaluate(net, X, y, loss=bp.MSELoss())["loss"] == pytest.approx(history["loss"][0])
+    whole = loss(net(X), y) + penalty
+    assert history["loss"][0] == pytest.approx(whole, rel=1e-12)
+    assert history["val_loss"][0] == pytest.approx(whole, rel=1e-12)
+    assert bp.evaluate(net, X, y, loss=loss)["loss"] == pytest.approx(whole, rel=1e-12)
+
+
+def test_accuracy_of_logits_against_soft_targets():
+    """BCEWithLogitsLoss cuts logits at 0 and targets at 0.5, as BCELoss cuts both at 0.5."""
+    X, y = np.zeros((4, 1)), np.array([[0.2], [0.2], [0.9], [0.9]])
+    logits = bp.Sequential(bp.Dense(1, 1, init="zeros"), dtype="float64", seed=0)
+    probs = bp.Sequential(bp.Dense(1, 1, activation="sigmoid", init="zeros"), dtype="float64", seed=0)
+    logits.layers[0].bias.data = np.array([-3.0])  # predicts "negative" for every row
+    probs.layers[0].bias.data = np.array([-3.0])
+    a = bp.evaluate(logits, X, y, loss=bp.BCEWithLogitsLoss())["accuracy"]
+    b = bp.evaluate(probs, X, y, loss=bp.BCELoss())["accuracy"]
+    assert a == b == 0.5
 
 
 def test_validation_and_accuracy_are_recorded_and_fit_ends_in_eval_mode():
@@ -296,5 +314,36 @@ def test_public_calls_return_arrays_the_caller_owns():
     net = bp.Sequential(bp.Dense(3, 2), seed=0)
     first = net(np.ones((4, 3)))
     kept = first.copy()
+    grad_x = net.backward(np.ones((4, 2)))
+    kept_grad = grad_x.copy()
+    weights = bp.to_numpy(net.layers[0].weight.data)
+    kept_weights = weights.copy()
     net(np.zeros((4, 3)))
+    net.backward(np.full((4, 2), 3.0))
+    net.layers[0].weight.data = np.zeros((3, 2))
     np.testing.assert_array_equal(first, kept)
+    np.testing.assert_array_equal(grad_x, kept_grad)
+    np.testing.assert_array_equal(weights, kept_weights)
+
+
+def test_backward_after_predict_is_refused_not_silently_wrong():
+    """predict/evaluate/fit run their own forwards, which replace the activations backward needs."""
+    net = bp.Sequential(bp.Dense(3, 4, activation="tanh"), bp.Dense(4, 1), seed=0)
+    loss_fn = bp.MSELoss()
+    loss_fn(net(np.ones((5, 3))), np.zeros((5, 1)))
+    bp.predict(net, np.zeros((5, 3)))
+    with pytest.raises(RuntimeError, match="backward needs a forward"):
+        net.backward(loss_fn.backward())
+
+
+def test_early_stopping_restores_weights_but_dropout_keeps_counting():
+    """Restoring the best epoch's weights must not rewind the dropout step counter: a later fit
+    would otherwise replay masks already used."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(32, 3)), rng.normal(size=(32, 1))
+    net = bp.Sequential(bp.Dense(3, 8, activation="relu"), bp.Dropout(0.3), bp.Dense(8, 1), seed=0)
+    history = bp.fit(net, X, y, loss=bp.MSELoss(), optimizer=bp.SGD(net.parameters(), lr=0.05), epochs=30,
+                     batch_size=8, validation_data=(rng.normal(size=(8, 3)), rng.normal(size=(8, 1)) * 9),
+                     early_stopping=2, progress=False)
+    assert history.stopped_early and history.best_epoch < history.epochs
+    assert net.layers[1].step == history.epochs * 4  # 4 steps per epoch, every one counted
