@@ -13,7 +13,6 @@ import numpy as np
 import backprop as bp
 from backprop.backends import available_devices, resolve_device
 from backprop.cli import pick_device
-from backprop.train_command import layer_label
 
 
 def _networks():
@@ -68,7 +67,7 @@ def run(args) -> int:
             worst = max(worst, *errors.values())
             print(f"  {description}")
             for key, err in errors.items():
-                label = key if key == "input" else f"{key} {layer_label(net.layers[int(key.split()[1])])}"
+                label = key if key == "input" else f"{key} {net.layers[int(key.split()[1])].label()}"
                 verdict = "ok" if err <= args.tolerance else "FAIL"
                 print(f"    {label:<40} {err:9.2e}  {verdict}")
     passed = worst <= args.tolerance

@@ -85,6 +85,10 @@ class Layer:
         """This layer's regularization term as a 0-d array, or None."""
         return None
 
+    def label(self) -> str:
+        """The layer in a few words, for summaries: "BatchNorm 256"."""
+        return f"{type(self).__name__} {self.in_features}"
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
         return f"{type(self).__name__}({args})"
@@ -175,6 +179,12 @@ class Dense(Layer):
         return backend.matmul(dz, weight.data, transpose_b=True,
                               out=self._workspace("dx", self._x.shape))
 
+    def label(self) -> str:
+        """"Dense 64->256 relu l2 0.01"."""
+        act = "" if self.activation == "linear" else f" {self.activation}"
+        penalty = "".join(f" {k} {v:g}" for k, v in (("l1", self.l1), ("l2", self.l2)) if v)
+        return f"Dense {self.in_features}->{self.out_features}{act}{penalty}"
+
     def penalty(self):
         if not (self.l1 or self.l2):
             return None
@@ -212,6 +222,9 @@ class Dropout(Layer):
         if self._mask is None:
             return grad_y
         return self.backend.dropout_backward(grad_y, self._mask, out=self._workspace("dx", grad_y.shape))
+
+    def label(self) -> str:
+        return f"Dropout {self.p:g}"
 
     def state(self):
         return {"step": np.array(self.step, dtype=np.int64)}

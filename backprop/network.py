@@ -188,13 +188,13 @@ class Sequential:
     def summary(self) -> str:
         """A table of layers, output shapes and parameter counts, with the device and dtype."""
         lines = [f"Sequential on {self.device} ({self.dtype}), seed {self.seed}",
-                 f"{'#':<3}{'layer':<44}{'output':<14}{'params':>10}"]
+                 f"{'#':<3}{'layer':<32}{'output':<14}{'params':>10}"]
         width = self.in_features
         for i, layer in enumerate(self.layers):
             if layer.out_features is not None:
                 width = layer.out_features
             count = sum(p.size for p in layer.parameters())
-            lines.append(f"{i:<3}{repr(layer):<44}{'(None, ' + str(width) + ')':<14}{count:>10,}")
+            lines.append(f"{i:<3}{layer.label():<32}{'(None, ' + str(width) + ')':<14}{count:>10,}")
         lines.append(f"total trainable parameters: {self.num_parameters():,}")
         return "\n".join(lines)
 

@@ -64,20 +64,9 @@ def build_optimizer(args, net) -> bp.Optimizer:
     return kind(net.parameters(), lr=lr, weight_decay=decay)
 
 
-def layer_label(layer) -> str:
-    """"Dense 64->256 relu", "Dropout 0.3", "BatchNorm 256": a layer in a few words."""
-    if isinstance(layer, bp.Dense):
-        act = "" if layer.activation == "linear" else f" {layer.activation}"
-        penalty = "".join(f" {k} {v:g}" for k, v in (("l1", layer.l1), ("l2", layer.l2)) if v)
-        return f"Dense {layer.in_features}->{layer.out_features}{act}{penalty}"
-    if isinstance(layer, bp.Dropout):
-        return f"Dropout {layer.p:g}"
-    return f"{type(layer).__name__} {layer.in_features}"
-
-
 def describe_network(net) -> str:
     """"64 -> Dense 64->256 relu -> Dropout 0.3 -> Dense 256->10" """
-    return " -> ".join([str(net.in_features)] + [layer_label(layer) for layer in net.layers])
+    return " -> ".join([str(net.in_features)] + [layer.label() for layer in net.layers])
 
 
 def describe_optimizer(opt) -> str:
