@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None) -> str:
             arrays[f"optimizer.{name}"] = value
     arrays["meta"] = _json_array(meta)
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = _create_temporary(folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
@@ -71,6 +71,17 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None) -> str:
             os.unlink(tmp)
         raise
     return path
+
+
+def _create_temporary(folder: str) -> tuple[int, str]:
+    """A new file beside the target, created with mode 0o666 less the umask (mkstemp's 0o600
+    would make every checkpoint private to its writer once renamed into place)."""
+    while True:
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}.npz")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def _open(path) -> tuple[dict, dict]:
@@ -104,7 +115,7 @@ def load(path, device=None, optimizer: bool = False):
         layers = [layer_from_config(c) for c in arch["layers"]]
         net = Sequential(*layers, device="cpu" if device is None else device, dtype=arch["dtype"],
                          seed=arch["seed"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} has an invalid architecture record ({exc})") from None
     params = arrays.get("parameters")
     if params is None or params.shape != (net.num_parameters(),):

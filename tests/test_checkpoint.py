@@ -7,6 +7,7 @@ loading never unpickles; damaged, foreign and mismatched files are refused with 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -228,3 +229,26 @@ def test_loading_never_unpickles(tmp_path, key):
     with pytest.raises(ValueError, match="allow_pickle=False"):
         bp.load(path, optimizer=True)
     assert not marker.exists()
+
+
+def test_a_saved_checkpoint_has_the_umask_permissions_of_a_new_file(tmp_path):
+    """The temporary file is renamed into place: it must not carry mkstemp's private 0o600."""
+    previous = os.umask(0o022)
+    try:
+        path = bp.save(bp.Sequential(bp.Dense(3, 2), seed=0), tmp_path / "model.npz")
+    finally:
+        os.umask(previous)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_a_layer_record_that_is_not_an_object_is_refused(tmp_path):
+    path = tmp_path / "model.npz"
+    bp.save(bp.Sequential(bp.Dense(3, 2), seed=0), path)
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["architecture"]["layers"] = [1]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="invalid architecture record"):
+        bp.load(path)
