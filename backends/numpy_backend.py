@@ -82,13 +82,14 @@ class NumpyBackend(Backend):
     # ------------------------------------------------------------------ linear algebra
 
     def matmul(self, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None):
-        # .T is a view: BLAS reads it with a transpose flag, no copy is made.
-        return np.matmul(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
+        # .T is a view: BLAS reads it with a transpose flag, no copy is made. np.dot calls the
+        # same sgemm/gemv as np.matmul (bit-identical results) with 0.5 us less overhead a call.
+        return np.dot(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
 
     def sum_rows(self, x, out=None):
         # ones @ x is one GEMV, 2-3x faster than x.sum(axis=0) here; the sum's order differs
         # (error <= rows * eps * sum|x|, as for any order).
-        return np.matmul(self._const(1.0, (x.shape[0],)), x, out=out)
+        return np.dot(self._const(1.0, (x.shape[0],)), x, out=out)
 
     def sum_all(self, x):
         return np.add.reduce(x, axis=None)
@@ -186,13 +187,13 @@ class NumpyBackend(Backend):
         np.subtract(logits, row_max, out=shifted)
         grad = np.exp(shifted)  # e; becomes the gradient in place below
         ones = self._const(1.0, (logits.shape[1], 1))
-        np.matmul(grad, ones, out=row_sum)  # sum_k e_k: a GEMV, 2-3x faster than add.reduce(axis=1)
+        np.dot(grad, ones, out=row_sum)  # sum_k e_k: a GEMV, 2-3x faster than add.reduce(axis=1)
         np.log(row_sum, out=row_max)
         np.subtract(shifted, row_max, out=shifted)  # log softmax
         np.multiply(target, shifted, out=shifted)
         loss = self._reduce(-np.add.reduce(shifted, axis=None), rows, reduction)
         np.divide(grad, row_sum, out=grad)  # softmax
-        np.matmul(target, ones, out=row_sum)  # sum_k t_k
+        np.dot(target, ones, out=row_sum)  # sum_k t_k
         np.multiply(grad, row_sum, out=grad)
         np.subtract(grad, target, out=grad)
         self._scale_in_place(grad, self._scale(rows, reduction))
@@ -227,7 +228,8 @@ class NumpyBackend(Backend):
     # ------------------------------------------------------------------ metrics
 
     def count_argmax_matches(self, scores, target):
-        hits = np.argmax(scores, axis=1) == np.argmax(target, axis=1)
+        # methods, not np.argmax: its Python wrapper costs more than the argmax of a batch
+        hits = scores.argmax(axis=1) == target.argmax(axis=1)
         return self.dtype(np.count_nonzero(hits))
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
