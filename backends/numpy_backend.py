@@ -34,6 +34,7 @@ class NumpyBackend(Backend):
         self._int = np.int32 if dtype == "float32" else np.int64
         self._scratch: dict = {}
         self._constants: dict = {}
+        self._scalars: dict = {}
 
     # ------------------------------------------------------------------ private helpers
 
@@ -55,11 +56,21 @@ class NumpyBackend(Backend):
             self._constants[key] = array
         return array
 
-    @staticmethod
-    def _scale_in_place(x, scale: float) -> None:
+    def _scalar(self, value: float):
+        """`value` as a 0-d array of the dtype: a ufunc takes it 0.4 us faster than a Python
+        float, which NumPy must inspect every call (the result is the same: the float is cast
+        to the dtype either way). Cached; the cache is bounded since Adam's step sizes vary."""
+        array = self._scalars.get(value)
+        if array is None:
+            if len(self._scalars) > 256:
+                self._scalars.clear()
+            array = self._scalars[value] = np.array(value, dtype=self.dtype)
+        return array
+
+    def _scale_in_place(self, x, scale: float) -> None:
         """x *= scale; a batch of one (scale 1.0, where the product is x exactly) skips the call."""
         if scale != 1.0:
-            np.multiply(x, scale, out=x)
+            np.multiply(x, self._scalar(scale), out=x)
 
     # ------------------------------------------------------------------ arrays and transfer
 
@@ -92,7 +103,7 @@ class NumpyBackend(Backend):
         return np.dot(self._const(1.0, (x.shape[0],)), x, out=out)
 
     def sum_all(self, x):
-        return np.add.reduce(x, axis=None)
+        return np.add.reduce(x, None)  # axis positional: 0.3 us less than axis=None
 
     def all_finite(self, x) -> bool:
         if not x.shape:  # a loss value: no reduction needed
@@ -110,8 +121,7 @@ class NumpyBackend(Backend):
         where(x >= 0, r, e r) = r * max(e, [x >= 0]), since e <= 1 (exactly r or e r)."""
         e = self._temp("sigmoid_e", x.shape)
         positive = self._temp("sigmoid_mask", x.shape, np.bool_)
-        np.abs(x, out=e)
-        np.negative(e, out=e)
+        np.copysign(x, self._const(-1.0, x.shape), out=e)  # -|x| in one call
         np.exp(e, out=e)
         np.greater_equal(x, self._const(0.0, x.shape), out=positive)  # before out (maybe x) is overwritten
         np.add(e, self._const(1.0, x.shape), out=out)
@@ -191,7 +201,7 @@ class NumpyBackend(Backend):
         np.log(row_sum, out=row_max)
         np.subtract(shifted, row_max, out=shifted)  # log softmax
         np.multiply(target, shifted, out=shifted)
-        loss = self._reduce(-np.add.reduce(shifted, axis=None), rows, reduction)
+        loss = self._reduce(-np.add.reduce(shifted, None), rows, reduction)
         np.divide(grad, row_sum, out=grad)  # softmax
         np.dot(target, ones, out=row_sum)  # sum_k t_k
         np.multiply(grad, row_sum, out=grad)
@@ -215,11 +225,11 @@ class NumpyBackend(Backend):
         np.subtract(self._const(1.0, shape), target, out=q)
         np.multiply(q, log_q, out=log_q)
         np.add(log_p, log_q, out=log_p)
-        loss = self._reduce(-np.add.reduce(log_p, axis=None), n, reduction)
+        loss = self._reduce(-np.add.reduce(log_p, None), n, reduction)
         # dL/dp = scale (p - t) / max(p (1 - p), 1e-12), in the reference's order
         np.subtract(self._const(1.0, shape), prob, out=q)
         np.multiply(prob, q, out=q)
-        np.maximum(q, BCE_GRAD_EPS, out=q)
+        np.maximum(q, self._const(BCE_GRAD_EPS, shape), out=q)
         grad = np.subtract(prob, target)
         self._scale_in_place(grad, self._scale(n, reduction))
         np.divide(grad, q, out=grad)
@@ -243,24 +253,24 @@ class NumpyBackend(Backend):
         scratch = self._temp("sgd_scratch", param.shape)
         g = grad
         if weight_decay != 0:
-            g = np.multiply(param, weight_decay, out=self._temp("sgd_g", param.shape))
+            g = np.multiply(param, self._scalar(weight_decay), out=self._temp("sgd_g", param.shape))
             np.add(grad, g, out=g)
         if momentum != 0:
             if first_step:
                 np.copyto(momentum_buf, g)
             else:
-                np.multiply(momentum_buf, momentum, out=momentum_buf)
+                np.multiply(momentum_buf, self._scalar(momentum), out=momentum_buf)
                 if dampening != 0:
-                    g_scaled = np.multiply(g, 1.0 - dampening, out=scratch)
+                    g_scaled = np.multiply(g, self._scalar(1.0 - dampening), out=scratch)
                     np.add(momentum_buf, g_scaled, out=momentum_buf)
                 else:  # (1 - 0) * g is g exactly: no multiply
                     np.add(momentum_buf, g, out=momentum_buf)
             if nesterov:
-                np.multiply(momentum_buf, momentum, out=scratch)
+                np.multiply(momentum_buf, self._scalar(momentum), out=scratch)
                 g = np.add(g, scratch, out=scratch)
             else:
                 g = momentum_buf
-        np.multiply(g, lr, out=scratch)
+        np.multiply(g, self._scalar(lr), out=scratch)
         np.subtract(param, scratch, out=param)
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: float,
@@ -269,22 +279,22 @@ class NumpyBackend(Backend):
         g = grad
         if weight_decay != 0:
             if decoupled:
-                np.multiply(param, 1.0 - lr * weight_decay, out=param)
+                np.multiply(param, self._scalar(1.0 - lr * weight_decay), out=param)
             else:
-                g = np.multiply(param, weight_decay, out=self._temp("adam_g", param.shape))
+                g = np.multiply(param, self._scalar(weight_decay), out=self._temp("adam_g", param.shape))
                 np.add(grad, g, out=g)
-        np.multiply(exp_avg, beta1, out=exp_avg)
-        np.multiply(g, 1.0 - beta1, out=scratch)
+        np.multiply(exp_avg, self._scalar(beta1), out=exp_avg)
+        np.multiply(g, self._scalar(1.0 - beta1), out=scratch)
         np.add(exp_avg, scratch, out=exp_avg)
-        np.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
+        np.multiply(exp_avg_sq, self._scalar(beta2), out=exp_avg_sq)
         np.multiply(g, g, out=scratch)
-        np.multiply(scratch, 1.0 - beta2, out=scratch)
+        np.multiply(scratch, self._scalar(1.0 - beta2), out=scratch)
         np.add(exp_avg_sq, scratch, out=exp_avg_sq)
         step_size = lr / (1.0 - beta1**step)
         bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
         np.sqrt(exp_avg_sq, out=scratch)
-        np.divide(scratch, bias_correction2_sqrt, out=scratch)
-        np.add(scratch, eps, out=scratch)  # denom
+        np.divide(scratch, self._scalar(bias_correction2_sqrt), out=scratch)
+        np.add(scratch, self._scalar(eps), out=scratch)  # denom
         np.divide(exp_avg, scratch, out=scratch)
-        np.multiply(scratch, step_size, out=scratch)
+        np.multiply(scratch, self._scalar(step_size), out=scratch)
         np.subtract(param, scratch, out=param)
