@@ -56,21 +56,21 @@ class NumpyBackend(Backend):
             self._constants[key] = array
         return array
 
-    def _scalar(self, value: float):
-        """`value` as a 0-d array of the dtype: a ufunc takes it 0.4 us faster than a Python
-        float, which NumPy must inspect every call (the result is the same: the float is cast
-        to the dtype either way). Cached; the cache is bounded since Adam's step sizes vary."""
-        array = self._scalars.get(value)
-        if array is None:
-            if len(self._scalars) > 256:
-                self._scalars.clear()
-            array = self._scalars[value] = np.array(value, dtype=self.dtype)
-        return array
+    def _scalar(self, name: str, value: float):
+        """`value` in the 0-d array kept for `name`, rewritten in place (0.06 us): a ufunc takes
+        it 0.4 us faster than a Python float, which NumPy must inspect every call, and the result
+        is the same (the float is cast to the dtype either way). One slot per name, so changing
+        values (Adam's bias corrections, scheduled learning rates) allocate nothing."""
+        slot = self._scalars.get(name)
+        if slot is None:
+            slot = self._scalars[name] = np.empty((), dtype=self.dtype)
+        slot[...] = value
+        return slot
 
     def _scale_in_place(self, x, scale: float) -> None:
         """x *= scale; a batch of one (scale 1.0, where the product is x exactly) skips the call."""
         if scale != 1.0:
-            np.multiply(x, self._scalar(scale), out=x)
+            np.multiply(x, self._scalar("scale", scale), out=x)
 
     # ------------------------------------------------------------------ arrays and transfer
 
@@ -254,24 +254,25 @@ class NumpyBackend(Backend):
         scratch = self._temp("sgd_scratch", param.shape)
         g = grad
         if weight_decay != 0:
-            g = np.multiply(param, self._scalar(weight_decay), out=self._temp("sgd_g", param.shape))
+            g = self._temp("sgd_g", param.shape)
+            np.multiply(param, self._scalar("weight_decay", weight_decay), out=g)
             np.add(grad, g, out=g)
         if momentum != 0:
             if first_step:
                 np.copyto(momentum_buf, g)
             else:
-                np.multiply(momentum_buf, self._scalar(momentum), out=momentum_buf)
+                np.multiply(momentum_buf, self._scalar("momentum", momentum), out=momentum_buf)
                 if dampening != 0:
-                    g_scaled = np.multiply(g, self._scalar(1.0 - dampening), out=scratch)
-                    np.add(momentum_buf, g_scaled, out=momentum_buf)
+                    np.multiply(g, self._scalar("1 - dampening", 1.0 - dampening), out=scratch)
+                    np.add(momentum_buf, scratch, out=momentum_buf)
                 else:  # (1 - 0) * g is g exactly: no multiply
                     np.add(momentum_buf, g, out=momentum_buf)
             if nesterov:
-                np.multiply(momentum_buf, self._scalar(momentum), out=scratch)
+                np.multiply(momentum_buf, self._scalar("momentum", momentum), out=scratch)
                 g = np.add(g, scratch, out=scratch)
             else:
                 g = momentum_buf
-        np.multiply(g, self._scalar(lr), out=scratch)
+        np.multiply(g, self._scalar("lr", lr), out=scratch)
         np.subtract(param, scratch, out=param)
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: float,
@@ -280,22 +281,23 @@ class NumpyBackend(Backend):
         g = grad
         if weight_decay != 0:
             if decoupled:
-                np.multiply(param, self._scalar(1.0 - lr * weight_decay), out=param)
+                np.multiply(param, self._scalar("1 - lr wd", 1.0 - lr * weight_decay), out=param)
             else:
-                g = np.multiply(param, self._scalar(weight_decay), out=self._temp("adam_g", param.shape))
+                g = self._temp("adam_g", param.shape)
+                np.multiply(param, self._scalar("weight_decay", weight_decay), out=g)
                 np.add(grad, g, out=g)
-        np.multiply(exp_avg, self._scalar(beta1), out=exp_avg)
-        np.multiply(g, self._scalar(1.0 - beta1), out=scratch)
+        np.multiply(exp_avg, self._scalar("beta1", beta1), out=exp_avg)
+        np.multiply(g, self._scalar("1 - beta1", 1.0 - beta1), out=scratch)
         np.add(exp_avg, scratch, out=exp_avg)
-        np.multiply(exp_avg_sq, self._scalar(beta2), out=exp_avg_sq)
+        np.multiply(exp_avg_sq, self._scalar("beta2", beta2), out=exp_avg_sq)
         np.multiply(g, g, out=scratch)
-        np.multiply(scratch, self._scalar(1.0 - beta2), out=scratch)
+        np.multiply(scratch, self._scalar("1 - beta2", 1.0 - beta2), out=scratch)
         np.add(exp_avg_sq, scratch, out=exp_avg_sq)
         step_size = lr / (1.0 - beta1**step)
         bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
         np.sqrt(exp_avg_sq, out=scratch)
-        np.divide(scratch, self._scalar(bias_correction2_sqrt), out=scratch)
-        np.add(scratch, self._scalar(eps), out=scratch)  # denom
+        np.divide(scratch, self._scalar("bias_correction2_sqrt", bias_correction2_sqrt), out=scratch)
+        np.add(scratch, self._scalar("eps", eps), out=scratch)  # denom
         np.divide(exp_avg, scratch, out=scratch)
-        np.multiply(scratch, self._scalar(step_size), out=scratch)
+        np.multiply(scratch, self._scalar("step_size", step_size), out=scratch)
         np.subtract(param, scratch, out=param)
