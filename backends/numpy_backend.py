@@ -85,7 +85,7 @@ class NumpyBackend(Backend):
         return flat[offset : offset + size].reshape(shape)
 
     def take_rows(self, x, indices, out=None):
-        return x.take(indices, axis=0, out=out)  # the method: np.take's wrapper costs ~1 us
+        return np.take(x, indices, axis=0, out=out)
 
     def to_scalar(self, x) -> float:
         return float(x)
