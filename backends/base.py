@@ -173,6 +173,16 @@ class Backend:
         """True when no element is NaN or +-inf."""
         return bool(self.xp.all(self.xp.isfinite(x)))
 
+    def step_finite(self, loss, grad) -> bool:
+        """True when a training step's loss (0-d) and every gradient element are finite.
+
+        One reduction and one read-back: loss + sum(grad) is finite exactly when all of them
+        are, unless the sum itself overflows, which the exact checks then settle.
+        """
+        if self.all_finite(loss + self.sum_all(grad)):
+            return True
+        return self.all_finite(loss) and self.all_finite(grad)
+
     # ------------------------------------------------------------------ activations
 
     def _sigmoid(self, x):

@@ -279,15 +279,6 @@ class _Trainer:
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
 
-    def _finite(self, step_loss) -> bool:
-        """Are the loss and every gradient finite? One device reduction and one read-back per
-        step: loss + sum(grad) is finite exactly when all of them are (unless the sum itself
-        overflows, which the precise checks then settle)."""
-        backend = self.backend
-        if backend.all_finite(step_loss + backend.sum_all(self.net.store.grad)):
-            return True
-        return backend.all_finite(step_loss) and backend.all_finite(self.net.store.grad)
-
     def stop_requested(self, interrupt) -> bool:
         """Ctrl-C seen; on N ranks, seen by any rank, so that all stop at the same step."""
         return interrupt.requested if self.parallel is None else self.parallel.any(interrupt.requested)
@@ -332,7 +323,7 @@ class _Trainer:
             step_loss = value if penalty is None else value + penalty
             if self.parallel is not None:  # one allreduce: every rank gets the whole batch's gradient
                 self.parallel.reduce_gradients(step_loss, stop - start, batch_rows)
-            if not self._finite(step_loss):
+            if not backend.step_finite(step_loss, net.store.grad):
                 self._layer_state.restore()
                 what = "loss" if not backend.all_finite(step_loss) else "gradient"
                 raise TrainingDivergedError(

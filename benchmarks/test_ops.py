@@ -1,5 +1,5 @@
 """Each backend op at the sizes of the small and large configs: matmul forward/backward, every
-activation forward/backward, every loss, every optimizer update."""
+activation forward/backward, every loss, every optimizer update, the per-step finiteness check."""
 
 from __future__ import annotations
 
@@ -98,3 +98,10 @@ def test_adam_update(backend, measure, decoupled):
     param, grad = device_array(backend, rng, (PARAMS,)), device_array(backend, rng, (PARAMS,))
     m, v = backend.zeros((PARAMS,)), backend.zeros((PARAMS,))
     measure(backend, lambda: backend.adam_step(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, 10, decoupled))
+
+
+def test_step_finite(backend, measure):
+    """fit's per-step check of the loss and the whole flat gradient (the large config's size)."""
+    rng = np.random.default_rng(0)
+    grad, loss = device_array(backend, rng, (PARAMS,)), backend.asarray(np.asarray(0.25))
+    measure(backend, lambda: backend.step_finite(loss, grad))

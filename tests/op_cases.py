@@ -97,6 +97,15 @@ def run_case(backend, name: str, seed: int, shape):
         bad = d["x"].copy()
         bad.flat[-1] = np.nan
         return (np.asarray(be.all_finite(a["x"])), np.asarray(be.all_finite(be.asarray(bad))))
+    if kind == "step_finite":
+        zero, grad = be.asarray(np.asarray(0.5)), a["flat_grad"]
+        bad = d["flat_grad"].copy()
+        bad[-1] = np.inf
+        huge = be.asarray(np.full(8, np.finfo(be.dtype_name).max / 2))  # finite, but its sum overflows
+        results = (be.step_finite(zero, grad), be.step_finite(zero, be.asarray(bad)),
+                   be.step_finite(be.asarray(np.asarray(np.nan)), grad), be.step_finite(zero, huge))
+        assert results == (True, False, False, True), results
+        return tuple(np.asarray(v) for v in results)
     if kind == "loss":
         op, target = detail.split("/")
         pred = {"bce_loss": a["prob"]}.get(op, a["x"])
@@ -150,7 +159,7 @@ CASES = (
     [f"bias_activation_{a}" for a in ACTIVATIONS]
     + [f"activation_{a}" for a in ACTIVATIONS]
     + [f"activation_backward_{a}" for a in ACTIVATIONS]
-    + ["matmul", "sum_rows", "add_scaled", "copy", "take_rows", "all_finite",
+    + ["matmul", "sum_rows", "add_scaled", "copy", "take_rows", "all_finite", "step_finite",
        "loss:mse_loss/dy", "loss:mae_loss/dy", "loss:bce_loss/t01", "loss:bce_with_logits_loss/t01",
        "loss:cross_entropy_loss/onehot", "loss:hinge_loss/tpm",
        "count_argmax_matches", "count_threshold_matches", "dropout_forward", "dropout_backward",
@@ -163,7 +172,7 @@ CASES = (
 COVERS = {
     "bias_activation_forward": "bias_activation_", "activation_forward": "activation_",
     "activation_backward": "activation_backward_", "matmul": "matmul", "sum_rows": "sum_rows",
-    "add_scaled": "add_scaled", "copy": "copy", "take_rows": "take_rows", "all_finite": "all_finite",
+    "add_scaled": "add_scaled", "copy": "copy", "take_rows": "take_rows", "all_finite": "all_finite", "step_finite": "step_finite",
     "mse_loss": "loss:mse_loss", "mae_loss": "loss:mae_loss", "bce_loss": "loss:bce_loss",
     "bce_with_logits_loss": "loss:bce_with_logits_loss", "cross_entropy_loss": "loss:cross_entropy_loss",
     "hinge_loss": "loss:hinge_loss", "count_argmax_matches": "count_argmax_matches",
