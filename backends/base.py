@@ -189,8 +189,7 @@ class Backend:
         """Two-sided sigmoid: 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below, never overflows."""
         xp = self.xp
         e = xp.exp(-xp.abs(x))
-        r = 1.0 / (1.0 + e)
-        return xp.where(x >= 0, r, e * r)
+        return xp.where(x >= 0, xp.ones_like(e), e) / (1.0 + e)
 
     def _activate(self, x, activation: str, slope: float):
         xp = self.xp

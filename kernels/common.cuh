@@ -47,8 +47,7 @@ __device__ __forceinline__ bool bp_is_finite(T x) { return x - x == T(0); }
 template <typename T>
 __device__ __forceinline__ T bp_sigmoid(T x) {
     const T e = bp_exp(-bp_abs(x));
-    const T r = T(1) / (T(1) + e);
-    return x >= T(0) ? r : e * r;
+    return (x >= T(0) ? T(1) : e) / (T(1) + e);
 }
 
 struct BpSum {
