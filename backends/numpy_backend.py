@@ -46,6 +46,15 @@ class NumpyBackend(Backend):
             array = self._scratch[key] = np.empty(shape, dtype or self.dtype)
         return array
 
+    def _work(self, op: str, shape, make):
+        """The arrays `op` reuses for inputs of `shape`, made once by `make(shape)` and then
+        found in one lookup: a tiny network's step is bound by per-call costs like these."""
+        key = (op, shape)
+        arrays = self._scratch.get(key)
+        if arrays is None:
+            arrays = self._scratch[key] = make(shape)
+        return arrays
+
     def _const(self, value: float, shape):
         """A read-only array of `value`: ufuncs run faster against it than against a scalar."""
         key = (value, shape)
@@ -120,18 +129,22 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ activations
 
+    def _sigmoid_arrays(self, shape):
+        return (np.empty(shape, self.dtype), np.empty(shape, self.dtype), self._const(-1.0, shape),
+                self._const(0.0, shape), self._const(1.0, shape))
+
     def _sigmoid_into(self, x, out):
-        """out = sigmoid(x), two-sided as the reference: r = 1 / (1 + e), e = exp(-|x|), and
-        where(x >= 0, r, e r) = r * max(e, [x >= 0]), since e <= 1 (exactly r or e r)."""
-        e = self._temp("sigmoid_e", x.shape)
-        positive = self._temp("sigmoid_mask", x.shape, np.bool_)
-        np.copysign(x, self._const(-1.0, x.shape), out=e)  # -|x| in one call
+        """out = sigmoid(x), two-sided as the reference: where(x >= 0, 1, e) / (1 + e) with
+        e = exp(-|x|). The numerator is exp(min(x, 0)): exp(0) = 1 for x >= 0, and for x < 0
+        the same exp(x) as e, bit for bit. Six calls, all on one dtype (a boolean mask in the
+        arithmetic would cost a mixed-type loop, 3x slower per call on small arrays here)."""
+        e, numerator, minus_one, zero, one = self._work("sigmoid", x.shape, self._sigmoid_arrays)
+        np.copysign(x, minus_one, out=e)  # -|x| in one call
         np.exp(e, out=e)
-        np.greater_equal(x, self._const(0.0, x.shape), out=positive)  # before out (maybe x) is overwritten
-        np.add(e, self._const(1.0, x.shape), out=out)
-        np.divide(self._const(1.0, x.shape), out, out=out)
-        np.maximum(e, positive, out=e)
-        return np.multiply(out, e, out=out)
+        np.minimum(x, zero, out=numerator)  # before out (maybe x) is overwritten
+        np.exp(numerator, out=numerator)
+        np.add(e, one, out=out)
+        return np.divide(numerator, out, out=out)
 
     def _activate_into(self, x, activation: str, slope: float, out) -> bool:
         """out = act(x) in place for the common activations; False for the others."""
@@ -164,23 +177,28 @@ class NumpyBackend(Backend):
             y[...] = self._activate(x, activation, slope)
         return y
 
+    def _relu_backward_arrays(self, shape):
+        return np.empty(shape, np.bool_), np.empty(shape, self._int), self._const(0.0, shape)
+
+    def _sigmoid_backward_arrays(self, shape):
+        return np.empty(shape, self.dtype), self._const(1.0, shape)
+
     def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
         if activation == "relu":
             # where(y > 0, dL/dy, 0) bit for bit (NaN and inf included): AND the bits of dL/dy
             # with a mask of all ones (y > 0) or all zeros, made from the boolean mask as -1/0.
             dz = np.empty_like(grad_y) if out is None else out
-            positive = self._temp("relu_mask", y.shape, np.bool_)
-            bits = self._temp("relu_bits", y.shape, self._int)
-            np.greater(y, self._const(0.0, y.shape), out=positive)
+            positive, bits, zero = self._work("relu_backward", y.shape, self._relu_backward_arrays)
+            np.greater(y, zero, out=positive)
             np.negative(positive.view(np.int8), out=bits)
             np.bitwise_and(grad_y.view(self._int), bits, out=dz.view(self._int))
             return dz
         if activation == "sigmoid":
             # dL/dy * y * (1 - y), multiplied in the reference's order.
             dz = np.empty_like(grad_y) if out is None else out
-            product = self._temp("sigmoid_gy", y.shape)
+            product, one = self._work("sigmoid_backward", y.shape, self._sigmoid_backward_arrays)
             np.multiply(grad_y, y, out=product)
-            np.subtract(self._const(1.0, y.shape), y, out=dz)
+            np.subtract(one, y, out=dz)
             return np.multiply(product, dz, out=dz)
         if activation == "tanh":
             dz = np.empty_like(grad_y) if out is None else out
@@ -191,17 +209,20 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ losses
 
+    def _cross_entropy_arrays(self, shape):
+        rows, classes = shape
+        row_max = np.empty((rows, 1), self.dtype)
+        return (np.empty(shape, self.dtype), row_max, row_max.reshape(rows), np.empty((rows, 1), self.dtype),
+                self._const(1.0, (classes, 1)))
+
     def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
         rows = logits.shape[0]
-        column = (rows, 1)
-        shifted = self._temp("ce_shifted", logits.shape)
-        row_max = self._temp("ce_max", column)
-        row_sum = self._temp("ce_sum", column)
+        shifted, row_max, row_max_flat, row_sum, ones = self._work(
+            "cross_entropy", logits.shape, self._cross_entropy_arrays)
         # into a 1-D view, arguments positional: keepdims=/out= keywords cost more than the max
-        np.maximum.reduce(logits, 1, None, row_max.reshape(rows))
+        np.maximum.reduce(logits, 1, None, row_max_flat)
         np.subtract(logits, row_max, out=shifted)
         grad = np.exp(shifted)  # e; becomes the gradient in place below
-        ones = self._const(1.0, (logits.shape[1], 1))
         np.dot(grad, ones, out=row_sum)  # sum_k e_k: a GEMV, 2-3x faster than add.reduce(axis=1)
         np.log(row_sum, out=row_max)
         np.subtract(shifted, row_max, out=shifted)  # log softmax
@@ -214,27 +235,27 @@ class NumpyBackend(Backend):
         self._scale_in_place(grad, self._scale(rows, reduction))
         return loss, grad
 
+    def _bce_arrays(self, shape):
+        return (np.empty(shape, self.dtype), np.empty(shape, self.dtype), np.empty(shape, self.dtype),
+                self._const(BCE_LOG_FLOOR, shape), self._const(1.0, shape), self._const(BCE_GRAD_EPS, shape))
+
     def bce_loss(self, prob, target, reduction: str = "mean"):
-        shape = prob.shape
         n = prob.size
-        log_p = self._temp("bce_log_p", shape)
-        log_q = self._temp("bce_log_q", shape)
-        q = self._temp("bce_q", shape)
-        floor = self._const(BCE_LOG_FLOOR, shape)
+        log_p, log_q, q, floor, one, grad_eps = self._work("bce", prob.shape, self._bce_arrays)
         np.log(prob, out=log_p)
         np.maximum(log_p, floor, out=log_p)  # clip(min=) with NaN kept, as clip does
         np.negative(prob, out=log_q)
         np.log1p(log_q, out=log_q)
         np.maximum(log_q, floor, out=log_q)
         np.multiply(target, log_p, out=log_p)
-        np.subtract(self._const(1.0, shape), target, out=q)
+        np.subtract(one, target, out=q)
         np.multiply(q, log_q, out=log_q)
         np.add(log_p, log_q, out=log_p)
         loss = self._reduce(-np.add.reduce(log_p, None), n, reduction)
         # dL/dp = scale (p - t) / max(p (1 - p), 1e-12), in the reference's order
-        np.subtract(self._const(1.0, shape), prob, out=q)
+        np.subtract(one, prob, out=q)
         np.multiply(prob, q, out=q)
-        np.maximum(q, self._const(BCE_GRAD_EPS, shape), out=q)
+        np.maximum(q, grad_eps, out=q)
         grad = np.subtract(prob, target)
         self._scale_in_place(grad, self._scale(n, reduction))
         np.divide(grad, q, out=grad)
@@ -248,7 +269,11 @@ class NumpyBackend(Backend):
         return self.dtype(np.count_nonzero(hits))
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
-        hits = (scores > score_threshold) == (target > target_threshold)
+        # Operators against 0-d thresholds: half the cost of np.greater(..., out=) on bool
+        # outputs here. NumPy casts a Python threshold to the array's dtype too (NEP 50), so the
+        # comparisons are the reference's.
+        hits = ((scores > self._scalar("score_threshold", score_threshold))
+                == (target > self._scalar("target_threshold", target_threshold)))
         return self.dtype(np.count_nonzero(hits))
 
     # ------------------------------------------------------------------ optimizers
