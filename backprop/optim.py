@@ -41,6 +41,7 @@ class Optimizer:
         self.segments = self._segments(params)
         backend = self.store.backend
         self.state = {name: backend.zeros((self.store.size,)) for name in self.state_names}
+        self._segment_arrays = None  # the views step() updates, made on its first call
 
     @staticmethod
     def _segments(params) -> list[tuple[int, int]]:
@@ -77,8 +78,10 @@ class Optimizer:
         """One update of every parameter from its .grad."""
         self._check_device()
         self.step_count += 1
-        for start, stop in self.segments:
-            self._update(*self._views(start, stop))
+        if self._segment_arrays is None:  # views stay valid: a moved store is refused above
+            self._segment_arrays = [self._views(start, stop) for start, stop in self.segments]
+        for arrays in self._segment_arrays:
+            self._update(*arrays)
 
     def _update(self, param, grad, *state) -> None:
         raise NotImplementedError
@@ -98,6 +101,7 @@ class Optimizer:
                 raise ValueError(f"optimizer state {name!r} is missing or has the wrong shape")
         for name in self.state_names:
             self.state[name] = backend.asarray(arrays[name])
+        self._segment_arrays = None  # new state buffers: views of the old ones are stale
         self.step_count = int(step_count)
 
     def __repr__(self) -> str:

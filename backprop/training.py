@@ -291,39 +291,46 @@ class _Trainer:
         return self.backend.take_rows(source, index, out=out)
 
     def run_epoch(self, X, Y, order, epoch, history, interrupt, bar) -> dict:
-        net, loss, backend = self.net, self.loss, self.backend
+        net, loss, backend, parallel = self.net, self.loss, self.backend, self.parallel
         n = X.shape[0]
         net.train()
         order_dev = None if order is None else backend.asarray_int(order)
+        # Fixed for the epoch, so a step repeats none of it (a tiny network's step is ~60 us).
+        bounds = [(start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
+        has_penalty = net.penalty_internal() is not None
+        guard_state = self._layer_state.active
+        scored_per_row = 1 if loss.accuracy == "argmax" else None  # None: every output is scored
+        grad_buffer = net.store.grad
         loss_sum, correct, counted = None, None, 0
-        for batch, start in enumerate(range(0, n, self.batch_size), start=1):
-            if self.stop_requested(interrupt):  # Ctrl-C during the previous step: stop between steps
-                history.interrupted = True
+        for batch, (start, stop) in enumerate(bounds, start=1):
+            if interrupt.requested if parallel is None else self.stop_requested(interrupt):
+                history.interrupted = True  # Ctrl-C during the previous step: stop between steps
                 raise KeyboardInterrupt
-            stop = min(start + self.batch_size, n)
             batch_rows = stop - start
-            if self.parallel is not None:  # this rank's shard of the batch
-                start, stop = self.parallel.shard(start, stop)
+            if parallel is not None:  # this rank's shard of the batch
+                start, stop = parallel.shard(start, stop)
             if order_dev is None:
                 xb, yb = X[start:stop], Y[start:stop]
             else:
                 index = order_dev[start:stop]
                 xb, yb = self._gather("x", X, index), self._gather("y", Y, index)
-            self._layer_state.save()
+            if guard_state:
+                self._layer_state.save()
             penalty = None
             if start == stop:  # no rows for this rank in a tiny last batch: it sends zeros
-                value, pred = self.parallel.empty_shard(), None
+                value, pred = parallel.empty_shard(), None
             else:
                 pred = net.forward_internal(xb, training=True)
                 value, grad = loss.compute(backend, pred, yb)
-                if self.parallel is not None:
-                    value = self.parallel.scale_loss(value, grad, stop - start, batch_rows)
-                penalty = net.penalty_internal()
+                if parallel is not None:
+                    value = parallel.scale_loss(value, grad, stop - start, batch_rows)
+                if has_penalty:
+                    penalty = net.penalty_internal()
                 net.backward_internal(grad, need_input_grad=False)
             step_loss = value if penalty is None else value + penalty
-            if self.parallel is not None:  # one allreduce: every rank gets the whole batch's gradient
-                self.parallel.reduce_gradients(step_loss, stop - start, batch_rows)
-            if not backend.step_finite(step_loss, net.store.grad):
+            if parallel is not None:  # one allreduce: every rank gets the whole batch's gradient
+                parallel.reduce_gradients(step_loss, stop - start, batch_rows)
+            if not backend.step_finite(step_loss, grad_buffer):
                 self._layer_state.restore()
                 what = "loss" if not backend.all_finite(step_loss) else "gradient"
                 raise TrainingDivergedError(
@@ -337,10 +344,10 @@ class _Trainer:
             hits = None if pred is None else _count_correct(backend, loss, pred, yb)
             if hits is not None:
                 correct = hits if correct is None else correct + hits
-                counted += rows if loss.accuracy == "argmax" else rows * pred.shape[1]
+                counted += rows * (scored_per_row or pred.shape[1])
             bar.step()
-        if self.parallel is not None:  # sums over every rank's rows
-            return self.parallel.epoch_metrics(loss_sum, correct, counted, n)
+        if parallel is not None:  # sums over every rank's rows
+            return parallel.epoch_metrics(loss_sum, correct, counted, n)
         metrics = {"loss": backend.to_scalar(loss_sum) / n}
         if correct is not None:
             metrics["accuracy"] = backend.to_scalar(correct) / counted
@@ -379,6 +386,7 @@ class _LayerStateGuard:
         self.dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
         self.batchnorms = [layer for layer in net.layers if isinstance(layer, BatchNorm)]
         self._steps: list[int] = []
+        self.active = bool(self.dropouts or self.batchnorms)  # False: nothing to save or restore
         self._stats = [(self.backend.empty(b.running_mean.shape), self.backend.empty(b.running_var.shape))
                        for b in self.batchnorms]
 
