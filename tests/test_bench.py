@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import backprop as bp
 import backprop.bench as bench
 from backprop.bench_baseline import HandwrittenStep
 from backprop.cli import build_parser
@@ -34,30 +35,44 @@ def test_the_command_line_has_a_bench_subcommand():
     assert args.run is bench.run and args.configs == "tiny" and args.rounds == 1
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "large"])
-def test_the_hand_written_step_computes_the_librarys_loss_gradients_and_update(name):
-    """The baseline is only a fair bar if it does the same work: same loss, same gradients
-    (float32, so to a float32 tolerance), and PyTorch's first momentum step w - lr g."""
+@pytest.mark.parametrize("name, optimizer", [("tiny", "sgd"), ("small", "sgd"), ("large", "sgd"), ("small", "adam")])
+def test_the_hand_written_step_computes_the_librarys_loss_gradients_and_update(name, optimizer):
+    """The baseline is only a fair bar if it does the same work: same loss, same gradients and
+    the same update as fit's SGD (momentum) or Adam, to a float32 tolerance, over two steps
+    (the second one uses the optimizer's state)."""
     config = bench.CONFIGS[name]
     if name == "large":  # the same layers, fewer rows: a check of the 3-layer path, not of speed
         config = bench.Config(**dict(config.__dict__, batch=8))
-    hand = HandwrittenStep(config.widths, config.activation, config.loss, config.batch, lr=0.01, momentum=0.9)
+    lr = 0.01 if optimizer == "sgd" else 1e-3
+    hand = HandwrittenStep(config.widths, config.activation, config.loss, config.batch, lr=lr, momentum=0.9,
+                           optimizer=optimizer)
     net, loss_fn = bench.our_network(config)
     for layer, W, b in zip(net.layers, hand.W, hand.b):
         layer.weight.data, layer.bias.data = W, b
-    x, y = bench.make_data(bench.Config(**dict(config.__dict__, steps=1)))
-    weights_before = hand.params.copy()
+    ours = bp.SGD(net.parameters(), lr=lr, momentum=0.9) if optimizer == "sgd" else bp.Adam(net.parameters(), lr=lr)
+    x, y = bench.make_data(bench.Config(**dict(config.__dict__, steps=2)))
+    for rows in (slice(0, config.batch), slice(config.batch, 2 * config.batch)):
+        value = loss_fn(net(x[rows]), y[rows])
+        net.backward(loss_fn.backward())
+        hand_value = hand.step(x[rows], y[rows])
+        ours.step()
 
-    value = loss_fn(net(x), y)
-    net.backward(loss_fn.backward())
-    hand_value = hand.step(x, y)
+        assert hand_value == pytest.approx(value, rel=1e-5)
+        for layer, dW, db in zip(net.layers, hand.dW, hand.db):
+            scale = np.abs(layer.weight.grad).max()
+            np.testing.assert_allclose(dW, layer.weight.grad, rtol=1e-4, atol=1e-5 * scale)
+            np.testing.assert_allclose(db, layer.bias.grad, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(hand.params, net.store.data, rtol=1e-5, atol=1e-6)
 
-    assert hand_value == pytest.approx(value, rel=1e-5)
-    for layer, dW, db in zip(net.layers, hand.dW, hand.db):
-        scale = np.abs(layer.weight.grad).max()
-        np.testing.assert_allclose(dW, layer.weight.grad, rtol=1e-4, atol=1e-5 * scale)
-        np.testing.assert_allclose(db, layer.bias.grad, rtol=1e-4, atol=1e-5 * scale)
-    np.testing.assert_allclose(hand.params, weights_before - np.float32(0.01) * hand.grads, rtol=1e-6, atol=1e-7)
+
+def test_the_hand_written_step_takes_a_shorter_last_batch_and_predicts():
+    hand = HandwrittenStep((4, 3, 2), "relu", "cross_entropy", 5)
+    x = np.random.default_rng(0).standard_normal((7, 4)).astype(np.float32)
+    hand.step(x[:5], np.array([0, 1, 0, 1, 1]))
+    hand.step(x[5:], np.array([1, 0]))  # 2 rows: arrays of their own, the same weights
+    logits = hand.predict(x)
+    hidden = np.maximum(x @ hand.W[0] + hand.b[0], 0)
+    np.testing.assert_allclose(logits, hidden @ hand.W[1] + hand.b[1], rtol=1e-6)
 
 
 def test_the_hand_written_step_refuses_what_it_was_not_written_for():
@@ -65,3 +80,26 @@ def test_the_hand_written_step_refuses_what_it_was_not_written_for():
         HandwrittenStep((2, 2, 1), "tanh", "bce", 4)
     with pytest.raises(ValueError, match="loss: expected 'bce' or 'cross_entropy', got 'mse'"):
         HandwrittenStep((2, 2, 1), "relu", "mse", 4)
+    with pytest.raises(ValueError, match="optimizer: expected 'sgd' or 'adam', got 'rmsprop'"):
+        HandwrittenStep((2, 2, 1), "relu", "bce", 4, optimizer="rmsprop")
+
+
+def test_the_table_reports_every_side_and_the_ratios_between_them():
+    """format_table on fixed numbers: the ratios are computed from the medians it is given."""
+    blas = [{"internal_api": "openblas", "version": "0.3", "architecture": "Haswell", "num_threads": 2}]
+    side = lambda seconds: {"times": seconds, "blas": blas}  # noqa: E731
+    digits = lambda seconds, accuracy: {"times": seconds, "accuracy": accuracy, "blas": blas}  # noqa: E731
+    results = {
+        "sides": ["ours", "handwritten", "torch"], "threads": 2,
+        "configs": {"small": {"ours": side([100e-6, 90e-6, 110e-6]), "handwritten": side([80e-6, 80e-6, 70e-6]),
+                              "torch": side([500e-6, 400e-6, 600e-6])}},
+        "digits": {"ours_digits": digits([0.3], [0.96]), "handwritten_digits": digits([0.25], [0.97]),
+                   "sklearn_digits": digits([1.0], [0.965])},
+    }
+    out = bench.format_table(results)
+    row = next(line for line in out.splitlines() if line.startswith("| small |"))
+    assert row == ("| small | 64-32-10 relu CE | 32 | 100 us (90 us) | 80 us (70 us) | 500 us (400 us) "
+                   "| 0.200 (0.225) | 0.160 | 1.25 | <= 0.22 | yes |")
+    assert ("backprop 0.30 s (test accuracy 0.960), hand-written NumPy 0.25 s (test accuracy 0.970), "
+            "sklearn MLPClassifier 1.00 s (test accuracy 0.965); backprop / sklearn: medians 0.300, bests 0.300 "
+            "(target <= 0.25: NO); hand-written / sklearn 0.250; backprop / hand-written 1.20") in out
