@@ -475,7 +475,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The runner's options (shared by `python -m backprop bench` and `python -m backprop.bench`)."""
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (a process each)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (a process each)")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per process")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale the steps per block")
     parser.add_argument("--no-digits", action="store_true", help="skip the digits comparison")
