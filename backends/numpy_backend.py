@@ -130,19 +130,19 @@ class NumpyBackend(Backend):
     # ------------------------------------------------------------------ activations
 
     def _sigmoid_arrays(self, shape):
-        return (np.empty(shape, self.dtype), np.empty(shape, self.dtype), self._const(-1.0, shape),
-                self._const(0.0, shape), self._const(1.0, shape))
+        both = np.empty((2,) + shape, self.dtype)  # [-|x|, min(x, 0)]: exponentiated in one call
+        return both, both[0], both[1], self._const(-1.0, shape), self._const(0.0, shape), self._const(1.0, shape)
 
     def _sigmoid_into(self, x, out):
         """out = sigmoid(x), two-sided as the reference: where(x >= 0, 1, e) / (1 + e) with
         e = exp(-|x|). The numerator is exp(min(x, 0)): exp(0) = 1 for x >= 0, and for x < 0
-        the same exp(x) as e, bit for bit. Six calls, all on one dtype (a boolean mask in the
-        arithmetic would cost a mixed-type loop, 3x slower per call on small arrays here)."""
-        e, numerator, minus_one, zero, one = self._work("sigmoid", x.shape, self._sigmoid_arrays)
+        the same exp(x) as e, bit for bit. Both exponents sit in one (2, ...) array, so five
+        calls, all on one dtype (a boolean mask in the arithmetic would cost a mixed-type loop,
+        3x slower per call on small arrays here)."""
+        both, e, numerator, minus_one, zero, one = self._work("sigmoid", x.shape, self._sigmoid_arrays)
         np.copysign(x, minus_one, out=e)  # -|x| in one call
-        np.exp(e, out=e)
         np.minimum(x, zero, out=numerator)  # before out (maybe x) is overwritten
-        np.exp(numerator, out=numerator)
+        np.exp(both, out=both)
         np.add(e, one, out=out)
         return np.divide(numerator, out, out=out)
 
@@ -236,17 +236,17 @@ class NumpyBackend(Backend):
         return loss, grad
 
     def _bce_arrays(self, shape):
-        return (np.empty(shape, self.dtype), np.empty(shape, self.dtype), np.empty(shape, self.dtype),
-                self._const(BCE_LOG_FLOOR, shape), self._const(1.0, shape), self._const(BCE_GRAD_EPS, shape))
+        logs = np.empty((2,) + shape, self.dtype)  # [log p, log(1 - p)]: clamped in one call
+        return (logs, logs[0], logs[1], np.empty(shape, self.dtype), self._const(BCE_LOG_FLOOR, (2,) + shape),
+                self._const(1.0, shape), self._const(BCE_GRAD_EPS, shape))
 
     def bce_loss(self, prob, target, reduction: str = "mean"):
         n = prob.size
-        log_p, log_q, q, floor, one, grad_eps = self._work("bce", prob.shape, self._bce_arrays)
+        logs, log_p, log_q, q, floor, one, grad_eps = self._work("bce", prob.shape, self._bce_arrays)
         np.log(prob, out=log_p)
-        np.maximum(log_p, floor, out=log_p)  # clip(min=) with NaN kept, as clip does
         np.negative(prob, out=log_q)
         np.log1p(log_q, out=log_q)
-        np.maximum(log_q, floor, out=log_q)
+        np.maximum(logs, floor, out=logs)  # clip(min=) with NaN kept, as clip does
         np.multiply(target, log_p, out=log_p)
         np.subtract(one, target, out=q)
         np.multiply(q, log_q, out=log_q)

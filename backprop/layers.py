@@ -153,12 +153,12 @@ class Dense(Layer):
         self.bias.data = np.zeros(fan_out)
 
     def forward(self, x, training: bool):
-        backend = self.backend
+        backend, params = self.backend, self.params  # (params: no property calls on the hot path)
         rows = x.shape[0]
         shape = (rows, self.out_features)
-        z = backend.matmul(x, self.weight.data, out=self._workspace("z", shape))
+        z = backend.matmul(x, params["weight"].data, out=self._workspace("z", shape))
         y, pre = backend.bias_activation_forward(
-            z, self.bias.data, self.activation, self.slope, out=self._workspace("y", shape))
+            z, params["bias"].data, self.activation, self.slope, out=self._workspace("y", shape))
         self._x, self._y, self._pre = x, y, pre
         return y
 
@@ -169,9 +169,9 @@ class Dense(Layer):
         else:
             dz = backend.activation_backward(grad_y, self._y, self._pre, self.activation, self.slope,
                                              out=self._workspace("dz", grad_y.shape))
-        weight = self.weight
+        weight = self.params["weight"]
         backend.matmul(self._x, dz, transpose_a=True, out=weight.grad)
-        backend.sum_rows(dz, out=self.bias.grad)
+        backend.sum_rows(dz, out=self.params["bias"].grad)
         if self.l1 or self.l2:
             backend.l1_l2_penalty_grad(weight.data, weight.grad, self.l1, self.l2)
         if not need_input_grad:
