@@ -17,10 +17,21 @@ Ops that no benchmark touches keep the reference.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
 from backprop.backends.base import BCE_GRAD_EPS, BCE_LOG_FLOOR, Backend
+
+
+class _PerThread(threading.local):
+    """One thread's scratch arrays and scalar slots. Every CPU network of a dtype shares one
+    backend, and two of them may train at once in two threads: each thread writes its own
+    intermediates. (threading.local runs __init__ once in each thread that looks.)"""
+
+    def __init__(self):
+        self.scratch: dict = {}
+        self.scalars: dict = {}
 
 
 class NumpyBackend(Backend):
@@ -32,27 +43,28 @@ class NumpyBackend(Backend):
         super().__init__(np, dtype=dtype, device=device)
         # Same-width integer type: relu's backward selects by AND-ing the bits with a mask.
         self._int = np.int32 if dtype == "float32" else np.int64
-        self._scratch: dict = {}
-        self._constants: dict = {}
-        self._scalars: dict = {}
+        self._thread = _PerThread()
+        self._constants: dict = {}  # read-only arrays: shared by every thread
 
     # ------------------------------------------------------------------ private helpers
 
     def _temp(self, name: str, shape, dtype=None):
         """A reusable array for intermediate `name`: valid only until the op that asked returns."""
         key = (name, shape)
-        array = self._scratch.get(key)
+        scratch = self._thread.scratch
+        array = scratch.get(key)
         if array is None:
-            array = self._scratch[key] = np.empty(shape, dtype or self.dtype)
+            array = scratch[key] = np.empty(shape, dtype or self.dtype)
         return array
 
     def _work(self, op: str, shape, make):
         """The arrays `op` reuses for inputs of `shape`, made once by `make(shape)` and then
         found in one lookup: a tiny network's step is bound by per-call costs like these."""
         key = (op, shape)
-        arrays = self._scratch.get(key)
+        scratch = self._thread.scratch
+        arrays = scratch.get(key)
         if arrays is None:
-            arrays = self._scratch[key] = make(shape)
+            arrays = scratch[key] = make(shape)
         return arrays
 
     def _const(self, value: float, shape):
@@ -70,9 +82,10 @@ class NumpyBackend(Backend):
         it 0.4 us faster than a Python float, which NumPy must inspect every call, and the result
         is the same (the float is cast to the dtype either way). One slot per name, so changing
         values (Adam's bias corrections, scheduled learning rates) allocate nothing."""
-        slot = self._scalars.get(name)
+        scalars = self._thread.scalars
+        slot = scalars.get(name)
         if slot is None:
-            slot = self._scalars[name] = np.empty((), dtype=self.dtype)
+            slot = scalars[name] = np.empty((), dtype=self.dtype)
         slot[...] = value
         return slot
 

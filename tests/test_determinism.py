@@ -46,3 +46,39 @@ def test_same_seed_same_training_in_another_process():
     out = subprocess.run([sys.executable, "-c", code, here], capture_output=True, text=True, check=True,
                          timeout=120, cwd="/")
     assert out.stdout.strip() == training_digest("float32")
+
+
+def test_networks_training_in_threads_of_one_process_train_as_they_would_alone():
+    """The CPU backend is shared by every network of a dtype; its scratch arrays and scalar
+    slots are per thread, so two fits running at once in two threads cannot write into each
+    other's intermediates. The thread switch interval is cut to 1 us so that the threads
+    interleave inside the backend's ops (NumPy calls on arrays this small keep the GIL)."""
+    import threading
+
+    def run(seed: int) -> bytes:
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(64, 3))
+        y = (X[:, 0] * X[:, 1] > 0).astype(float).reshape(-1, 1)
+        net = bp.Sequential(bp.Dense(3, 4, activation="sigmoid"), bp.Dense(4, 1, activation="sigmoid"),
+                            dtype="float32", seed=seed)
+        bp.fit(net, X, y, loss=bp.BCELoss(), optimizer=bp.Adam(net.parameters(), lr=0.05), epochs=8,
+               batch_size=1, progress=False)
+        return net.store.data.tobytes()
+
+    alone = [run(seed) for seed in range(4)]
+    together = [None] * 4
+
+    def worker(seed: int) -> None:
+        together[seed] = run(seed)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert together == alone
