@@ -63,6 +63,7 @@ CONFIGS = {
     "large": Config((784, 1024, 1024, 10), "relu", "cross_entropy", 512, 12, 0.85),
 }
 DIGITS_EPOCHS, DIGITS_BATCH, DIGITS_HIDDEN, DIGITS_TARGET = 50, 32, 64, 0.25
+GEMM_TARGET = 0.90  # the large step's GEMM rate, as a fraction of NumPy's on square matrices
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -143,9 +144,10 @@ def ours_step(config: Config, blocks: int) -> dict:
     return result
 
 
-def gemm_rates(net, loss, optimizer, x, y, config: Config) -> dict:
-    """GFLOP/s of the GEMMs inside one fit call (each backend.matmul timed where it runs),
-    their share of the step, and NumPy's rate on square 1024 and 2048 matrices."""
+def gemm_rates(net, loss, optimizer, x, y, config: Config, fits: int = 5) -> dict:
+    """GFLOP/s of the GEMMs inside fit (each backend.matmul timed where it runs; the median of
+    `fits` one-epoch fit calls, as one call is only 12 steps), their share of the step, and
+    NumPy's rate on square 1024 and 2048 matrices."""
     import numpy as np
 
     import backprop as bp
@@ -162,12 +164,17 @@ def gemm_rates(net, loss, optimizer, x, y, config: Config) -> dict:
         flops[0] += 2 * result.shape[0] * result.shape[1] * inner
         return result
 
+    rates, shares = [], []
     backend.matmul = timed_matmul  # an instance attribute, taken away below
     try:
-        start = time.perf_counter()
-        bp.fit(net, x, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=config.batch,
-               shuffle=False, progress=False)
-        total = time.perf_counter() - start
+        for _ in range(fits):
+            spent[0], flops[0] = 0.0, 0
+            start = time.perf_counter()
+            bp.fit(net, x, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=config.batch,
+                   shuffle=False, progress=False)
+            total = time.perf_counter() - start
+            rates.append(flops[0] / spent[0] / 1e9)
+            shares.append(spent[0] / total)
     finally:
         del backend.matmul
     square = {}
@@ -181,8 +188,8 @@ def gemm_rates(net, loss, optimizer, x, y, config: Config) -> dict:
             np.matmul(a, a, out=out)
             runs.append(time.perf_counter() - start)
         square[n] = 2 * n**3 / statistics.median(runs) / 1e9
-    step_rate = flops[0] / spent[0] / 1e9
-    return {"step_gemm_gflops": step_rate, "gemm_share": spent[0] / total,
+    step_rate = statistics.median(rates)
+    return {"step_gemm_gflops": step_rate, "gemm_share": statistics.median(shares),
             "square_gflops": square, "fraction_of_square": step_rate / max(square.values())}
 
 
@@ -436,9 +443,10 @@ def format_table(results: dict) -> str:
             f"hand-written / sklearn {t_hand / t_theirs:.3f}; backprop / hand-written {t_ours / t_hand:.2f}")
     if gemm:
         square = ", ".join(f"{n}x{n}: {rate:.0f}" for n, rate in gemm["square_gflops"].items())
-        out.append(f"large config GEMMs inside fit: {gemm['step_gemm_gflops']:.0f} GFLOP/s, "
-                   f"{gemm['fraction_of_square']:.0%} of NumPy's square-GEMM rate ({square} GFLOP/s); "
-                   f"GEMMs are {gemm['gemm_share']:.0%} of the step's time")
+        met = "yes" if gemm["fraction_of_square"] >= GEMM_TARGET else "NO"
+        out.append(f"large config GEMMs inside fit (median of one-epoch fits): {gemm['step_gemm_gflops']:.0f} "
+                   f"GFLOP/s, {gemm['fraction_of_square']:.0%} of NumPy's square-GEMM rate ({square} GFLOP/s; "
+                   f"target >= {GEMM_TARGET:.0%}: {met}); GEMMs are {gemm['gemm_share']:.0%} of the step's time")
     out.append("BLAS: " + _describe_blas(results))
     return "\n\n".join(out)
 

@@ -103,3 +103,26 @@ def test_the_table_reports_every_side_and_the_ratios_between_them():
     assert ("backprop 0.30 s (test accuracy 0.960), hand-written NumPy 0.25 s (test accuracy 0.970), "
             "sklearn MLPClassifier 1.00 s (test accuracy 0.965); backprop / sklearn: medians 0.300, bests 0.300 "
             "(target <= 0.25: NO); hand-written / sklearn 0.250; backprop / hand-written 1.20") in out
+
+
+def test_the_gemm_line_reports_the_rate_against_its_target():
+    results = {"sides": ["ours", "handwritten"], "threads": 2, "digits": None,
+               "configs": {"large": {"ours": {"times": [0.04], "gemm": {
+                   "step_gemm_gflops": 150.0, "gemm_share": 0.86, "square_gflops": {1024: 160.0, 2048: 170.0},
+                   "fraction_of_square": 150.0 / 170.0}}, "handwritten": {"times": [0.038]}}}}
+    out = bench.format_table(results)
+    assert ("large config GEMMs inside fit (median of one-epoch fits): 150 GFLOP/s, 88% of NumPy's square-GEMM "
+            "rate (1024x1024: 160, 2048x2048: 170 GFLOP/s; target >= 90%: NO); GEMMs are 86% of the step's time") in out
+    assert "| large | 784-1024-1024-10 relu CE | 512 | 40.0 ms (40.0 ms) | 38.0 ms (38.0 ms) | not installed |" in out
+
+
+def test_gemm_rates_times_the_gemms_inside_fit_and_leaves_the_backend_as_it_was():
+    config = bench.Config(**dict(bench.CONFIGS["small"].__dict__, steps=4))
+    net, loss = bench.our_network(config)
+    optimizer = bp.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = bench.make_data(config)
+    rates = bench.gemm_rates(net, loss, optimizer, x, y, config, fits=2)
+    assert rates["step_gemm_gflops"] > 0 and 0 < rates["gemm_share"] < 1
+    assert set(rates["square_gflops"]) == {1024, 2048}
+    assert rates["fraction_of_square"] == rates["step_gemm_gflops"] / max(rates["square_gflops"].values())
+    assert "matmul" not in vars(net.backend)  # the timing wrapper is gone
