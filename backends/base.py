@@ -346,9 +346,11 @@ class Backend:
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
         """How many elements have (scores > score_threshold) == (target > target_threshold), as a
-        0-d array (logits cut at 0 against probability targets cut at 0.5, say)."""
+        0-d array (logits cut at 0 against probability targets cut at 0.5, say). The thresholds
+        are compared in the arrays' dtype, as Python floats are (a NumPy float64 threshold would
+        otherwise compare a float32 array in float64), on every backend."""
         xp = self.xp
-        hits = (scores > score_threshold) == (target > target_threshold)
+        hits = (scores > float(score_threshold)) == (target > float(target_threshold))
         return xp.sum(xp.astype(hits, self.dtype))
 
     # ------------------------------------------------------------------ dropout

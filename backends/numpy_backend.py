@@ -282,9 +282,9 @@ class NumpyBackend(Backend):
         return self.dtype(np.count_nonzero(hits))
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
-        # Operators against 0-d thresholds: half the cost of np.greater(..., out=) on bool
-        # outputs here. NumPy casts a Python threshold to the array's dtype too (NEP 50), so the
-        # comparisons are the reference's.
+        # Operators against 0-d thresholds of the backend's dtype: half the cost of
+        # np.greater(..., out=) on bool outputs here. The reference compares against Python
+        # floats, which NumPy casts to the array's dtype too (NEP 50): the same comparisons.
         hits = ((scores > self._scalar("score_threshold", score_threshold))
                 == (target > self._scalar("target_threshold", target_threshold)))
         return self.dtype(np.count_nonzero(hits))

@@ -48,6 +48,20 @@ def test_numpy_backend_matches_reference(case, dtype, shape):
         assert_matches(got, want, dtype, case.split(":")[0] in EXACT, f"{case} seed {seed}")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threshold", [0.1, np.float64(0.1), 1 / 3, np.float32(0.3), 0.5])
+def test_threshold_counts_compare_in_the_arrays_dtype_whatever_the_thresholds_type(dtype, threshold):
+    """A float32 score of 0.1 is above float32(0.1)? No; above float64 0.1? Yes. Thresholds are
+    Python numbers in the op's contract, compared in the arrays' dtype, so a NumPy float64
+    threshold may not change the answer on one backend only."""
+    scores = np.array([[0.1, 0.3, 1 / 3, 0.5, 0.7]], dtype=dtype)
+    target = np.array([[1.0, 0.0, 1.0, 0.0, 1.0]], dtype=dtype)
+    ref, fast = Backend(np, dtype=dtype), NumpyBackend(dtype)
+    want = float(ref.count_threshold_matches(scores, target, float(threshold), 0.5))
+    assert float(ref.count_threshold_matches(scores, target, threshold, 0.5)) == want
+    assert float(fast.count_threshold_matches(scores, target, threshold, 0.5)) == want
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES)
 def test_reference_is_pure_array_api(case, dtype):
