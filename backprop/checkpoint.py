@@ -1,6 +1,7 @@
 """Checkpoints: one .npz with a format version, the architecture as JSON, the flat parameter
 buffer, each layer's state (BatchNorm statistics, dropout step counters) and, optionally, the
-optimizer's hyperparameters, step count and state buffers.
+optimizer's hyperparameters, step count and state buffers, and its learning-rate schedule
+(hyperparameters, base lr, epochs stepped).
 
 Written atomically (a temporary file in the same folder, then a rename), so a crash mid-write
 leaves the previous file intact. Read with allow_pickle=False: loading never runs code.
@@ -16,7 +17,7 @@ import numpy as np
 
 from backprop.layers import layer_from_config
 from backprop.network import Sequential
-from backprop.optim import OPTIMIZERS, Optimizer
+from backprop.optim import OPTIMIZERS, SCHEDULERS, LRScheduler, Optimizer
 
 FORMAT = "backprop-checkpoint"
 FORMAT_VERSION = 1
@@ -33,10 +34,18 @@ def _read_json(array: np.ndarray, what: str):
         raise ValueError(f"checkpoint {what} is not valid JSON ({exc})") from None
 
 
-def save(net: Sequential, path, optimizer: Optimizer | None = None) -> str:
-    """Write `net` (and optionally `optimizer`) to `path` (.npz); returns the path written."""
+def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: LRScheduler | None = None) -> str:
+    """Write `net` (and optionally `optimizer` and its `scheduler`) to `path` (.npz); returns
+    the path written."""
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a Sequential, got {type(net).__name__}")
+    if scheduler is not None:
+        if not isinstance(scheduler, LRScheduler):
+            raise TypeError(f"scheduler must be a backprop schedule (e.g. bp.StepLR(optimizer, 10)), "
+                            f"got {type(scheduler).__name__}")
+        if optimizer is None or scheduler.optimizer is not optimizer:
+            raise ValueError("scheduler must be saved with its optimizer: save(net, path, optimizer=opt, "
+                             "scheduler=sched), where sched was built for opt")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name such as 'model.npz', got {type(path).__name__} {path!r}")
     path = os.fspath(path)
@@ -57,6 +66,10 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None) -> str:
                              "step_count": optimizer.step_count, "segments": optimizer.segments}
         for name, value in optimizer.state_arrays().items():
             arrays[f"optimizer.{name}"] = value
+    if scheduler is not None:
+        kind = next(name for name, cls in SCHEDULERS.items() if type(scheduler) is cls)
+        meta["scheduler"] = {"type": kind, "hyperparameters": scheduler.hyperparameters(),
+                             "base_lr": scheduler.base_lr, "epoch": scheduler.epoch}
     arrays["meta"] = _json_array(meta)
     folder = os.path.dirname(os.path.abspath(path)) or "."
     fd, tmp = _create_temporary(folder)
@@ -103,9 +116,11 @@ def _open(path) -> tuple[dict, dict]:
     return meta, arrays
 
 
-def load(path, device=None, optimizer: bool = False):
+def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
     """Read a checkpoint; returns the network (on `device`, the CPU when None), or
-    `(network, optimizer)` when `optimizer=True` (the optimizer is None if none was saved).
+    `(network, optimizer)` when `optimizer=True` (the optimizer is None if none was saved), or
+    `(network, optimizer, scheduler)` when `scheduler=True` (the schedule of that optimizer,
+    None if none was saved).
 
     A truncated, corrupted or inconsistent file raises ValueError.
     """
@@ -141,9 +156,24 @@ def load(path, device=None, optimizer: bool = False):
         raise ValueError(f"{path} has an invalid epochs_trained record {epochs_trained!r}")
     net.epochs_trained = epochs_trained
     net.eval()
-    if not optimizer:
+    if not (optimizer or scheduler):
         return net
-    return net, _load_optimizer(path, meta, arrays, net)
+    opt = _load_optimizer(path, meta, arrays, net)
+    if not scheduler:
+        return net, opt
+    return net, opt, _load_scheduler(path, meta, opt)
+
+
+def _load_scheduler(path, meta, opt):
+    record = meta.get("scheduler")
+    if record is None or opt is None:
+        return None
+    try:
+        sched = SCHEDULERS[record["type"]](opt, **record["hyperparameters"])
+        sched.load_state(record["base_lr"], record["epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} has an invalid scheduler record ({exc.__class__.__name__}: {exc})") from None
+    return sched
 
 
 def _load_optimizer(path, meta, arrays, net):

@@ -186,7 +186,11 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 class LRScheduler:
-    """Base of the schedules: `step()` once per epoch sets optimizer.lr from the epoch count."""
+    """Base of the schedules: `step()` once per epoch sets optimizer.lr from the epoch count.
+
+    Its state is (base_lr, epoch): the lr the schedule started from and the epochs stepped so
+    far; checkpoints keep both, so a resumed schedule goes on where it stopped.
+    """
 
     def __init__(self, optimizer: Optimizer):
         if not isinstance(optimizer, Optimizer):
@@ -202,6 +206,20 @@ class LRScheduler:
     def lr_at(self, epoch: int) -> float:
         raise NotImplementedError
 
+    # -- checkpoints
+    def hyperparameters(self) -> dict:
+        raise NotImplementedError
+
+    def load_state(self, base_lr: float, epoch: int) -> None:
+        """Continue a saved schedule: the lr it started from and the epochs it has stepped."""
+        base_lr = check_real("base_lr", base_lr)  # both checked before either is set
+        epoch = check_int("epoch", epoch, 0, wanted="a non-negative integer")
+        self.base_lr, self.epoch = base_lr, epoch
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
 
 class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size), as torch.optim.lr_scheduler.StepLR."""
@@ -214,6 +232,9 @@ class StepLR(LRScheduler):
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
+    def hyperparameters(self):
+        return {"step_size": self.step_size, "gamma": self.gamma}
+
 
 class ExponentialLR(LRScheduler):
     """lr = base_lr * gamma ** epoch."""
@@ -224,6 +245,9 @@ class ExponentialLR(LRScheduler):
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma**epoch
+
+    def hyperparameters(self):
+        return {"gamma": self.gamma}
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -236,3 +260,9 @@ class CosineAnnealingLR(LRScheduler):
 
     def lr_at(self, epoch):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+
+    def hyperparameters(self):
+        return {"T_max": self.T_max, "eta_min": self.eta_min}
+
+
+SCHEDULERS = {"step": StepLR, "exponential": ExponentialLR, "cosine": CosineAnnealingLR}

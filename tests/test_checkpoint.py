@@ -99,6 +99,79 @@ def test_resume_matches_an_uninterrupted_run_exactly(tmp_path):
     assert head["accuracy"] + tail["accuracy"] == history["accuracy"]
 
 
+SCHEDULES = {
+    "step": lambda opt: bp.StepLR(opt, step_size=2, gamma=0.5),
+    "exponential": lambda opt: bp.ExponentialLR(opt, gamma=0.7),
+    "cosine": lambda opt: bp.CosineAnnealingLR(opt, T_max=4, eta_min=1e-4),
+}
+
+
+def schedule_state(sched) -> list:
+    return [type(sched), sched.hyperparameters(), sched.base_lr, sched.epoch, sched.optimizer.lr]
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_a_schedule_resumes_where_it_stopped(tmp_path, schedule):
+    """Built again after a load, a schedule would start over from the already decayed lr; saved
+    with its optimizer it goes on: the resumed run equals the uninterrupted one, lr included."""
+    whole, whole_opt = make()
+    whole_sched = SCHEDULES[schedule](whole_opt)
+    history = bp.fit(whole, X, Y, loss=bp.CrossEntropyLoss(), optimizer=whole_opt, epochs=5, batch_size=8,
+                     scheduler=whole_sched, progress=False)
+
+    first, first_opt = make()
+    first_sched = SCHEDULES[schedule](first_opt)
+    head = bp.fit(first, X, Y, loss=bp.CrossEntropyLoss(), optimizer=first_opt, epochs=2, batch_size=8,
+                  scheduler=first_sched, progress=False)
+    bp.save(first, tmp_path / "m.npz", optimizer=first_opt, scheduler=first_sched)
+    resumed, resumed_opt, resumed_sched = bp.load(tmp_path / "m.npz", scheduler=True)
+    assert schedule_state(resumed_sched) == schedule_state(first_sched)
+    assert resumed_sched.optimizer is resumed_opt
+    tail = bp.fit(resumed, X, Y, loss=bp.CrossEntropyLoss(), optimizer=resumed_opt, epochs=3, batch_size=8,
+                  scheduler=resumed_sched, progress=False)
+
+    assert state(resumed, resumed_opt) == state(whole, whole_opt)
+    assert schedule_state(resumed_sched) == schedule_state(whole_sched)
+    assert head["loss"] + tail["loss"] == history["loss"]
+
+
+def test_a_checkpoint_without_a_schedule_loads_with_none(tmp_path):
+    net, opt = make()
+    bp.save(net, tmp_path / "m.npz", optimizer=opt)
+    assert bp.load(tmp_path / "m.npz", scheduler=True)[2] is None
+    bp.save(net, tmp_path / "bare.npz")
+    assert bp.load(tmp_path / "bare.npz", scheduler=True)[1:] == (None, None)
+
+
+def test_a_schedule_is_saved_only_with_its_own_optimizer(tmp_path):
+    net, opt = make()
+    other = bp.Adam(net.parameters())
+    path = tmp_path / "m.npz"
+    with pytest.raises(ValueError, match="scheduler must be saved with its optimizer"):
+        bp.save(net, path, scheduler=bp.StepLR(opt, 2))
+    with pytest.raises(ValueError, match="scheduler must be saved with its optimizer"):
+        bp.save(net, path, optimizer=other, scheduler=bp.StepLR(opt, 2))
+    with pytest.raises(TypeError, match="scheduler must be a backprop schedule .*got str"):
+        bp.save(net, path, optimizer=opt, scheduler="cosine")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("record, match", [
+    ({"type": "cyclic", "hyperparameters": {}, "base_lr": 0.01, "epoch": 1}, "KeyError: 'cyclic'"),
+    ({"type": "step", "hyperparameters": {"step_size": 0}, "base_lr": 0.01, "epoch": 1}, "step_size must be"),
+    ({"type": "step", "hyperparameters": {"step_size": 2}, "base_lr": "0.01", "epoch": 1}, "base_lr must be a real"),
+    ({"type": "step", "hyperparameters": {"step_size": 2}, "base_lr": 0.01, "epoch": -1}, "epoch must be a non-negative"),
+    ([1, 2], "TypeError: list indices"),
+], ids=["type", "hyperparameter", "base_lr", "epoch", "not-an-object"])
+def test_an_invalid_schedule_record_is_refused(tmp_path, record, match):
+    net, opt = make()
+    path = pathlib.Path(bp.save(net, tmp_path / "m.npz", optimizer=opt, scheduler=bp.StepLR(opt, 2)))
+    rewrite(path, meta={"scheduler": record})
+    with pytest.raises(ValueError, match=f"invalid scheduler record.*{match}"):
+        bp.load(path, scheduler=True)
+    bp.load(path, optimizer=True)  # the rest of the file is fine: only the schedule is refused
+
+
 def test_a_network_saved_without_its_optimizer_loads_with_none(tmp_path):
     net, _ = make()
     bp.save(net, tmp_path / "m.npz")
