@@ -19,3 +19,17 @@ def test_training_step(backend, measure, name):
     x, y = make_data(config)
     measure(backend, lambda: bp.fit(net, x, y, loss=loss, optimizer=optimizer, epochs=1,
                                     batch_size=config.batch, shuffle=False, progress=False))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_hand_written_step(benchmark, name):
+    """The same step written by hand for that one network (backprop/bench_baseline.py): the
+    bar fit's step is measured against, on the CPU. test_training_step above times a whole fit
+    call of one step (its once-per-call checks included); `python -m backprop bench` compares
+    the two per step, with fit's per-call work amortized over 3 epochs."""
+    from backprop.bench_baseline import HandwrittenStep
+
+    config = CONFIGS[name]
+    step = HandwrittenStep(config.widths, config.activation, config.loss, config.batch)
+    x, y = make_data(type(config)(**dict(config.__dict__, steps=1)))
+    benchmark(step.step, x, y)
