@@ -48,23 +48,15 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ private helpers
 
-    def _temp(self, name: str, shape, dtype=None):
-        """A reusable array for intermediate `name`: valid only until the op that asked returns."""
-        key = (name, shape)
-        scratch = self._thread.scratch
-        array = scratch.get(key)
-        if array is None:
-            array = scratch[key] = np.empty(shape, dtype or self.dtype)
-        return array
-
-    def _work(self, op: str, shape, make):
-        """The arrays `op` reuses for inputs of `shape`, made once by `make(shape)` and then
-        found in one lookup: a tiny network's step is bound by per-call costs like these."""
+    def _work(self, op: str, shape, make=None):
+        """The arrays `op` reuses for inputs of `shape`, made once by `make(shape)` (one empty
+        array of the dtype when `make` is None) and then found in one lookup: a tiny network's
+        step is bound by per-call costs like these. Valid only until the op that asked returns."""
         key = (op, shape)
         scratch = self._thread.scratch
         arrays = scratch.get(key)
         if arrays is None:
-            arrays = scratch[key] = make(shape)
+            arrays = scratch[key] = np.empty(shape, self.dtype) if make is None else make(shape)
         return arrays
 
     def _const(self, value: float, shape):
@@ -293,10 +285,10 @@ class NumpyBackend(Backend):
 
     def sgd_step(self, param, grad, momentum_buf, lr: float, momentum: float, dampening: float,
                  nesterov: bool, weight_decay: float, first_step: bool):
-        scratch = self._temp("sgd_scratch", param.shape)
+        scratch = self._work("sgd_scratch", param.shape)
         g = grad
         if weight_decay != 0:
-            g = self._temp("sgd_g", param.shape)
+            g = self._work("sgd_g", param.shape)
             np.multiply(param, self._scalar("weight_decay", weight_decay), out=g)
             np.add(grad, g, out=g)
         if momentum != 0:
@@ -319,13 +311,13 @@ class NumpyBackend(Backend):
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: float,
                   eps: float, weight_decay: float, step: int, decoupled: bool):
-        scratch = self._temp("adam_scratch", param.shape)
+        scratch = self._work("adam_scratch", param.shape)
         g = grad
         if weight_decay != 0:
             if decoupled:
                 np.multiply(param, self._scalar("1 - lr wd", 1.0 - lr * weight_decay), out=param)
             else:
-                g = self._temp("adam_g", param.shape)
+                g = self._work("adam_g", param.shape)
                 np.multiply(param, self._scalar("weight_decay", weight_decay), out=g)
                 np.add(grad, g, out=g)
         np.multiply(exp_avg, self._scalar("beta1", beta1), out=exp_avg)
