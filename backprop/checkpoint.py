@@ -34,6 +34,16 @@ def _read_json(array: np.ndarray, what: str):
         raise ValueError(f"checkpoint {what} is not valid JSON ({exc})") from None
 
 
+def _saved_name(obj, registry: dict, what: str) -> str:
+    """The name a checkpoint records `obj`'s class under; TypeError for a class it cannot rebuild
+    (a user's own subclass), before anything is written."""
+    name = next((name for name, cls in registry.items() if type(obj) is cls), None)
+    if name is None:
+        known = ", ".join(cls.__name__ for cls in registry.values())
+        raise TypeError(f"{what} must be one of {known} to be saved in a checkpoint, got {type(obj).__name__}")
+    return name
+
+
 def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: LRScheduler | None = None) -> str:
     """Write `net` (and optionally `optimizer` and its `scheduler`) to `path` (.npz); returns
     the path written."""
@@ -46,6 +56,7 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
         if optimizer is None or scheduler.optimizer is not optimizer:
             raise ValueError("scheduler must be saved with its optimizer: save(net, path, optimizer=opt, "
                              "scheduler=sched), where sched was built for opt")
+        scheduler_kind = _saved_name(scheduler, SCHEDULERS, "scheduler")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name such as 'model.npz', got {type(path).__name__} {path!r}")
     path = os.fspath(path)
@@ -61,14 +72,13 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
     if optimizer is not None:
         if not isinstance(optimizer, Optimizer) or optimizer.store is not net.store:
             raise ValueError("optimizer must be an optimizer of this network's parameters")
-        kind = next(name for name, cls in OPTIMIZERS.items() if type(optimizer) is cls)
-        meta["optimizer"] = {"type": kind, "hyperparameters": optimizer.hyperparameters(),
+        meta["optimizer"] = {"type": _saved_name(optimizer, OPTIMIZERS, "optimizer"),
+                             "hyperparameters": optimizer.hyperparameters(),
                              "step_count": optimizer.step_count, "segments": optimizer.segments}
         for name, value in optimizer.state_arrays().items():
             arrays[f"optimizer.{name}"] = value
     if scheduler is not None:
-        kind = next(name for name, cls in SCHEDULERS.items() if type(scheduler) is cls)
-        meta["scheduler"] = {"type": kind, "hyperparameters": scheduler.hyperparameters(),
+        meta["scheduler"] = {"type": scheduler_kind, "hyperparameters": scheduler.hyperparameters(),
                              "base_lr": scheduler.base_lr, "epoch": scheduler.epoch}
     arrays["meta"] = _json_array(meta)
     folder = os.path.dirname(os.path.abspath(path)) or "."

@@ -156,6 +156,32 @@ def test_a_schedule_is_saved_only_with_its_own_optimizer(tmp_path):
     assert not path.exists()
 
 
+def test_a_users_own_optimizer_or_schedule_class_is_refused_by_name_before_writing(tmp_path):
+    """A checkpoint rebuilds optimizers and schedules from their class names, so it can hold only
+    the library's own; a subclass is a TypeError naming it (it was a bare StopIteration)."""
+    from backprop.optim import LRScheduler
+
+    class Halving(LRScheduler):
+        def lr_at(self, epoch):
+            return self.base_lr / 2**epoch
+
+        def hyperparameters(self):
+            return {}
+
+    class MySGD(bp.SGD):
+        pass
+
+    net, opt = make()
+    path = tmp_path / "m.npz"
+    with pytest.raises(TypeError, match="scheduler must be one of StepLR, ExponentialLR, CosineAnnealingLR "
+                                        "to be saved in a checkpoint, got Halving"):
+        bp.save(net, path, optimizer=opt, scheduler=Halving(opt))
+    with pytest.raises(TypeError, match="optimizer must be one of SGD, Adam, AdamW to be saved in a checkpoint, "
+                                        "got MySGD"):
+        bp.save(net, path, optimizer=MySGD(net.parameters()))
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("record, match", [
     ({"type": "cyclic", "hyperparameters": {}, "base_lr": 0.01, "epoch": 1}, "KeyError: 'cyclic'"),
     ({"type": "step", "hyperparameters": {"step_size": 0}, "base_lr": 0.01, "epoch": 1}, "step_size must be"),
