@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from backprop.backends.base import ACTIVATIONS, Backend, dropout_threshold
-from backprop.backends.devices import parse_device
+from backprop.backends.device_names import parse_device
 from backprop.kernels.loader import KernelLibrary
 
 BLOCK = 256          # threads per block (BP_MAX_BLOCK in the kernels)

@@ -1,7 +1,7 @@
-"""python -m backprop ...: see backprop/cli.py."""
+"""python -m backprop ...: see backprop/apps/cli.py."""
 
 import sys
 
-from backprop.cli import main
+from backprop.apps.cli import main
 
 sys.exit(main())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import backprop as bp
-from backprop.bench import CONFIGS, make_data, our_network
+from backprop.apps.bench import CONFIGS, make_data, our_network
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -23,11 +23,11 @@ def test_training_step(backend, measure, name):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_hand_written_step(benchmark, name):
-    """The same step written by hand for that one network (backprop/bench_baseline.py): the
+    """The same step written by hand for that one network (backprop/apps/bench_baseline.py): the
     bar fit's step is measured against, on the CPU. test_training_step above times a whole fit
     call of one step (its once-per-call checks included); `python -m backprop bench` compares
     the two per step, with fit's per-call work amortized over 3 epochs."""
-    from backprop.bench_baseline import HandwrittenStep
+    from backprop.apps.bench_baseline import HandwrittenStep
 
     config = CONFIGS[name]
     step = HandwrittenStep(config.widths, config.activation, config.loss, config.batch)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from backprop.cli import main
+from backprop.apps.cli import main
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import backprop as bp
-import backprop.bench as bench
-from backprop.bench_baseline import HandwrittenStep
-from backprop.cli import build_parser
+import backprop.apps.bench as bench
+from backprop.apps.bench_baseline import HandwrittenStep
+from backprop.apps.cli import build_parser
 
 
 def test_runner_times_a_tiny_config_and_prints_the_table(capsys):

@@ -44,7 +44,7 @@ def test_quickstart_command_reaches_97_percent_and_writes_its_files(tmp_path):
 
     # the checkpoint is the network that was reported on
     net = bp.load(run / "model.npz")
-    from backprop.datasets import load_dataset
+    from backprop.apps.datasets import load_dataset
 
     data = load_dataset("digits", seed=0)
     test = bp.evaluate(net, data.X_test, data.y_test, loss=bp.CrossEntropyLoss())

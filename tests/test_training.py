@@ -46,7 +46,7 @@ def test_the_worked_example_3_4_1_raises_yhat_every_step():
 
 @pytest.mark.slow
 def test_handwritten_digits_reach_97_percent_median():
-    from backprop.data import load_digits_split
+    from backprop.apps.data import load_digits_split
 
     accuracies = []
     for seed in (1, 2, 3):

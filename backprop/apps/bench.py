@@ -15,7 +15,7 @@ How it measures, so that the numbers mean what they say:
   gradient, backward, the finiteness check of loss and gradients, the optimizer update and the
   device-side loss and accuracy accumulators, plus fit's once-per-call validation and
   conversion of the whole data and its per-epoch work, amortized.
-- The hand-written step (backprop/bench_baseline.py) is the bar the issue sets: a
+- The hand-written step (backprop/apps/bench_baseline.py) is the bar the issue sets: a
   preallocated, single-purpose NumPy step for that one network, over the same batches, with
   none of the library's layers, checks or metrics. ours / hand-written is what the library
   costs on top of code written by hand; hand-written / PyTorch is the best NumPy can do here.
@@ -217,7 +217,7 @@ def handwritten_digits(blocks: int) -> dict:
     shuffled batches of 32 (the last one shorter), a fresh permutation per epoch."""
     import numpy as np
 
-    from backprop.bench_baseline import HandwrittenStep
+    from backprop.apps.bench_baseline import HandwrittenStep
 
     x_train, y_train, x_test, y_test = digits_split()
     n = x_train.shape[0]
@@ -238,7 +238,7 @@ def handwritten_digits(blocks: int) -> dict:
 
 def digits_split():
     """The digits, pixels in [0, 1], 80 % train / 20 % test, stratified, fixed seed."""
-    from backprop.data import stratified_split
+    from backprop.apps.data import stratified_split
 
     from sklearn.datasets import load_digits
 
@@ -253,7 +253,7 @@ def digits_split():
 
 def handwritten_step(config: Config, blocks: int) -> dict:
     """Seconds per step of the hand-written NumPy step over the same batches."""
-    from backprop.bench_baseline import HandwrittenStep
+    from backprop.apps.bench_baseline import HandwrittenStep
 
     step = HandwrittenStep(config.widths, config.activation, config.loss, config.batch)
     x, y = make_data(config)
@@ -353,7 +353,7 @@ def run_worker(spec: dict, threads: int, unset_openblas: bool = False) -> dict:
         for name in OPENBLAS_OVERRIDES:
             env.pop(name, None)
     spec = dict(spec, threads=threads)
-    done = subprocess.run([sys.executable, "-m", "backprop.bench", "--worker", json.dumps(spec)],
+    done = subprocess.run([sys.executable, "-m", "backprop.apps.bench", "--worker", json.dumps(spec)],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker {spec['kind']} failed:\n{done.stderr[-3000:]}")
@@ -480,7 +480,7 @@ def machine() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The runner's options (shared by `python -m backprop bench` and `python -m backprop.bench`)."""
+    """The runner's options (shared by `python -m backprop bench` and `python -m backprop.apps.bench`)."""
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (a process each)")
@@ -518,7 +518,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backprop.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m backprop.apps.bench", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -23,10 +23,10 @@ import time
 import numpy as np
 
 import backprop as bp
-from backprop.cli import pick_device
-from backprop.datasets import load_dataset
-from backprop.plots import plot_training
-from backprop.report import confusion_matrix, per_class, per_class_table
+from backprop.apps.devices import pick_device
+from backprop.apps.datasets import load_dataset
+from backprop.apps.plots import plot_training
+from backprop.apps.report import confusion_matrix, per_class, per_class_table
 
 INTERRUPTED = 130  # the shell's status for a process stopped by SIGINT (128 + 2)
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}

@@ -12,7 +12,7 @@ import numpy as np
 
 import backprop as bp
 from backprop.backends import available_devices, resolve_device
-from backprop.cli import pick_device
+from backprop.apps.devices import pick_device
 
 
 def _networks():

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 
-from backprop.backends import DeviceUnavailableError, cuda_status, parse_device
+from backprop.backends import DeviceUnavailableError
 from backprop.training import TrainingDivergedError
 
 FAILED, USAGE_ERROR, INTERRUPTED = 1, 2, 130
@@ -66,21 +66,11 @@ def widths(text: str) -> list[int]:
     return values
 
 
-def pick_device(requested: str) -> tuple[str, str]:
-    """(device to use, note for the user). "auto" without a usable GPU becomes "cpu", with the
-    reason in the note (instead of the library's one-time warning)."""
-    kind, _ = parse_device(requested)
-    if kind == "auto":
-        count, reason = cuda_status()
-        return ("cuda:0", "") if count else ("cpu", f"no GPU: {reason}")
-    return requested, ""
-
-
 # ---------------------------------------------------------------------- subcommands
 
 
 def _add_train(sub) -> None:
-    from backprop.train_command import run
+    from backprop.apps.train_command import run
 
     train = sub.add_parser(
         "train", help="train a classifier (handwritten digits by default) and report on its test set",
@@ -136,7 +126,7 @@ def _add_train(sub) -> None:
 
 
 def _add_explain(sub) -> None:
-    from backprop.explain import run
+    from backprop.apps.explain import run
 
     explain = sub.add_parser(
         "explain", help="backpropagation step by step on the worked 3-4-1 example",
@@ -163,15 +153,17 @@ def _add_explain(sub) -> None:
 
 
 def _add_devices(sub) -> None:
+    from backprop.apps.devices import list_devices
+
     devices = sub.add_parser(
         "devices", help="list the devices backprop can use, and why not the GPU",
         description="List the devices backprop can use here (the CPU always; each usable NVIDIA GPU), "
                     "and when no GPU is usable, the reason and the fix.", formatter_class=_Formatter)
-    devices.set_defaults(run=_devices)
+    devices.set_defaults(run=list_devices)
 
 
 def _add_gradcheck(sub) -> None:
-    from backprop.gradcheck_command import run
+    from backprop.apps.gradcheck_command import run
 
     check = sub.add_parser(
         "gradcheck", help="check backprop's gradients against finite differences on each device",
@@ -188,40 +180,13 @@ def _add_gradcheck(sub) -> None:
 
 
 def _add_bench(sub) -> None:
-    from backprop import bench  # stdlib imports only: cheap
+    from backprop.apps import bench  # stdlib imports only: cheap
 
     parser = sub.add_parser(
         "bench", help="time a training step against PyTorch, and digits training against sklearn",
         description=bench.__doc__, formatter_class=_Formatter)
     bench.add_arguments(parser)
     parser.set_defaults(run=bench.run)
-
-
-def _devices(args) -> int:
-    from backprop.backends import available_devices, cuda_status
-
-    count, reason = cuda_status()
-    for device in available_devices():
-        print(f"{device:8}  {_device_name(device)}")
-    if not count:
-        print(f"no GPU: {reason}")
-    return 0
-
-
-def _device_name(device: str) -> str:
-    if device == "cpu":
-        import platform
-
-        return f"CPU ({platform.processor() or platform.machine()}), NumPy"
-    try:
-        import cupy
-
-        index = int(device.split(":")[1])
-        props = cupy.cuda.runtime.getDeviceProperties(index)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        return f"{name}, {props['totalGlobalMem'] / 2**30:.0f} GiB, CuPy {cupy.__version__}"
-    except Exception as exc:  # a name is a nicety: never fail the listing over it
-        return f"(name unavailable: {exc.__class__.__name__})"
 
 
 class _Formatter(argparse.HelpFormatter):

@@ -269,7 +269,7 @@ def explain(seed: int = 0, lr: float = 0.5, steps: int = 6, weights: dict | None
 
 
 def run(args) -> int:
-    from backprop.cli import pick_device
+    from backprop.apps.devices import pick_device
 
     device, _ = pick_device(args.device)
     weights = None

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from backprop.data import load_digits_split, stratified_split
+from backprop.apps.data import load_digits_split, stratified_split
 
 TOY_SAMPLES = 1000
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
