@@ -19,6 +19,7 @@ Conventions shared by every op:
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 # Activation names every backend implements (None and "linear" mean the identity).
@@ -81,6 +82,12 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r}, dtype={self.dtype_name!r})"
+
+    def on_device(self):
+        """A context manager that makes this backend's device the current one, so that every
+        array operation inside it (ours, the array library's, a user's layer's) runs there.
+        Nothing to switch on the CPU; the GPU backend enters its `cupy.cuda.Device`."""
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ arrays and transfer
 

@@ -60,6 +60,9 @@ class CupyBackend(Backend):
 
     # ------------------------------------------------------------------ plumbing
 
+    def on_device(self):
+        return self._gpu
+
     def _launch(self, kernel: str, grid: int, block: int, *args) -> None:
         launcher = self._kernels(kernel + self._suffix)
         with self._gpu:

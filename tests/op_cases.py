@@ -183,4 +183,5 @@ COVERS = {
     "update_running_stats": "batchnorm", "l1_l2_penalty": "penalty", "l1_l2_penalty_grad": "penalty",
     "sgd_step": "sgd:", "adam_step": "adam:",
 }
-TRANSFER_HELPERS = {"asarray", "asarray_int", "to_host", "owns", "zeros", "empty", "view", "to_scalar", "sum_all"}
+TRANSFER_HELPERS = {"asarray", "asarray_int", "to_host", "owns", "zeros", "empty", "view", "to_scalar", "sum_all",
+                    "on_device"}
