@@ -23,6 +23,9 @@ import numpy as np
 
 from backprop.backends.base import BCE_GRAD_EPS, BCE_LOG_FLOOR, Backend
 
+# Activations evaluated in place here; the others run their definition (backends/activations.py).
+_IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
+
 
 class _PerThread(threading.local):
     """One thread's scratch arrays and scalar slots. Every CPU network of a dtype shares one
@@ -151,8 +154,8 @@ class NumpyBackend(Backend):
         np.add(e, one, out=out)
         return np.divide(numerator, out, out=out)
 
-    def _activate_into(self, x, activation: str, slope: float, out) -> bool:
-        """out = act(x) in place for the common activations; False for the others."""
+    def _activate_into(self, x, activation: str, out) -> None:
+        """out = act(x) in place, for the activations of _IN_PLACE (none needs its input in backward)."""
         if activation == "relu":
             # fmax(x, 0) is where(x > 0, x, 0) for every x: NaN -> 0 and -0.0 -> +0.0 alike.
             np.fmax(x, self._const(0.0, x.shape), out=out)
@@ -160,26 +163,22 @@ class NumpyBackend(Backend):
             self._sigmoid_into(x, out)
         elif activation == "tanh":
             np.tanh(x, out=out)
-        elif activation == "linear":
-            if out is not x:
-                np.copyto(out, x)
-        else:
-            return False
-        return True
+        elif out is not x:  # linear
+            np.copyto(out, x)
 
     def bias_activation_forward(self, z, bias, activation: str, slope: float = 0.01, out=None):
-        if activation == "gelu":
+        if activation not in _IN_PLACE:  # the definition itself, which also returns `pre` if needed
             return super().bias_activation_forward(z, bias, activation, slope, out)
         y = np.empty_like(z) if out is None else out
         np.add(z, bias, out=y)
-        if not self._activate_into(y, activation, slope, y):
-            y[...] = self._activate(y, activation, slope)
+        self._activate_into(y, activation, y)
         return y, None
 
     def activation_forward(self, x, activation: str, slope: float = 0.01, out=None):
+        if activation not in _IN_PLACE:
+            return super().activation_forward(x, activation, slope, out)
         y = np.empty_like(x) if out is None else out
-        if not self._activate_into(x, activation, slope, y):
-            y[...] = self._activate(x, activation, slope)
+        self._activate_into(x, activation, y)
         return y
 
     def _relu_backward_arrays(self, shape):

@@ -35,11 +35,11 @@ class InterruptingLoss(bp.CrossEntropyLoss):
         super().__init__()
         self.rank, self.calls = rank, 0
 
-    def compute(self, backend, pred, target):
+    def value_and_grad(self, backend, pred, target):
         self.calls += 1
         if self.rank == 1 and self.calls == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return super().compute(backend, pred, target)
+        return super().value_and_grad(backend, pred, target)
 
 
 def build(case: str, rank: int = 0, device: str = "cpu"):
@@ -120,7 +120,7 @@ def main(case: str, out_dir: str) -> None:
         for key, value in layer.state().items():
             result[f"layer{i}.{key}"] = value
         if isinstance(layer, bp.Dropout):
-            result[f"layer{i}.seed_after_fit"] = layer.seed
+            result[f"layer{i}.seed_after_fit"] = layer._noise_seed
     if distributed is not True:
         result["nccl_calls"] = json.dumps(nccl.calls)
     np.savez(Path(out_dir) / f"rank{rank}.npz", **result)

@@ -21,6 +21,7 @@ import pytest
 import backprop as bp
 from backprop import distributed
 from backprop.backends import cuda_status
+from backprop.parallel import rank_noise_seed
 
 pytest.importorskip("mpi4py")
 
@@ -171,9 +172,7 @@ def _ghost_batch_step(case: str, shards: int = 2):
     grads, stats = [], []
     for rank in range(shards):
         net, opt, X, y, kwargs = build(case)
-        for layer in net.layers:
-            if isinstance(layer, bp.Dropout):
-                layer.seed = distributed.dropout_seed(net.seed, rank)
+        net.set_noise_seed(rank_noise_seed(net.seed, rank))
         rows = slice(rank * 16 // shards, (rank + 1) * 16 // shards)
         loss = kwargs["loss"]
         loss(net.forward(X[rows]), y[rows])
@@ -199,14 +198,14 @@ def test_batchnorm_normalizes_each_rank_with_its_own_shard(tmp_path):
 
 
 def test_dropout_draws_independent_masks_per_rank(tmp_path):
-    """Rank r drops with dropout_seed(seed, r): rank 0 the one-process masks, rank 1 others; the
+    """Rank r drops with rank_noise_seed(seed, r): rank 0 the one-process masks, rank 1 others; the
     step counters stay in step, and after fit every layer has the network's seed again."""
     results = run_ranks("dropout", tmp_path)
     assert_ranks_identical(results)
     params, _ = _ghost_batch_step("dropout")
     np.testing.assert_allclose(results[0]["params"], params, rtol=1e-12, atol=1e-12)
     net, _, _, _, _ = build("dropout")
-    assert distributed.dropout_seed(net.seed, 1) != net.seed
+    assert rank_noise_seed(net.seed, 1) != net.seed
     for result in results:
         assert int(result["layer1.step"]) == 1
         assert int(result["layer1.seed_after_fit"]) == net.seed

@@ -142,7 +142,8 @@ def test_backward_returns_input_gradient_and_overwrites_grads():
     loss_fn = bp.BCELoss()
     y = np.ones((6, 1))
     loss_fn(net(x), y)
-    grad_x = net.backward(loss_fn.backward())
+    assert net.backward(loss_fn.backward()) is None  # as PyTorch's loss.backward()
+    grad_x = net.backward(loss_fn.backward(), input_grad=True)
     first = [p.grad.copy() for p in net.parameters()]
     loss_fn(net(x), y)
     net.backward(loss_fn.backward())  # a second backward overwrites, it does not accumulate

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.progress import EpochProgress
 
 WARMUP_STEPS = 30
 # A leak of one small object per step (>= 16 bytes) over the 270 measured steps exceeds this.
@@ -36,18 +35,25 @@ def traced():
     tracemalloc.stop()
 
 
-def test_no_growth_per_step(monkeypatch, traced):
-    samples = np.zeros(300, dtype=np.int64)
-    count = [0]
+class MemorySamples(bp.Callback):
+    """Traced memory after every completed step (fit calls on_batch_end once per step)."""
 
-    def after_step(self):  # fit calls the progress bar once per completed step
-        samples[count[0]] = tracemalloc.get_traced_memory()[0]
-        count[0] += 1
+    def __init__(self, steps: int):
+        self.samples = np.zeros(steps, dtype=np.int64)
+        self.count = 0
 
-    monkeypatch.setattr(EpochProgress, "step", after_step)
+    def on_batch_end(self):
+        self.samples[self.count] = tracemalloc.get_traced_memory()[0]
+        self.count += 1
+
+
+def test_no_growth_per_step(traced):
+    sampler = MemorySamples(300)
     net, opt = make()
-    bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=2, batch_size=16, progress=False)
-    assert count[0] == 300
+    bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=2, batch_size=16, progress=False,
+           callbacks=[sampler])
+    assert sampler.count == 300
+    samples = sampler.samples
     measured = samples[WARMUP_STEPS:]
     assert measured.max() - measured[0] < MARGIN, f"grew by {measured.max() - measured[0]} bytes"
 

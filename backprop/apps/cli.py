@@ -66,6 +66,13 @@ def widths(text: str) -> list[int]:
     return values
 
 
+def hidden_activations() -> list[str]:
+    """The elementwise activations of the library's table (softmax normalizes rows: outputs only)."""
+    from backprop.backends.activations import ACTIVATIONS
+
+    return sorted(name for name, activation in ACTIVATIONS.items() if not activation.rowwise)
+
+
 # ---------------------------------------------------------------------- subcommands
 
 
@@ -77,7 +84,7 @@ def _add_train(sub) -> None:
         description="Train a fully connected classifier by backpropagation: a stratified train/"
                     "validation/test split, ReLU hidden layers, softmax cross-entropy, Adam, early "
                     "stopping on the validation loss. Prints progress per epoch, then the test accuracy, "
-                    "a per-class summary and the time per epoch; writes the checkpoint (model.npz), "
+                    "a per-class summary and the time per epoch; writes the checkpoint (model.safetensors), "
                     "history.json and training.png (loss/accuracy curves, confusion matrix) to --out. "
                     "Ctrl-C stops after the current batch, saves what was trained and exits with 130.",
         epilog="examples:\n  python -m backprop train\n  python -m backprop train --dataset moons --hidden 16,16"
@@ -92,8 +99,7 @@ def _add_train(sub) -> None:
     model = train.add_argument_group("network")
     model.add_argument("--hidden", type=widths, default=[512], metavar="W1,W2,...",
                        help="hidden layer widths, comma-separated; 'none' for no hidden layer (default: 512)")
-    model.add_argument("--activation", default="relu",
-                       choices=["relu", "leaky_relu", "gelu", "tanh", "sigmoid", "linear"],
+    model.add_argument("--activation", default="relu", choices=hidden_activations(),
                        help="activation of the hidden layers")
     model.add_argument("--dropout", type=probability, default=0.0, metavar="P",
                        help="dropout probability after each hidden layer (0 for none)")
@@ -119,7 +125,7 @@ def _add_train(sub) -> None:
     run_group.add_argument("--device", default="auto",
                            help="cpu, cuda, cuda:N or auto (a GPU when one is usable, else the CPU)")
     run_group.add_argument("--out", default=None, metavar="DIR",
-                           help="folder for model.npz, history.json, training.png (default: runs/<timestamp>/)")
+                           help="folder for model.safetensors, history.json, training.png (default: runs/<timestamp>/)")
     run_group.add_argument("--distributed", action="store_true",
                            help="data-parallel over the ranks of `mpirun -n N` (MPI; NCCL on GPUs)")
     train.set_defaults(run=run)
