@@ -222,19 +222,45 @@ class MLPBase(BaseEstimator):
     def _dense_layers(self) -> list[Dense]:
         return [layer for layer in self.network_.layers if isinstance(layer, Dense)]
 
+    def _dense_parameters(self, name: str) -> list:
+        check_is_fitted(self)
+        return [getattr(layer, name) for layer in self._dense_layers()]
+
+    def _get_values(self, name: str) -> list[np.ndarray]:
+        with self.network_.backend.on_device():
+            return [to_numpy(param.data) for param in self._dense_parameters(name)]
+
+    def _set_values(self, name: str, values) -> None:
+        """Write one array per Dense layer into the network (each shape-checked before any is written)."""
+        params = self._dense_parameters(name)
+        values = list(values)
+        if len(values) != len(params):
+            raise ValueError(f"expected {len(params)} arrays, one per Dense layer, got {len(values)}")
+        for i, (param, value) in enumerate(zip(params, values)):
+            if np.shape(value) != param.shape:
+                raise ValueError(f"array {i} must have shape {param.shape}, got {np.shape(value)}")
+        with self.network_.backend.on_device():
+            for param, value in zip(params, values):
+                param.data = value
+
     @property
     def coefs_(self) -> list[np.ndarray]:
-        """The weight matrix of each Dense layer, (inputs, outputs) as scikit-learn's (host copies)."""
-        check_is_fitted(self)
-        with self.network_.backend.on_device():
-            return [to_numpy(layer.weight.data) for layer in self._dense_layers()]
+        """The weight matrix of each Dense layer, (inputs, outputs) as scikit-learn's (host
+        copies; assigning a list of them writes them into the network)."""
+        return self._get_values("weight")
+
+    @coefs_.setter
+    def coefs_(self, values) -> None:
+        self._set_values("weight", values)
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
-        """The bias vector of each Dense layer (host copies)."""
-        check_is_fitted(self)
-        with self.network_.backend.on_device():
-            return [to_numpy(layer.bias.data) for layer in self._dense_layers()]
+        """The bias vector of each Dense layer (host copies; assignable, as coefs_)."""
+        return self._get_values("bias")
+
+    @intercepts_.setter
+    def intercepts_(self, values) -> None:
+        self._set_values("bias", values)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "network_")
@@ -387,8 +413,9 @@ class MLPBase(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _outputs(self, X) -> np.ndarray:
-        """The network's outputs (logits or values) for X, already validated."""
-        return predict(self.network_, _dense(X))
+        """The network's outputs (logits or values) for X, already validated, in X's float
+        dtype: scikit-learn's answers follow the input's, whatever the network computes in."""
+        return predict(self.network_, _dense(X)).astype(X.dtype, copy=False)
 
     def _checked_outputs(self, X) -> np.ndarray:
         """The network's outputs for X, after checking X against what fit saw."""
