@@ -295,7 +295,7 @@ def test_coefs_and_intercepts_are_scikit_learns_layout_both_ways():
     for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
         np.testing.assert_array_equal(a, b)
     before = ours.coefs_
-    with pytest.raises(ValueError, match=r"array 2 must have shape \(5, 3\), got \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"coefs_\[2\] must have shape \(5, 3\), got \(5, 2\)"):
         ours.coefs_ = before[:2] + [np.zeros((5, 2))]
     for a, b in zip(ours.coefs_, before):  # nothing was written
         np.testing.assert_array_equal(a, b)

@@ -222,23 +222,27 @@ class MLPBase(BaseEstimator):
     def _dense_layers(self) -> list[Dense]:
         return [layer for layer in self.network_.layers if isinstance(layer, Dense)]
 
-    def _dense_parameters(self, name: str) -> list:
+    def _dense_parameters(self, attribute: str) -> list:
+        """The Dense layers' parameters behind `coefs_` (weights) or `intercepts_` (biases)."""
         check_is_fitted(self)
+        name = {"coefs_": "weight", "intercepts_": "bias"}[attribute]
         return [getattr(layer, name) for layer in self._dense_layers()]
 
-    def _get_values(self, name: str) -> list[np.ndarray]:
+    def _get_values(self, attribute: str) -> list[np.ndarray]:
+        params = self._dense_parameters(attribute)
         with self.network_.backend.on_device():
-            return [to_numpy(param.data) for param in self._dense_parameters(name)]
+            return [to_numpy(param.data) for param in params]
 
-    def _set_values(self, name: str, values) -> None:
-        """Write one array per Dense layer into the network (each shape-checked before any is written)."""
-        params = self._dense_parameters(name)
+    def _set_values(self, attribute: str, values) -> None:
+        """Write one array per Dense layer into the network, every shape checked before any is written."""
+        params = self._dense_parameters(attribute)
         values = list(values)
         if len(values) != len(params):
-            raise ValueError(f"expected {len(params)} arrays, one per Dense layer, got {len(values)}")
+            raise ValueError(f"{attribute} must be a list of {len(params)} arrays, one per Dense layer, "
+                             f"got {len(values)}")
         for i, (param, value) in enumerate(zip(params, values)):
             if np.shape(value) != param.shape:
-                raise ValueError(f"array {i} must have shape {param.shape}, got {np.shape(value)}")
+                raise ValueError(f"{attribute}[{i}] must have shape {param.shape}, got {np.shape(value)}")
         with self.network_.backend.on_device():
             for param, value in zip(params, values):
                 param.data = value
@@ -247,20 +251,20 @@ class MLPBase(BaseEstimator):
     def coefs_(self) -> list[np.ndarray]:
         """The weight matrix of each Dense layer, (inputs, outputs) as scikit-learn's (host
         copies; assigning a list of them writes them into the network)."""
-        return self._get_values("weight")
+        return self._get_values("coefs_")
 
     @coefs_.setter
     def coefs_(self, values) -> None:
-        self._set_values("weight", values)
+        self._set_values("coefs_", values)
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
         """The bias vector of each Dense layer (host copies; assignable, as coefs_)."""
-        return self._get_values("bias")
+        return self._get_values("intercepts_")
 
     @intercepts_.setter
     def intercepts_(self, values) -> None:
-        self._set_values("bias", values)
+        self._set_values("intercepts_", values)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "network_")
