@@ -20,7 +20,10 @@ from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency, parametrize_with_checks
 
 import backprop as bp
+from backprop.backends import get_backend
+from backprop.backends.base import Backend
 from backprop.sklearn import MLPClassifier, MLPRegressor
+from backprop.sklearn.losses import HalfSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy, packed_target
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -60,6 +63,43 @@ def test_dataframe_column_names_are_kept_and_checked(estimator):
     """scikit-learn runs this pandas check apart from the others: feature_names_in_ from a
     DataFrame, a warning or an error when later calls disagree with it."""
     check_dataframe_column_names_consistency(type(estimator).__name__, clone(estimator))
+
+
+# ---------------------------------------------------------------------- the losses
+
+
+def _targets(kind, rng, rows, outputs):
+    if kind == "classes":
+        return np.eye(outputs)[rng.integers(0, outputs, rows)]
+    if kind == "labels":
+        return rng.integers(0, 2, (rows, outputs)).astype(float)
+    return rng.normal(size=(rows, outputs))
+
+
+@pytest.mark.parametrize("loss, kind, outputs, scale", [
+    (SoftmaxCrossEntropy, "classes", 4, 1), (SigmoidCrossEntropy, "labels", 3, 1),
+    (HalfSquaredError, "values", 1, 1), (HalfSquaredError, "values", 3, 3),
+], ids=["softmax", "sigmoid", "squared", "squared-3-outputs"])
+def test_the_losses_are_array_api_code_whose_gradient_is_their_derivative(loss, kind, outputs, scale):
+    """On array-api-strict as on NumPy; dL/dz by central differences of L (for the squared error
+    of k outputs, scikit-learn's gradient is k times it)."""
+    xp = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, outputs)) * 3
+    target = packed_target(_targets(kind, rng, 5, outputs), rng.uniform(0.5, 2.0, 5))
+    on_numpy = get_backend("cpu", "float64")
+    value, grad = loss().value_and_grad(on_numpy, z, target)
+    strict_value, strict_grad = loss().value_and_grad(Backend(xp, "float64"), xp.asarray(z), xp.asarray(target))
+    np.testing.assert_allclose(float(strict_value), float(value), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(strict_grad), grad, rtol=1e-13, atol=1e-16)
+    step, numeric = 1e-6, np.zeros_like(z)
+    for index in np.ndindex(z.shape):
+        shifted = [z.copy(), z.copy()]
+        shifted[0][index] += step
+        shifted[1][index] -= step
+        up, down = (float(loss().value_and_grad(on_numpy, s, target)[0]) for s in shifted)
+        numeric[index] = (up - down) / (2 * step)
+    np.testing.assert_allclose(grad, scale * numeric, rtol=1e-6, atol=1e-9)
 
 
 # ---------------------------------------------------------------------- scikit-learn's meanings
