@@ -35,6 +35,9 @@ HASH_GOLDEN = 0x9E3779B9
 MASK32 = 0xFFFFFFFF
 
 
+_NO_SWITCH = contextlib.nullcontext()  # reusable, and shared: it holds no state
+
+
 def hash32(x: int) -> int:
     """murmur3's fmix32 on a Python int: a bijection of 32-bit words that mixes every bit."""
     x &= MASK32
@@ -82,7 +85,7 @@ class Backend:
         """A context manager that makes this backend's device the current one, so that every
         array operation inside it (ours, the array library's, a user's layer's) runs there.
         Nothing to switch on the CPU; the GPU backend enters its `cupy.cuda.Device`."""
-        return contextlib.nullcontext()
+        return _NO_SWITCH
 
     # ------------------------------------------------------------------ arrays and transfer
 

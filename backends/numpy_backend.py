@@ -94,6 +94,9 @@ class NumpyBackend(Backend):
     def asarray(self, host_array):
         return np.ascontiguousarray(host_array, dtype=self.dtype)
 
+    def owns(self, x) -> bool:
+        return isinstance(x, np.ndarray)
+
     def to_host(self, array):
         return np.array(array, copy=True)
 
@@ -126,7 +129,8 @@ class NumpyBackend(Backend):
         if not x.shape:  # a loss value: no reduction needed
             return math.isfinite(x)
         # x . x (one BLAS pass, 2-3x faster than isfinite) is finite exactly when every element
-        # is, barring an overflow of the sum itself, which the exact check then settles.
+        # is, barring an overflow of the sum itself, which the exact check then settles. Only for
+        # the flat gradient buffer, which fit checks under np.errstate: np.dot warns on overflow.
         if x.ndim == 1 and math.isfinite(np.dot(x, x)):
             return True
         return bool(np.isfinite(x).all())

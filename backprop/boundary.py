@@ -12,7 +12,8 @@ import numpy as np
 
 
 def is_cupy_array(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
+    module = type(x).__module__
+    return module == "cupy" or module.startswith("cupy.")
 
 
 def to_numpy(array) -> np.ndarray:
@@ -55,6 +56,8 @@ def check_finite(host: np.ndarray, name: str, given: np.ndarray | None = None, d
 
 def check_example_shape(shape: tuple, example_shape: tuple, name: str, what: str = "rows") -> None:
     """`shape` must be (rows >= 1, *example_shape); `what` names the rows ("rows", "samples")."""
+    if shape[1:] == example_shape and shape[0] > 0:
+        return
     if len(example_shape) == 1:
         expected = f"2-D ({what}, {example_shape[0]} features)"
     else:
