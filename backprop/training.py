@@ -171,7 +171,10 @@ class _DeferredInterrupt:
         self._previous = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        # Only the main thread may set handlers; and a process that ignores SIGINT (a pool
+        # worker, `nohup`) keeps ignoring it: Ctrl-C is not ours to turn back on.
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
