@@ -27,13 +27,38 @@ from backprop.backends.base import BCE_GRAD_EPS, BCE_LOG_FLOOR, Backend
 _IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
 
 
+class _Recent(dict):
+    """A cache that forgets its oldest entries beyond `entries` of them or `size` bytes, so
+    that batches of ever new shapes cost bounded memory. Lookups are plain dict lookups (the
+    hot path); only an insertion may evict. The entries a training loop reuses every step are
+    far fewer than the bound, so none of them is evicted while it runs."""
+
+    def __init__(self, entries: int = 64, size: int = 64 * 2**20):
+        super().__init__()
+        self.entries, self.size, self.held = entries, size, 0
+
+    def put(self, key, value):
+        self[key] = value
+        self.held += _nbytes(value)
+        while len(self) > self.entries or (self.held > self.size and len(self) > 1):
+            oldest = next(iter(self))
+            self.held -= _nbytes(self.pop(oldest))
+        return value
+
+
+def _nbytes(value) -> int:
+    return sum(_nbytes(v) for v in value) if isinstance(value, tuple) else value.nbytes
+
+
 class _PerThread(threading.local):
-    """One thread's scratch arrays and scalar slots. Every CPU network of a dtype shares one
-    backend, and two of them may train at once in two threads: each thread writes its own
-    intermediates. (threading.local runs __init__ once in each thread that looks.)"""
+    """One thread's scratch arrays, constants and scalar slots. Every CPU network of a dtype
+    shares one backend, and two of them may train at once in two threads: each thread writes
+    its own intermediates. (threading.local runs __init__ once in each thread that looks, and
+    the thread's arrays are freed when it ends.)"""
 
     def __init__(self):
-        self.scratch: dict = {}
+        self.scratch = _Recent()
+        self.constants = _Recent()
         self.scalars: dict = {}
 
 
@@ -47,7 +72,6 @@ class NumpyBackend(Backend):
         # Same-width integer type: relu's backward selects by AND-ing the bits with a mask.
         self._int = np.int32 if dtype == "float32" else np.int64
         self._thread = _PerThread()
-        self._constants: dict = {}  # read-only arrays: shared by every thread
 
     # ------------------------------------------------------------------ private helpers
 
@@ -59,17 +83,18 @@ class NumpyBackend(Backend):
         scratch = self._thread.scratch
         arrays = scratch.get(key)
         if arrays is None:
-            arrays = scratch[key] = np.empty(shape, self.dtype) if make is None else make(shape)
+            arrays = scratch.put(key, np.empty(shape, self.dtype) if make is None else make(shape))
         return arrays
 
     def _const(self, value: float, shape):
         """A read-only array of `value`: ufuncs run faster against it than against a scalar."""
         key = (value, shape)
-        array = self._constants.get(key)
+        constants = self._thread.constants
+        array = constants.get(key)
         if array is None:
             array = np.full(shape, value, dtype=self.dtype)
             array.flags.writeable = False
-            self._constants[key] = array
+            constants.put(key, array)
         return array
 
     def _scalar(self, name: str, value: float):
