@@ -318,6 +318,30 @@ class _Trainer:
         self.backend = net.backend
         self._ws: dict = {}
         self._layer_state = _LayerStateGuard(net)
+        self._probed_lr = None  # the learning rate whose first step was checked (_probed_step)
+
+    def _probed_step(self, epoch, batch, history) -> None:
+        """The first step at a learning rate (of this fit, or after the lr changed): with finite
+        gradients, an lr too large for the dtype still makes the update overflow. That step is
+        taken on a copy's back: the parameters and optimizer state are kept, the result
+        checked, and on a non-finite weight put back before TrainingDivergedError. Later steps
+        at the same lr are not copied (a copy of every weight each step would cost too much);
+        a divergence there shows in the next step's loss, which is checked before its update."""
+        backend, optimizer, store = self.backend, self.optimizer, self.net.store
+        saved = [backend.copy(store.data)] + [backend.copy(buf) for buf in optimizer.state.values()]
+        optimizer.step()
+        self._probed_lr = optimizer.lr
+        if backend.all_finite(store.data):
+            return
+        backend.copy(saved[0], out=store.data)
+        for buf, kept in zip(optimizer.state.values(), saved[1:]):
+            backend.copy(kept, out=buf)
+        optimizer.step_count -= 1
+        self._layer_state.restore()
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch}, batch {batch}: the update overflows the weights "
+            f"(lr={optimizer.lr} is too large for {self.net.dtype}); the network keeps the weights it had "
+            "before this step. Lower the learning rate.", epoch, batch, history)
 
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
@@ -379,7 +403,10 @@ class _Trainer:
                     f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite "
                     f"(loss {backend.to_scalar(step_loss)}); the network keeps the weights of the last finite "
                     f"step. Lower the learning rate (lr={self.optimizer.lr}).", epoch, batch, history)
-            self.optimizer.step()
+            if self.optimizer.lr != self._probed_lr:
+                self._probed_step(epoch, batch, history)
+            else:
+                self.optimizer.step()
             share = _epoch_loss_share(loss, value, penalty, rows, batch_rows, n)
             loss_sum = share if loss_sum is None else loss_sum + share
             scored = None if pred is None else loss.count_correct(backend, pred, yb)
