@@ -156,6 +156,12 @@ def test_mazur_example_as_text_shows_the_texts_own_steps():
     assert "E falls from 0.2984 to" in out
 
 
+def test_readme_shows_the_general_form_with_this_example():
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("- `explain`:")[1].split("```json")[1].split("```")[0]
+    assert json.loads(block) == json.loads(pathlib.Path(MAZUR).read_text())
+
+
 def test_mse_is_half_sse_for_two_outputs(tmp_path):
     """MSELoss is the mean over the outputs, 1/2 sum for two: the same step, number for number."""
     example = json.loads(pathlib.Path(MAZUR).read_text())
