@@ -255,6 +255,7 @@ class NumpyBackend(Backend):
         # into a 1-D view, arguments positional: keepdims=/out= keywords cost more than the max
         np.maximum.reduce(logits, 1, None, row_max_flat)
         np.subtract(logits, row_max, out=shifted)
+        np.maximum(shifted, self._const(float(np.finfo(self.dtype).min), shifted.shape), out=shifted)
         grad = np.exp(shifted)  # e; becomes the gradient in place below
         np.dot(grad, ones, out=row_sum)  # sum_k e_k: a GEMV, 2-3x faster than add.reduce(axis=1)
         np.log(row_sum, out=row_max)
