@@ -125,8 +125,8 @@ struct Block {
 inline void run_thread(void* context, unsigned int t) {
     Block& block = *static_cast<Block*>(context);
     block_barrier = block.barrier;
-    blockIdx = bp_dim3{block.index, 1, 1};
-    threadIdx = bp_dim3{t, 1, 1};
+    blockIdx = bp_dim3{block.index, 0, 0};
+    threadIdx = bp_dim3{t, 0, 0};
     block.body(block.args);
     block_barrier = nullptr;
     // A CUDA thread that has exited no longer counts at later barriers.
@@ -145,8 +145,8 @@ inline int launch(unsigned int grid, unsigned int block, int threaded, void (*bo
         }
         try {
             for (unsigned int t = 0; t < block; ++t) {
-                blockIdx = bp_dim3{b, 1, 1};
-                threadIdx = bp_dim3{t, 1, 1};
+                blockIdx = bp_dim3{b, 0, 0};
+                threadIdx = bp_dim3{t, 0, 0};
                 body(args);
             }
         } catch (const NeedsBarrier&) {
