@@ -254,11 +254,12 @@ class _SanitizedWorker:
         return cls._instance
 
     def __init__(self):
-        self.log = tempfile.NamedTemporaryFile(prefix="backprop-tsan-", suffix=".log", delete=False)
+        self.log = os.path.join(_session_dir(), f"tsan-worker-{os.getpid()}-{id(self)}.log")
         env = dict(os.environ, LD_PRELOAD=_tsan_runtime(), TSAN_OPTIONS="halt_on_error=1 exitcode=66",
                    OPENBLAS_NUM_THREADS="1")
-        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        with open(self.log, "w", encoding="utf-8") as log:
+            self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
 
     def launch(self, path: str, name: str, grid: int, block: int, flags: int, args: list) -> int:
         try:
@@ -267,7 +268,7 @@ class _SanitizedWorker:
             status, arrays = pickle.load(self.process.stdout)
         except (EOFError, BrokenPipeError):
             self.process.wait()
-            with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
                 report = f.read()
             raise RuntimeError(f"{name} stopped under ThreadSanitizer (exit status "
                                f"{self.process.returncode}):\n{report[-8000:]}") from None

@@ -261,6 +261,8 @@ def summed(d, sign=1.0, divisor=1.0) -> dict:
     return {"sign": d.scalar(sign), "divisor": d.scalar(divisor)}
 
 
+# Activations with elementwise kernels (bias_<name>_fwd, <name>_fwd, <name>_bwd); softmax has its own.
+ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 SLOPE = 0.02
 
 
@@ -531,8 +533,7 @@ OPTIMIZER_CASES = [
 ]
 
 CASES = [
-    *[case for activation in ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
-      for case in activation_cases(activation)],
+    *[case for activation in ACTIVATIONS for case in activation_cases(activation)],
     *SOFTMAX_CASES,
     *[loss_case(kernel, reduction) for kernel in LOSSES for reduction in ("mean", "sum")],
     *REDUCTION_CASES,
@@ -610,6 +611,18 @@ MATRIX = [
 ]
 
 
+def assert_within(label: str, got, exact, bound, dtype) -> None:
+    """|got - exact| <= bound (to first order: 1/64 more), plus float32's flush floor."""
+    got = np.asarray(got).astype(exact.dtype)
+    allowed = np.broadcast_to(np.asarray(bound, dtype=exact.dtype) * HIGHER_ORDER + FLUSH_FLOOR[dtype], exact.shape)
+    assert np.isfinite(allowed).all(), f"{label}: the bound is not finite"
+    error = np.abs(got - exact)
+    worst = tuple(int(i) for i in np.unravel_index(np.argmax(error - allowed), exact.shape))
+    assert (error <= allowed).all(), (
+        f"{label}: |got - exact| = {float(error[worst]):.3g} at {worst} exceeds its bound "
+        f"{float(allowed[worst]):.3g}: got {float(got[worst])!r}, exact {float(exact[worst])!r}")
+
+
 @pytest.mark.parametrize("emulation, case, shape, dtype, launch", MATRIX)
 def test_kernel_within_its_bound(builds, emulation, case, shape, dtype, launch):
     if EMULATIONS[emulation][0].thread_sanitizer:
@@ -622,31 +635,24 @@ def test_kernel_within_its_bound(builds, emulation, case, shape, dtype, launch):
     before = {name: value.copy() if isinstance(value, np.ndarray) else value for name, value in args.items()}
     kernels = Kernels(builds(emulation), dtype)
     kernels.launch(case.kernel, *launch, args)
-    got = {name: args[name] for name in args}
+    got = dict(args)
     if case.finish:
         got.update(case.finish(kernels, draw, args))
 
     wide = WIDE_TYPE[dtype]
-    want = case.want(wide_reference(dtype), types.SimpleNamespace(**{k: _as(v, wide) for k, v in before.items()}))
-    same_type = case.want(Backend(np, dtype.__name__), types.SimpleNamespace(**{k: _as(v, dtype) for k, v in before.items()}))
-    names = {k: _as(v, wide) for k, v in before.items()}
-    bounds = bounds_of(case.kernel, names, {k: np.asarray(v, dtype=wide) for k, v in want.items()}, UNIT_ROUNDOFF[dtype])
-    assert set(bounds) == set(want), f"{case.kernel}: bounds for {sorted(bounds)}, checks of {sorted(want)}"
+    wide_args = {name: _as(value, wide) for name, value in before.items()}
+    exact = {name: np.asarray(value, dtype=wide)
+             for name, value in case.want(wide_reference(dtype), types.SimpleNamespace(**wide_args)).items()}
+    same_type = case.want(draw.reference, types.SimpleNamespace(**{k: _as(v, dtype) for k, v in before.items()}))
+    bounds = bounds_of(case.kernel, wide_args, exact, UNIT_ROUNDOFF[dtype])
+    assert set(bounds) == set(exact), f"{case.kernel}: bounds for {sorted(bounds)}, checks of {sorted(exact)}"
     for name, bound in bounds.items():
         label = f"{case.id} {name}"
-        result = np.asarray(got[name])
-        assert np.isfinite(result).all(), f"{label}: unwritten (NaN-poisoned) or non-finite elements"
+        assert np.isfinite(got[name]).all(), f"{label}: unwritten (NaN-poisoned) or non-finite elements"
         if isinstance(bound, str):
-            np.testing.assert_array_equal(result, np.asarray(same_type[name]), err_msg=label)
-            continue
-        exact = np.asarray(want[name], dtype=wide)
-        allowed = np.broadcast_to(np.asarray(bound, dtype=wide) * HIGHER_ORDER + FLUSH_FLOOR[dtype], exact.shape)
-        assert np.isfinite(allowed).all(), f"{label}: the bound is not finite"
-        excess = np.abs(result.astype(wide) - exact) - allowed
-        worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
-        assert (excess <= 0).all(), (
-            f"{label}: |got - exact| = {float(abs(result.astype(wide) - exact)[worst]):.3g} at {worst} exceeds "
-            f"its bound {float(allowed[worst]):.3g}: got {result[worst]!r}, exact {float(exact[worst])!r}")
+            np.testing.assert_array_equal(got[name], np.asarray(same_type[name]), err_msg=label)
+        else:
+            assert_within(label, got[name], exact[name], bound, dtype)
     draw.check_guards()
 
 
