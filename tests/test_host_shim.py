@@ -64,7 +64,8 @@ def test_shared_memory_is_poisoned_before_every_block():
 
 
 # x * y and x + 0 for float and double: under flush-to-zero a subnormal product becomes 0 and a
-# subnormal input reads as 0, in float32 kernels only.
+# subnormal input reads as 0, in float32 kernels only; also on the host threads that run a
+# kernel with a barrier.
 SUBNORMALS = r"""
 extern "C" __global__ void subnormals_f32(const float* x, float* out) {
     out[0] = x[0] * x[1];
@@ -74,23 +75,34 @@ extern "C" __global__ void subnormals_f64(const double* x, double* out) {
     out[0] = x[0] * x[1];
     out[1] = x[2] + 0.0;
 }
+extern "C" __global__ void subnormals_after_barrier_f32(const float* x, float* out) {
+    __syncthreads();
+    if (threadIdx.x == 1) {
+        out[0] = x[0] * x[1];
+        out[1] = x[2] + 0.0f;
+    }
+}
 """
 
 
-@pytest.mark.parametrize("flush", [False, True], ids=["ieee", "flush-to-zero"])
-def test_flush_to_zero_applies_to_float32_kernels_while_they_run(flush):
-    emulation = Emulation(flush_to_zero=flush)
+def test_flush_to_zero_applies_to_float32_kernels_while_they_run():
+    """Flushed under the option, IEEE without it: also after a flushed launch on the same threads
+    (the calling thread's and the pool threads' modes are restored)."""
+    emulation = Emulation(flush_to_zero=True)
     if emulation.unavailable():
         pytest.skip(emulation.unavailable())
-    module = HostModule(SUBNORMALS, emulation)
-    for dtype, name, tiny in ((np.float32, "subnormals_f32", 1e-20), (np.float64, "subnormals_f64", 1e-160)):
-        x = np.array([tiny, tiny, np.finfo(dtype).smallest_subnormal], dtype=dtype)
-        out = np.full(2, np.nan, dtype=dtype)
-        module.function(name)(1, 1, (x, out))
-        exact = [x[0] * x[1], x[2]]  # NumPy in this thread: IEEE with subnormals
-        expected = [0.0, 0.0] if flush and dtype == np.float32 else exact
-        np.testing.assert_array_equal(out, expected, err_msg=name)
-        assert exact[0] != 0, "the calling thread's floating-point mode was not restored"
+    kernels = [("subnormals_f32", np.float32, 1e-20), ("subnormals_after_barrier_f32", np.float32, 1e-20),
+               ("subnormals_f64", np.float64, 1e-160)]
+    for flush in (True, False):
+        module = HostModule(SUBNORMALS, Emulation(flush_to_zero=flush))
+        for name, dtype, tiny in kernels:
+            x = np.array([tiny, tiny, np.finfo(dtype).smallest_subnormal], dtype=dtype)
+            out = np.full(2, np.nan, dtype=dtype)
+            module.function(name)(1, 2, (x, out))
+            exact = [x[0] * x[1], x[2]]  # NumPy in this thread: IEEE with subnormals
+            assert exact[0] != 0, "the calling thread's floating-point mode was not restored"
+            expected = [0.0, 0.0] if flush and dtype == np.float32 else exact
+            np.testing.assert_array_equal(out, expected, err_msg=f"{name}, flush={flush}")
 
 
 FUSED = r"""
