@@ -13,8 +13,9 @@
 //   the calling thread ("sequential" mode). A kernel that reaches __syncthreads runs one host
 //   thread per CUDA thread (from a pool reused across launches) with a barrier per block
 //   ("threaded" mode). The mode is found by trying: in sequential mode __syncthreads throws
-//   NeedsBarrier before any thread passes the barrier, and the caller relaunches threaded. (So a
-//   kernel must not update global memory in place before its first barrier; none of ours does.)
+//   NeedsBarrier before any thread passes the barrier, and the caller relaunches with
+//   BP_HOST_THREADED. (So a kernel must not update global memory in place before its first
+//   barrier; none of ours does.)
 // - Launch flags model what a GPU may do and a plain host run would not: BP_HOST_REVERSE runs the
 //   blocks, and the threads of a sequential block, last to first; BP_HOST_FLUSH_TO_ZERO sets
 //   flush-to-zero and denormals-are-zero (x86 MXCSR) in every thread while the kernel runs, as
