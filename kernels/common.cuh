@@ -13,7 +13,8 @@
 // a*b + c fused into an FMA or not (NVRTC contracts by default), float32 subnormals flushed to
 // zero (CuPy passes -ftz=true), and the math library within the maximum errors the CUDA C++
 // Programming Guide documents (host_shim.h cites them): expf and tanhf 2 ulp, logf and log1pf
-// 1 ulp, exp, tanh, log and log1p 1 ulp, counted from the correctly rounded result. With u the
+// 1 ulp, expm1f 1 ulp, exp, tanh, log, log1p and expm1 1 ulp, counted from the correctly
+// rounded result. With u the
 // unit roundoff (2^-24 in float, 2^-53 in double), one rounding moves x by at most u |x| and a
 // k-ulp function is within (2k + 1) u |f| of the exact value: 5u for expf and tanhf, 3u for the
 // others. A coefficient computed on the host arrives rounded to the kernel's type: u more.
@@ -46,6 +47,8 @@ __device__ __forceinline__ float bp_log(float x) { return logf(x); }
 __device__ __forceinline__ double bp_log(double x) { return log(x); }
 __device__ __forceinline__ float bp_log1p(float x) { return log1pf(x); }
 __device__ __forceinline__ double bp_log1p(double x) { return log1p(x); }
+__device__ __forceinline__ float bp_expm1(float x) { return expm1f(x); }
+__device__ __forceinline__ double bp_expm1(double x) { return expm1(x); }
 __device__ __forceinline__ float bp_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double bp_tanh(double x) { return tanh(x); }
 __device__ __forceinline__ float bp_sqrt(float x) { return sqrtf(x); }

@@ -99,8 +99,8 @@ void trampoline(void** args) {
 // Guide, appendix "Mathematical Functions" (Standard Functions; tables "Single-Precision
 // Mathematical Standard Library Functions with Maximum ULP Error" and its double-precision twin),
 // states each function's maximum error in ulps "between a correctly rounded ... result and the
-// result returned by the CUDA library function": expf 2, tanhf 2, logf 1, log1pf 1; exp, tanh,
-// log, log1p 1. (sqrtf, sqrt and division are correctly rounded, 0 ulp, under NVRTC's default
+// result returned by the CUDA library function": expf 2, tanhf 2, logf 1, log1pf 1, expm1f 1;
+// exp, tanh, log, log1p, expm1 1. (sqrtf, sqrt and division are correctly rounded, 0 ulp, under NVRTC's default
 // -prec-sqrt=true and -prec-div=true, which CuPy keeps; so they are left alone here.)
 //
 // Each wrapper takes the correctly rounded result (from the function evaluated in a wider type:
@@ -137,10 +137,12 @@ inline float cuda_expf(float x) { return within_ulps(::exp(double(x)), x, 2, 1);
 inline float cuda_tanhf(float x) { return within_ulps(::tanh(double(x)), x, 2, 2); }
 inline float cuda_logf(float x) { return within_ulps(::log(double(x)), x, 1, 3); }
 inline float cuda_log1pf(float x) { return within_ulps(::log1p(double(x)), x, 1, 4); }
+inline float cuda_expm1f(float x) { return within_ulps(::expm1(double(x)), x, 1, 9); }
 inline double cuda_exp(double x) { return within_ulps(::expl(x), x, 1, 5); }
 inline double cuda_tanh(double x) { return within_ulps(::tanhl(x), x, 1, 6); }
 inline double cuda_log(double x) { return within_ulps(::logl(x), x, 1, 7); }
 inline double cuda_log1p(double x) { return within_ulps(::log1pl(x), x, 1, 8); }
+inline double cuda_expm1(double x) { return within_ulps(::expm1l(x), x, 1, 10); }
 
 }  // namespace bp_host
 
@@ -148,10 +150,12 @@ inline double cuda_log1p(double x) { return within_ulps(::log1pl(x), x, 1, 8); }
 #define tanhf(x) bp_host::cuda_tanhf(x)
 #define logf(x) bp_host::cuda_logf(x)
 #define log1pf(x) bp_host::cuda_log1pf(x)
+#define expm1f(x) bp_host::cuda_expm1f(x)
 #define exp(x) bp_host::cuda_exp(x)
 #define tanh(x) bp_host::cuda_tanh(x)
 #define log(x) bp_host::cuda_log(x)
 #define log1p(x) bp_host::cuda_log1p(x)
+#define expm1(x) bp_host::cuda_expm1(x)
 #endif  // BP_HOST_LIBM_ULPS
 
 #ifdef BP_HOST_RUNTIME

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from backprop.backends.activations import ACTIVATIONS as ACTIVATION_TABLE
 from backprop.backends.base import Backend, dropout_key, dropout_threshold
 from backprop.kernels.loader import PACKAGE, kernel_index, kernel_source, source_names
 from host_kernels import PLAIN, Emulation, HostModule, build_all
@@ -261,36 +262,38 @@ def summed(d, sign=1.0, divisor=1.0) -> dict:
     return {"sign": d.scalar(sign), "divisor": d.scalar(divisor)}
 
 
-# Activations with elementwise kernels (bias_<name>_fwd, <name>_fwd, <name>_bwd); softmax has its own.
-ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
+# Activations with elementwise kernels (bias_<name>_fwd, <name>_fwd, <name>_bwd): the built-ins of
+# the library's table but softmax (a row operation, with kernels of its own).
+ACTIVATIONS = tuple(name for name, act in ACTIVATION_TABLE.items() if act.builtin and not act.rowwise)
 SLOPE = 0.02
 
 
 def activation_cases(activation: str) -> list[Case]:
-    """bias + activation forward, and (but for linear) the plain forward and the backward."""
-    gelu = activation == "gelu"
+    """bias + activation forward, and (but for linear) the plain forward and the backward. An
+    activation whose backward needs its input also writes and reads the pre-activation."""
+    needs_input = ACTIVATION_TABLE[activation].needs_input
 
     def with_bias(d):
-        outputs = {"y": d.output(), **({"pre": d.output()} if gelu else {})}
+        outputs = {"y": d.output(), **({"pre": d.output()} if needs_input else {})}
         return {"z": d.with_extremes(), "bias": d.normal((d.cols,)), **outputs, "rows": d.rows,
                 "cols": d.cols, "slope": d.scalar(SLOPE)}
 
     def want_with_bias(ref, arg):
         y, pre = ref.bias_activation_forward(arg.z, arg.bias, activation, SLOPE)
-        return {"y": y, **({"pre": pre} if gelu else {})}
+        return {"y": y, **({"pre": pre} if needs_input else {})}
 
     cases = [Case(f"bias_{activation}_fwd", with_bias, want_with_bias)]
     if activation == "linear":
         return cases
-    saved = "pre" if gelu else "y"
+    saved = "pre" if needs_input else "y"
 
     def backward(d):
         z = d.with_extremes()
-        value = z if gelu else d.input(d.reference.activation_forward(z, activation, SLOPE))
+        value = z if needs_input else d.input(d.reference.activation_forward(z, activation, SLOPE))
         return {"dy": d.normal(scale=1.0), saved: value, "dz": d.output(), "n": d.n, "slope": d.scalar(SLOPE)}
 
     def want_backward(ref, arg):
-        y, pre = (None, arg.pre) if gelu else (arg.y, None)
+        y, pre = (None, arg.pre) if needs_input else (arg.y, None)
         return {"dz": ref.activation_backward(arg.dy, y, pre, activation, SLOPE)}
 
     return cases + [
