@@ -130,6 +130,18 @@ def _softmax_backward(xp, grad_y, y, x, slope):
     return y * (grad_y - dot)
 
 
+def _softplus_forward(xp, x, slope):
+    """y = log(1 + e^x), as max(x, 0) + log1p(e^-|x|): exact for every x, never overflows.
+    (PyTorch's Softplus switches to y = x above x = 20; the two differ by log1p(e^-20) ~ 2e-9.)"""
+    return xp.where(x > 0, x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _softplus_backward(xp, grad_y, y, x, slope):
+    """dL/dx = dL/dy * sigmoid(x) = dL/dy * (1 - e^-y), written with expm1 so that small y
+    (very negative x) keeps its relative accuracy: sigmoid(x) = -expm1(-y)."""
+    return grad_y * -xp.expm1(-y)
+
+
 ACTIVATIONS: dict[str, Activation] = {}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -183,3 +195,4 @@ _builtin("relu", _relu_forward, _relu_backward, init="he_normal")
 _builtin("leaky_relu", _leaky_relu_forward, _leaky_relu_backward, init="he_normal")
 _builtin("gelu", _gelu_forward, _gelu_backward, needs_input=True, init="he_normal")
 _builtin("softmax", _softmax_forward, _softmax_backward, rowwise=True)
+_builtin("softplus", _softplus_forward, _softplus_backward, init="he_normal")

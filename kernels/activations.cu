@@ -99,6 +99,25 @@ struct Gelu {
     }
 };
 
+// Forward: y = max(x, 0) + log1p(e), e = exp(-|x|): e within 5u e, log1p within 3u of its value
+// L <= e and moved by at most 5u e / (1 + e) by e's error, the sum rounds once: |err| <=
+// u (y + 8e) <= 17u y (as e <= 2 log1p(e) <= 2y). The rounding of v adds sigmoid(v) u |v|,
+// at most u y |v| for v < 0 and u |v| <= 1.5u y |v| for v >= 0 (y >= log 2).
+// Backward: -expm1(-y) within 3u of its value, the product rounds: 4u relative.
+// bound[softplus_fwd] y: 17 * u * abs(result)
+// bound[bias_softplus_fwd] y: (17 + 1.5 * abs(z + bias)) * u * abs(result)
+// bound[softplus_bwd] dz: 4 * u * abs(result)
+struct Softplus {
+    // y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|): never overflows
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) {
+        return (x > T(0) ? x : T(0)) + bp_log1p(bp_exp(-bp_abs(x)));
+    }
+    // dL/dz = dL/dy * sigmoid(z) = dL/dy * -expm1(-y)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T y, T) { return dy * -bp_expm1(-y); }
+};
+
 // y = act(z + b[col]) over a (rows, cols) matrix, b broadcast over rows; `pre` (z + b) is
 // written when not null (GELU's backward needs it); `bias` null means no bias.
 // The column advances by the grid stride modulo cols, so no 64-bit division per element.
@@ -142,6 +161,8 @@ extern "C" __global__ void bias_leaky_relu_fwd_f32(const float* z, const float* 
 extern "C" __global__ void bias_leaky_relu_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<LeakyRelu>(z, bias, y, (double*)0, rows, cols, slope); }
 extern "C" __global__ void bias_gelu_fwd_f32(const float* z, const float* bias, float* y, float* pre, long long rows, long long cols, float slope) { bias_act_forward<Gelu>(z, bias, y, pre, rows, cols, slope); }
 extern "C" __global__ void bias_gelu_fwd_f64(const double* z, const double* bias, double* y, double* pre, long long rows, long long cols, double slope) { bias_act_forward<Gelu>(z, bias, y, pre, rows, cols, slope); }
+extern "C" __global__ void bias_softplus_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Softplus>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_softplus_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Softplus>(z, bias, y, (double*)0, rows, cols, slope); }
 
 // ---- y = act(x): reads x, writes y: 2 * sizeof(T) bytes per element.
 extern "C" __global__ void sigmoid_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Sigmoid>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
@@ -154,6 +175,8 @@ extern "C" __global__ void leaky_relu_fwd_f32(const float* x, float* y, long lon
 extern "C" __global__ void leaky_relu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<LeakyRelu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 extern "C" __global__ void gelu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Gelu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
 extern "C" __global__ void gelu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Gelu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void softplus_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Softplus>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void softplus_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Softplus>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 
 // ---- dz = dy * act'(y): reads dy and y (GELU: the pre-activation), writes dz: 3 * sizeof(T).
 extern "C" __global__ void sigmoid_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
@@ -166,3 +189,5 @@ extern "C" __global__ void leaky_relu_bwd_f32(const float* dy, const float* y, f
 extern "C" __global__ void leaky_relu_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<LeakyRelu>(dy, y, dz, n, slope); }
 extern "C" __global__ void gelu_bwd_f32(const float* dy, const float* pre, float* dz, long long n, float slope) { act_backward<Gelu>(dy, pre, dz, n, slope); }
 extern "C" __global__ void gelu_bwd_f64(const double* dy, const double* pre, double* dz, long long n, double slope) { act_backward<Gelu>(dy, pre, dz, n, slope); }
+extern "C" __global__ void softplus_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Softplus>(dy, y, dz, n, slope); }
+extern "C" __global__ void softplus_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Softplus>(dy, y, dz, n, slope); }
