@@ -34,14 +34,21 @@ from backprop.boundary import check_finite, host_numeric, is_cupy_array
 from backprop.checks import check_real
 
 REDUCTIONS = ("mean", "sum")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+_BACKENDS: dict = {}
 
 
 def backend_for(array):
-    """The backend that owns a prediction array: its device and its float dtype."""
-    dtype = "float64" if str(getattr(array, "dtype", "")) == "float64" else "float32"
-    if is_cupy_array(array):
-        return get_backend(f"cuda:{array.device.id}", dtype)
-    return get_backend("cpu", dtype)
+    """The backend that owns a prediction array: its device and its float dtype (looked up once
+    per device and dtype: the public loss call runs every step)."""
+    device = f"cuda:{array.device.id}" if is_cupy_array(array) else "cpu"
+    key = (device, array.dtype == np.float64)
+    backend = _BACKENDS.get(key)
+    if backend is None:
+        backend = _BACKENDS[key] = get_backend(device, "float64" if key[1] else "float32")
+    return backend
 
 
 def target_on_device(backend, host: np.ndarray):
@@ -97,21 +104,20 @@ class Loss:
 
     def __call__(self, pred, target) -> float:
         """The loss of `pred` against `target`, as a float; keeps dL/dpred for backward()."""
-        if not is_cupy_array(pred):
-            pred = host_numeric(pred, "pred")
-            check_finite(pred, "pred")
-            if pred.dtype not in (np.float32, np.float64):
-                pred = pred.astype(np.float32)
+        if not is_cupy_array(pred) and not (isinstance(pred, np.ndarray) and pred.dtype in _FLOATS):
+            pred = host_numeric(pred, "pred").astype(np.float32)
         if pred.ndim == 1:
             pred = pred.reshape(-1, 1)
         if pred.ndim != 2 or pred.shape[0] == 0:
             raise ValueError(f"pred must be a non-empty 2-D array (rows, outputs), got shape {tuple(pred.shape)}")
         backend = backend_for(pred)
         with backend.on_device():
+            pred = backend.asarray(pred)
+            if not backend.all_finite(pred):
+                check_finite(backend.to_host(pred), "pred")
             self.check_pred(pred)
             host = checked_target(self, target, pred.shape[0], pred.shape[1], "target", "pred", "rows")
-            with np.errstate(divide="ignore"):  # BCELoss's log(0) = -inf is clamped by design: no warning
-                loss, self._grad = self.value_and_grad(backend, backend.asarray(pred), target_on_device(backend, host))
+            loss, self._grad = self.value_and_grad(backend, pred, target_on_device(backend, host))
             return backend.to_scalar(loss)
 
     def check_pred(self, pred) -> None:
@@ -214,7 +220,8 @@ class BCELoss(_Thresholded):
     L = -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100."""
 
     def value_and_grad(self, backend, pred, target):
-        return backend.bce_loss(pred, target, self.reduction)
+        with np.errstate(divide="ignore"):  # log(0) = -inf is clamped by design: no warning
+            return backend.bce_loss(pred, target, self.reduction)
 
     def check_pred(self, pred) -> None:
         if not is_cupy_array(pred):

@@ -82,6 +82,14 @@ def build(case: str, rank: int = 0, device: str = "cpu"):
         opt = bp.SGD(net.parameters(), lr=0.1)
         X, y = X[:16], y[:16]
         kwargs.update(epochs=1, batch_size=16, shuffle=False)
+    elif case == "custom":  # the README's own activation, stateful layer and loss; one step an epoch
+        from readme_extensions import LogCoshLoss, Recenter
+
+        net = bp.Sequential(bp.Dense(6, 16, activation="softsign"), Recenter(), bp.Dense(16, 3), dtype="float64",
+                            seed=1, device=device)
+        opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        X, y = X[:16], np.eye(3)[y[:16]]
+        kwargs.update(loss=LogCoshLoss(), batch_size=16, shuffle=False)
     else:
         raise ValueError(f"unknown case {case!r}")
     return net, opt, X, y, kwargs

@@ -102,6 +102,18 @@ def test_two_ranks_at_half_batch_equal_one_process(case, rtol, tmp_path):
     assert int(results[0]["steps"]) == opt.step_count
 
 
+def test_a_users_own_activation_layer_and_loss_train_on_two_ranks(tmp_path):
+    """The README's softsign, Recenter and LogCoshLoss on 2 ranks: Recenter's buffer (a running
+    mean, used before it is updated) is averaged over the ranks each epoch, so with one step an
+    epoch and equal shards the ranks take exactly one process's steps."""
+    results = run_ranks("custom", tmp_path)
+    assert_ranks_identical(results)
+    net, opt, history = one_process("custom")
+    np.testing.assert_allclose(results[0]["params"], bp.to_numpy(net.store.data), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[0]["layer1.mu"], net.layers[1].mu, rtol=1e-12, atol=1e-15)
+    assert_history_close(results[0]["history"], history.history, rtol=1e-10)
+
+
 def test_nccl_communicator_through_the_double_equals_one_process(tmp_path):
     """fit over NcclCommunicator (unique id broadcast over MPI, in-place allReduce and bcast by raw
     address, count and dtype) gives one process's weights; the double moves the real bytes."""
