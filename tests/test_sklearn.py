@@ -413,7 +413,7 @@ def test_the_classifier_trains_as_bp_fit_does_on_the_same_network():
 
 def test_the_readme_example_runs_as_written():
     """The README's "With scikit-learn" section, run as it is written."""
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     section = text.split("## With scikit-learn", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
