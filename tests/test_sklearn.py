@@ -316,6 +316,19 @@ def test_bad_parameters_are_refused_by_fit_before_anything_changes(params, match
     assert not hasattr(clf, "network_") and not hasattr(clf, "n_features_in_")
 
 
+@pytest.mark.parametrize("change", [dict(hidden_layer_sizes=(6,)), dict(activation="tanh"), dict(dtype="float32")])
+def test_a_warm_start_refuses_parameters_that_reshape_the_network(change):
+    X, y = _classification(2)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, warm_start=True, random_state=0).fit(X, y)
+    before = clf.coefs_
+    name = next(iter(change))
+    with pytest.raises(ValueError, match=f"{name} is now .* and the network was built with"):
+        clf.set_params(**change).fit(X, y)
+    for a, b in zip(clf.coefs_, before):
+        np.testing.assert_array_equal(a, b)
+    clf.set_params(warm_start=False).fit(X, y)  # what the message advises: a new network
+
+
 def test_the_regressor_refuses_the_poisson_loss():
     X, y = make_regression(n_samples=20, n_features=3, random_state=0)
     with pytest.raises(ValueError, match="loss must be 'squared_error'"):

@@ -276,9 +276,23 @@ class MLPBase(BaseEstimator):
 
     # ------------------------------------------------------------------ training
 
+    def _architecture(self) -> dict:
+        """The parameters that shape the network (a warm start must keep them)."""
+        return {"hidden_layer_sizes": tuple(self._hidden_sizes()), "activation": self.activation,
+                "dtype": self.dtype, "dropout": float(self.dropout), "batch_norm": bool(self.batch_norm)}
+
+    def _check_same_architecture(self) -> None:
+        for name, value in self._architecture().items():
+            fitted = self._fitted_architecture[name]
+            if value != fitted:
+                raise ValueError(f"warm_start and partial_fit go on training the fitted network, but {name} is now "
+                                 f"{value!r} and the network was built with {fitted!r}; set it back, or fit "
+                                 "without warm_start")
+
     def _initialize(self, n_features: int, n_outputs: int, rng: np.random.RandomState) -> None:
         """A new network and a fresh record of training (the first fit, or a fit without warm_start)."""
         self.network_ = self._network(n_features, n_outputs, seed=int(rng.randint(np.iinfo(np.int32).max)))
+        self._fitted_architecture = self._architecture()
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(self._hidden_sizes()) + 2
         self.n_iter_ = 0
@@ -320,6 +334,8 @@ class MLPBase(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
+        if not first_pass:
+            self._check_same_architecture()
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         X = _dense(X)
         weights = checked_sample_weight(sample_weight, X.shape[0])
