@@ -329,6 +329,26 @@ def test_a_warm_start_refuses_parameters_that_reshape_the_network(change):
     clf.set_params(warm_start=False).fit(X, y)  # what the message advises: a new network
 
 
+@pytest.mark.parametrize("refit", [
+    dict(sample_weight=np.ones(5)),  # found after X and y were checked
+    dict(y_classes=4, batch_norm=True, batch_size=89),  # found by bp.fit: 90 rows leave a last batch of 1 for BatchNorm
+], ids=["sample_weight", "bp.fit"])
+def test_a_refused_fit_leaves_a_fitted_estimator_as_it_was(refit):
+    X, y = _classification(3)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    before = (clf.network_, clf.coefs_, list(clf.classes_), clf.n_features_in_, list(clf.loss_curve_))
+    X_new, y_new = _classification(refit.pop("y_classes", 3), seed=1)
+    X_new = np.hstack([X_new, X_new[:, :1]])  # another feature count, too
+    with pytest.raises(ValueError):
+        clf.set_params(**{k: v for k, v in refit.items() if k != "sample_weight"})
+        clf.fit(X_new, y_new, sample_weight=refit.get("sample_weight"))
+    assert clf.network_ is before[0] and clf.n_features_in_ == before[3] == 6
+    assert list(clf.classes_) == before[2] and clf.loss_curve_ == before[4]
+    for a, b in zip(clf.coefs_, before[1]):
+        np.testing.assert_array_equal(a, b)
+    assert clf.predict(X).shape == (90,)
+
+
 def test_the_regressor_refuses_the_poisson_loss():
     X, y = make_regression(n_samples=20, n_features=3, random_state=0)
     with pytest.raises(ValueError, match="loss must be 'squared_error'"):

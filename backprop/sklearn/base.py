@@ -330,6 +330,19 @@ class MLPBase(BaseEstimator):
         return (X_train, Y_train, w_train), (X_val, Y_val, w_val)
 
     def _fit(self, X, y, sample_weight, incremental: bool):
+        """fit and partial_fit. A refusal (ValueError or TypeError: bad parameters or data, found
+        here or by bp.fit's own checks before its first step) leaves the estimator as it was."""
+        before = dict(self.__dict__)
+        try:
+            self._train(*self._prepare(X, y, sample_weight, incremental), incremental)
+        except (ValueError, TypeError):
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        return self
+
+    def _prepare(self, X, y, sample_weight, incremental: bool):
+        """Everything checked, the network and optimizer ready: (training rows, validation, batch size)."""
         self._check_params()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -346,14 +359,17 @@ class MLPBase(BaseEstimator):
             raise ValueError(f"y has {Y.shape[1]} outputs but the network was fitted with {self.n_outputs_}")
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._new_optimizer()
-        (X_train, Y_train, w_train), validation = self._split(X, Y, weights, rng)
-        n = X_train.shape[0]
+        train, validation = self._split(X, Y, weights, rng)
+        n = train[0].shape[0]
         if self.batch_size == "auto":
-            batch_size = min(AUTO_BATCH, n)
-        else:
-            if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = min(self.batch_size, n)
+            return train, validation, min(AUTO_BATCH, n)
+        if self.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+        return train, validation, min(self.batch_size, n)
+
+    def _train(self, train, validation, batch_size: int, incremental: bool) -> None:
+        """One bp.fit under scikit-learn's rules (the module docstring)."""
+        X_train, Y_train, w_train = train
         penalized = self._dense_layers()
         if self.alpha:
             # The loss sets each batch's l2 from its weights; a nonzero start makes fit count the penalty.
@@ -363,7 +379,8 @@ class MLPBase(BaseEstimator):
         try:
             fit(self.network_, X_train, packed_target(Y_train, w_train), loss=self._loss(self.alpha, penalized),
                 optimizer=self._optimizer, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                shuffle=self.shuffle, progress=False, callbacks=[_EpochEnd(self, n, validation, incremental)])
+                shuffle=self.shuffle, progress=False,
+                callbacks=[_EpochEnd(self, X_train.shape[0], validation, incremental)])
         except _Stop:
             pass
         except KeyboardInterrupt:
@@ -373,7 +390,6 @@ class MLPBase(BaseEstimator):
                 layer.l2 = 0.0
         if self.early_stopping:
             _put_weights_and_buffers(self.network_, self._best_weights)
-        return self
 
     def _end_epoch(self, loss: float, samples: int, validation, incremental: bool) -> bool:
         """scikit-learn's end of an epoch (see the module docstring); True to stop training."""
