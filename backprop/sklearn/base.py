@@ -405,7 +405,8 @@ class MLPBase(BaseEstimator):
             self._optimizer.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
         if self._no_improvement_count > self.n_iter_no_change:
             what = "Validation score" if self.early_stopping else "Training loss"
-            message = f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} consecutive epochs."
+            message = (f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} "
+                       "consecutive epochs.")
             if not adaptive or self._optimizer.lr <= ADAPTIVE_LR_FLOOR:
                 if self.verbose:
                     print(message + (" Learning rate too small." if adaptive else "") + " Stopping.")
