@@ -101,3 +101,23 @@ def test_host_arrays_never_meet_device_arrays(gpu):
     with pytest.raises(TypeError, match="Only numpy.ndarrays of size one can be passed by value"):
         bp.get_backend("cuda", "float64")._kernels("multiply_f64").function((1,), (32,), (np.ones(3), x, x, 3))
 
+
+@pytest.mark.parametrize("missing, named", [("cublas", "cuBLAS"), ("nvrtc", "NVRTC")])
+def test_a_library_that_does_not_load_makes_the_gpu_unusable_and_says_how_to_fix_it(monkeypatch, missing, named):
+    """CuPy imports and devices answer, but a library the backend loads does not: no usable GPU,
+    `auto` falls back to the CPU, a named GPU is refused, each saying what to install."""
+    cupy_double.install(monkeypatch, **{missing: False})
+    monkeypatch.setattr(devices, "_BACKENDS", {})
+    monkeypatch.setattr(devices, "installed_cupy_major", lambda: 13)
+    devices.cuda_status.cache_clear()
+    devices._warn_auto_fallback.cache_clear()
+    try:
+        count, reason = devices.cuda_status()
+        assert count == 0 and named in reason and 'pip install "backprop-gpu[cuda13]"' in reason, reason
+        assert bp.available_devices() == ["cpu"]
+        with pytest.warns(RuntimeWarning, match=named):
+            assert devices.resolve_device("auto") == "cpu"
+        with pytest.raises(bp.DeviceUnavailableError, match=named):
+            bp.get_backend("cuda")
+    finally:
+        devices.cuda_status.cache_clear()
