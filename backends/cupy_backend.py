@@ -7,10 +7,16 @@ without it. Every op computes what `Backend` defines (tests compare them op by o
   launch each (a reduction adds one single-block launch that adds the per-block partials).
 - reductions are deterministic: fixed-order trees, no atomics.
 Arrays must be C-contiguous and of the backend's dtype; the launcher refuses anything else.
+
+Every public op, the reference ops inherited from `Backend` included, runs with the backend's
+GPU current (`_on_its_device`): the arrays it makes live there, and its kernels (looked up,
+compiled and loaded there too), GEMMs and CuPy operations run there. So `cuda:1` never runs
+work on GPU 0, whichever device the caller has current.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 from backprop.backends.base import ACTIVATIONS, Backend, dropout_threshold
@@ -39,6 +45,29 @@ def _row_block(cols: int) -> int:
     return min(BLOCK, max(32, 1 << max(0, cols - 1).bit_length()))
 
 
+def _on_its_device(op):
+    """`op` run with the backend's GPU current (entered only when another one is, so nested ops
+    and a caller already inside `on_device()` pay one device query)."""
+
+    @functools.wraps(op)
+    def on_its_device(self, *args, **kwargs):
+        if self._is_current():
+            return op(self, *args, **kwargs)
+        with self._gpu:
+            return op(self, *args, **kwargs)
+
+    return on_its_device
+
+
+def _every_op_on_its_device(cls):
+    """Wraps every public op of `Backend` in `cls`, its own and the inherited ones alike."""
+    for name, member in vars(Backend).items():
+        if callable(member) and not name.startswith("_") and name != "on_device":
+            setattr(cls, name, _on_its_device(getattr(cls, name)))
+    return cls
+
+
+@_every_op_on_its_device
 class CupyBackend(Backend):
     """`Backend` on an NVIDIA GPU through CuPy and backprop's CUDA kernels."""
 
@@ -54,6 +83,7 @@ class CupyBackend(Backend):
         super().__init__(cupy, dtype=dtype, device=f"cuda:{index}")
         self._cupy = cupy
         self._cublas = cublas
+        self._runtime, self._index = cupy.cuda.runtime, index
         self._gpu = cupy.cuda.Device(index)
         self._kernels = KernelLibrary(cupy)
         self._suffix = "_f32" if dtype == "float32" else "_f64"
@@ -63,10 +93,11 @@ class CupyBackend(Backend):
     def on_device(self):
         return self._gpu
 
+    def _is_current(self) -> bool:
+        return self._runtime.getDevice() == self._index
+
     def _launch(self, kernel: str, grid: int, block: int, *args) -> None:
-        launcher = self._kernels(kernel + self._suffix)
-        with self._gpu:
-            launcher(grid, block, *args)
+        self._kernels(kernel + self._suffix)(grid, block, *args)
 
     def _out(self, out, shape):
         return self.empty(shape) if out is None else out
@@ -87,12 +118,10 @@ class CupyBackend(Backend):
     # ------------------------------------------------------------------ arrays and transfer
 
     def asarray(self, host_array):
-        with self._gpu:
-            return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self.dtype))
+        return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self.dtype))
 
     def asarray_int(self, host_array):
-        with self._gpu:
-            return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self._cupy.int64))
+        return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self._cupy.int64))
 
     def owns(self, x) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -101,17 +130,14 @@ class CupyBackend(Backend):
         return array.get()
 
     def zeros(self, shape):
-        with self._gpu:
-            return self._cupy.zeros(shape, dtype=self.dtype)
+        return self._cupy.zeros(shape, dtype=self.dtype)
 
     def empty(self, shape):
-        with self._gpu:
-            return self._cupy.empty(shape, dtype=self.dtype)
+        return self._cupy.empty(shape, dtype=self.dtype)
 
     def copy(self, x, out=None):
         if out is None:
-            with self._gpu:
-                return x.copy()
+            return x.copy()
         out[...] = x
         return out
 
@@ -127,8 +153,7 @@ class CupyBackend(Backend):
         rows = a.shape[1] if transpose_a else a.shape[0]
         cols = b.shape[0] if transpose_b else b.shape[1]
         out = self._out(out, (rows, cols))
-        with self._gpu:
-            self._cublas.gemm("T" if transpose_a else "N", "T" if transpose_b else "N", a, b, out=out)
+        self._cublas.gemm("T" if transpose_a else "N", "T" if transpose_b else "N", a, b, out=out)
         return out
 
     def sum_rows(self, x, out=None):

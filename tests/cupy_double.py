@@ -220,7 +220,8 @@ class ndarray(np.ndarray):
         return bool(self.get())
 
     def copy(self, order="C"):
-        machine.check("copy", (self,))
+        """A copy on the current device, from any device, as CuPy's (after the source's queued work)."""
+        machine.synchronize(self.device_id)
         result = empty(self.shape, self.dtype)
         machine.run(lambda: np.copyto(result._host(), self._host()))
         return result

@@ -34,8 +34,8 @@ def _host(value, backend):
     return backend.to_host(value) if value is not None and backend.owns(value) else value
 
 
-def check_op_case(case: str, dtype: str, shape, tolerance: Tolerance) -> None:
-    backend = bp.get_backend("cuda", dtype)
+def check_op_case(case: str, dtype: str, shape, tolerance: Tolerance, device: str = "cuda") -> None:
+    backend = bp.get_backend(device, dtype)
     want = run_case(Backend(np, dtype), case, 0, shape)
     got = [_host(g, backend) for g in run_case(backend, case, 0, shape)]
     assert len(got) == len(want), case
@@ -64,25 +64,25 @@ OPTIMIZERS = {
 }
 
 
-def check_training_steps(optimizer: str, dtype: str, tolerance: Tolerance) -> None:
+def check_training_steps(optimizer: str, dtype: str, tolerance: Tolerance, device: str = "cuda") -> None:
     """Forward, loss, backward and update, five steps, on both backends from the same seed: the
     loss, the gradients and the weights agree after every step, and the arrays stay on the GPU."""
     rng = np.random.default_rng(0)
     X, labels = rng.normal(size=(40, 6)), rng.integers(0, 4, size=40)
-    nets = {device: _network(device, dtype) for device in ("cpu", "cuda")}
-    optimizers = {device: OPTIMIZERS[optimizer](net.parameters()) for device, net in nets.items()}
-    losses = {device: bp.CrossEntropyLoss() for device in nets}
+    nets = {name: _network(name, dtype) for name in ("cpu", device)}
+    optimizers = {name: OPTIMIZERS[optimizer](net.parameters()) for name, net in nets.items()}
+    losses = {name: bp.CrossEntropyLoss() for name in nets}
     close = tolerance.training(dtype)
-    cpu, gpu = nets["cpu"], nets["cuda"]
+    cpu, gpu = nets["cpu"], nets[device]
     for step in range(5):
         values = {}
-        for device, net in nets.items():
+        for name, net in nets.items():
             net.train()
             batch = slice(8 * step, 8 * step + 8)
-            values[device] = losses[device](net(X[batch]), labels[batch])
-            net.backward(losses[device].backward())
+            values[name] = losses[name](net(X[batch]), labels[batch])
+            net.backward(losses[name].backward())
         assert gpu.backend.owns(gpu.store.grad) and gpu.backend.owns(gpu.store.data), "left the device"
-        np.testing.assert_allclose(values["cuda"], values["cpu"], **close, err_msg=f"loss, step {step}")
+        np.testing.assert_allclose(values[device], values["cpu"], **close, err_msg=f"loss, step {step}")
         np.testing.assert_allclose(bp.to_numpy(gpu.store.grad), cpu.store.grad, **close,
                                    err_msg=f"gradients, step {step}")
         for opt in optimizers.values():
@@ -92,19 +92,19 @@ def check_training_steps(optimizer: str, dtype: str, tolerance: Tolerance) -> No
     np.testing.assert_allclose(bp.predict(gpu, X), bp.predict(cpu, X), **close, err_msg="predict")
 
 
-def check_fit(tolerance: Tolerance) -> None:
+def check_fit(tolerance: Tolerance, device: str = "cuda") -> None:
     """fit end to end (shuffled batches, dropout, BatchNorm, validation, accuracy) in float64."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 6))
     y = (X[:, 0] + X[:, 1] ** 2 > 1.0).astype(np.float64)
     results = {}
-    for device in ("cpu", "cuda"):
+    for name in ("cpu", device):
         net = bp.Sequential(bp.Dense(6, 8, activation="relu"), bp.BatchNorm(8), bp.Dropout(0.2),
-                            bp.Dense(8, 1), device=device, dtype="float64", seed=5)
+                            bp.Dense(8, 1), device=name, dtype="float64", seed=5)
         history = bp.fit(net, X, y, loss=bp.BCEWithLogitsLoss(), optimizer=bp.Adam(net.parameters(), lr=0.01),
                          epochs=3, batch_size=16, validation_split=0.2, seed=2, progress=False)
-        results[device] = (history, bp.to_numpy(net.store.data))
-    (h_gpu, w_gpu), (h_cpu, w_cpu) = results["cuda"], results["cpu"]
+        results[name] = (history, bp.to_numpy(net.store.data))
+    (h_gpu, w_gpu), (h_cpu, w_cpu) = results[device], results["cpu"]
     close = tolerance.training("float64")
     np.testing.assert_allclose(w_gpu, w_cpu, **close)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):

@@ -56,8 +56,11 @@ def test_detection_finds_the_double(gpu):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", CASES)
-def test_every_op_matches_the_reference(gpu, case, dtype, shape):
-    check_op_case(case, dtype, shape, TOLERANCE)
+def test_every_op_matches_the_reference_on_cuda_1_and_runs_there_only(gpu, case, dtype, shape):
+    """On cuda:1 with device 0 current, as in a process that never chose a device: every op,
+    the reference ops CupyBackend inherits and every kernel lookup included, runs on GPU 1."""
+    check_op_case(case, dtype, shape, TOLERANCE, device="cuda:1")
+    assert gpu.work == {1}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -121,3 +124,74 @@ def test_a_library_that_does_not_load_makes_the_gpu_unusable_and_says_how_to_fix
             bp.get_backend("cuda")
     finally:
         devices.cuda_status.cache_clear()
+
+
+# ---------------------------------------------------------------------- on cuda:1, device 0 current
+
+CORE = pytest.mark.xfail(strict=True, reason="needs the core under backend.on_device()")
+
+
+@CORE
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_forward_backward_and_optimizer_steps_on_cuda_1_run_there_only(gpu, dtype):
+    """net(x), the loss, net.backward and opt.step on cuda:1 equal the CPU's, and nothing runs on GPU 0."""
+    check_training_steps("adam", dtype, TOLERANCE, device="cuda:1")
+    assert gpu.work == {1}
+
+
+@CORE
+def test_fit_on_cuda_1_runs_there_only(gpu):
+    check_fit(TOLERANCE, device="cuda:1")
+    assert gpu.work == {1}
+
+
+def _trained_on(device):
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(30, 5)), rng.integers(0, 3, size=30)
+    net = bp.Sequential(bp.Dense(5, 8, activation="tanh"), bp.BatchNorm(8), bp.Dense(8, 3), device=device,
+                        dtype="float64", seed=1)
+    return net, X, y
+
+
+@CORE
+def test_predict_and_evaluate_on_cuda_1_run_there_only(gpu):
+    (gpu_net, X, y), (cpu_net, _, _) = _trained_on("cuda:1"), _trained_on("cpu")
+    close = TOLERANCE.training("float64")
+    np.testing.assert_allclose(bp.predict(gpu_net, X), bp.predict(cpu_net, X), **close)
+    got = bp.evaluate(gpu_net, X, y, loss=bp.CrossEntropyLoss())
+    want = bp.evaluate(cpu_net, X, y, loss=bp.CrossEntropyLoss())
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], **close, err_msg=key)
+    assert gpu.work == {1}
+
+
+@CORE
+def test_parameter_assignment_on_cuda_1_runs_there_only(gpu):
+    """`p.data = values` and `p.grad = values` (host or device values) copy into the flat buffers on
+    GPU 1. (`p.data[...] = values` is CuPy's own setitem, run on whichever device the caller has
+    current: inside `with net.backend.on_device():` that is GPU 1.)"""
+    net, _, _ = _trained_on("cuda:1")
+    weight = net.layers[0].weight
+    values = np.arange(40.0).reshape(5, 8)
+    weight.data = values
+    weight.grad = net.backend.asarray(values + 1)
+    np.testing.assert_array_equal(bp.to_numpy(weight.data), values)
+    np.testing.assert_array_equal(bp.to_numpy(weight.grad), values + 1)
+    with net.backend.on_device():
+        weight.data[...] = values + 2
+    np.testing.assert_array_equal(bp.to_numpy(net.layers[0].weight.data), values + 2)
+    assert gpu.work == {1}
+
+
+@CORE
+def test_checkpoints_on_cuda_1_round_trip_there_only(gpu, tmp_path):
+    net, X, y = _trained_on("cuda:1")
+    opt = bp.Adam(net.parameters())
+    bp.fit(net, X, y, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=2, batch_size=8, progress=False)
+    bp.save(net, tmp_path / "model.npz", optimizer=opt)
+    loaded, loaded_opt = bp.load(tmp_path / "model.npz", device="cuda:1", optimizer=True)
+    assert loaded.device == "cuda:1"
+    np.testing.assert_array_equal(bp.to_numpy(loaded.store.data), bp.to_numpy(net.store.data))
+    np.testing.assert_array_equal(bp.predict(loaded, X), bp.predict(net, X))
+    assert gpu.work == {1}
