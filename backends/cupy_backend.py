@@ -35,6 +35,12 @@ def _blocks(n: int, cap: int) -> int:
     return max(1, min(cap, -(-n // BLOCK)))
 
 
+def _row_blocks(rows: int, cap: int) -> int:
+    """Blocks for a block-per-row kernel: one per row, at least 1 (the kernel then skips rows it
+    does not have), at most `cap` (the grid-stride loop does the rest)."""
+    return max(1, min(cap, rows))
+
+
 def _tiles(cols: int) -> int:
     """Blocks for a column reduction: one per TILE columns, at least 1, at most PARTIAL_GRID."""
     return max(1, min(PARTIAL_GRID, -(-cols // TILE)))
@@ -85,7 +91,7 @@ class CupyBackend(Backend):
         self._cublas = cublas
         self._runtime, self._index = cupy.cuda.runtime, index
         self._gpu = cupy.cuda.Device(index)
-        self._kernels = KernelLibrary(cupy)
+        self._kernels = KernelLibrary(cupy, index)
         self._suffix = "_f32" if dtype == "float32" else "_f64"
 
     # ------------------------------------------------------------------ plumbing
@@ -117,11 +123,15 @@ class CupyBackend(Backend):
 
     # ------------------------------------------------------------------ arrays and transfer
 
+    def _contiguous(self, array):
+        # CuPy's ascontiguousarray makes a 0-d array 1-d: only strided arrays go through it
+        return array if array.flags.c_contiguous else self._cupy.ascontiguousarray(array)
+
     def asarray(self, host_array):
-        return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self.dtype))
+        return self._contiguous(self._cupy.asarray(host_array, dtype=self.dtype))
 
     def asarray_int(self, host_array):
-        return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self._cupy.int64))
+        return self._contiguous(self._cupy.asarray(host_array, dtype=self._cupy.int64))
 
     def owns(self, x) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -184,7 +194,7 @@ class CupyBackend(Backend):
         rows, cols = z.shape
         y = self._out(out, z.shape)
         if activation == "softmax":
-            self._launch("bias_softmax_fwd", min(rows, MAX_GRID), _row_block(cols), z, bias, y, rows, cols)
+            self._launch("bias_softmax_fwd", _row_blocks(rows, MAX_GRID), _row_block(cols), z, bias, y, rows, cols)
             return y, None
         grid = _blocks(z.size, MAX_GRID)
         if activation == "gelu":
@@ -205,7 +215,7 @@ class CupyBackend(Backend):
         result = self._out(out, first.shape)
         if activation == "softmax":
             rows, cols = first.shape
-            self._launch(f"softmax_{op}", min(rows, MAX_GRID), _row_block(cols), *inputs, result, rows, cols)
+            self._launch(f"softmax_{op}", _row_blocks(rows, MAX_GRID), _row_block(cols), *inputs, result, rows, cols)
         else:
             self._launch(f"{activation}_{op}", _blocks(first.size, MAX_GRID), BLOCK, *inputs, result,
                          first.size, slope)
@@ -245,7 +255,7 @@ class CupyBackend(Backend):
 
     def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
         rows, cols = logits.shape
-        grid = min(rows, PARTIAL_GRID)
+        grid = _row_blocks(rows, PARTIAL_GRID)
         grad, partials = self.empty(logits.shape), self.empty((grid,))
         self._launch("cross_entropy_loss", grid, _row_block(cols), logits, target, grad, partials, rows, cols,
                      self._scale(rows, reduction))

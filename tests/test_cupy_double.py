@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.backends import devices
+from backprop.backends import Backend, devices
 from backprop.kernels import loader
 from op_cases import CASES
 from gpu_scenarios import (OPTIMIZERS, Tolerance, check_fit, check_launcher_refusals, check_op_case,
@@ -195,3 +195,98 @@ def test_checkpoints_on_cuda_1_round_trip_there_only(gpu, tmp_path):
     np.testing.assert_array_equal(bp.to_numpy(loaded.store.data), bp.to_numpy(net.store.data))
     np.testing.assert_array_equal(bp.predict(loaded, X), bp.predict(net, X))
     assert gpu.work == {1}
+
+
+# ---------------------------------------------------------------------- as strict as CuPy, or stricter
+
+
+def test_arrays_live_on_the_device_current_when_made_and_another_devices_array_is_refused(gpu):
+    cp = sys.modules["cupy"]
+    with cp.cuda.Device(1):
+        x = cp.asarray(np.ones((2, 2)))
+    y = cp.asarray(np.ones((2, 2)))
+    assert (x.device.id, x[1:].device.id, x.T.device.id, y.device.id) == (1, 1, 1, 0)
+    with pytest.raises(ValueError, match="add: an array of cuda:1 was given while cuda:0 is current"):
+        x + 1
+    with pytest.raises(ValueError, match="setitem: an array of cuda:1"):
+        y[...] = x
+    with pytest.raises(ValueError, match="cublas.gemm: an array of cuda:1"):
+        sys.modules["cupy.cublas"].gemm("N", "N", x, y)
+    function = bp.get_backend("cuda:0", "float64")._kernels("multiply_f64").function
+    with pytest.raises(ValueError, match="kernel multiply_f64: an array of cuda:1"):
+        function((1,), (32,), (x, y, y, 4))
+    assert gpu.work == {0, 1}
+
+
+def test_cublas_imports_only_when_its_library_is_installed(monkeypatch):
+    cupy_double.install(monkeypatch, cublas=False)
+    import cupy  # noqa: F401  (CuPy itself imports without cuBLAS)
+
+    with pytest.raises(ImportError):
+        from cupy import cublas  # noqa: F401
+
+
+def test_launches_complete_at_a_sync_point_only(gpu):
+    """A kernel's output holds what was there before until a sync point (get(), float(), an event
+    or a device synchronized, another operation on that device)."""
+    cp = sys.modules["cupy"]
+    backend = bp.get_backend("cuda", "float64")
+    x = backend.asarray(np.ones(4))
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    out = backend.add_scaled(x, x, 1.0)
+    end.record()
+    assert np.isnan(out.view(np.ndarray)).all(), "read before the kernel ran"
+    with pytest.raises(RuntimeError, match="cudaErrorNotReady"):
+        cp.cuda.get_elapsed_time(start, end)
+    end.synchronize()
+    assert cp.cuda.get_elapsed_time(start, end) >= 0
+    np.testing.assert_array_equal(backend.to_host(out), 2.0)
+
+
+def test_ascontiguousarray_makes_a_0d_array_1d_as_cupy_does_and_the_backend_keeps_it_0d(gpu):
+    cp = sys.modules["cupy"]
+    assert cp.ascontiguousarray(cp.asarray(np.float64(2.0))).shape == (1,)
+    backend = bp.get_backend("cuda", "float32")
+    assert backend.asarray(np.float64(0.5)).shape == () and backend.asarray_int(np.int64(3)).shape == ()
+    assert backend.asarray(np.ones((3, 2), order="F")).flags.c_contiguous
+
+
+def test_a_one_element_host_array_goes_by_value_in_cupy_and_our_launcher_refuses_it(gpu):
+    backend = bp.get_backend("cuda", "float64")
+    x = backend.asarray(np.ones(1))
+    launcher = backend._kernels("multiply_f64")
+    by_value = r"argument 0 \(double\*\): got float64 np.float64\(1.0\), which a launch passes by value"
+    with pytest.raises(TypeError, match=by_value):
+        launcher.function((1,), (32,), (np.ones(1), x, x, 1))
+    with pytest.raises(TypeError, match=r"multiply_f64: argument 'a' \(double\*\) must be a device array "
+                                        r"\(cupy.ndarray\), got numpy.ndarray"):
+        launcher(1, 32, np.ones(1), x, x, 1)
+
+
+def test_our_launcher_refuses_an_array_of_another_gpu(gpu):
+    x = bp.get_backend("cuda:0", "float32").asarray(np.ones(4))
+    with pytest.raises(ValueError, match=r"add_scaled_f32: argument 'x' \(float\*\) lives on cuda:0, but the "
+                                         r"kernel runs on cuda:1"):
+        bp.get_backend("cuda:1", "float32").add_scaled(x, x, 1.0)
+
+
+def test_a_grid_of_0_runs_as_1_block_in_cupy_and_our_launcher_refuses_it(gpu):
+    backend = bp.get_backend("cuda", "float64")
+    x, partials = backend.asarray(np.arange(1.0, 4.0)), backend.zeros((1,))
+    launcher = backend._kernels("sum_partials_f64")
+    launcher.function((0,), (256,), (x, partials, 3))
+    assert backend.to_host(partials)[0] == 6.0, "CuPy launches a grid of 0 as 1 block"
+    with pytest.raises(ValueError, match="sum_partials_f64: the grid must be at least 1 block, got 0"):
+        launcher(0, 256, x, partials, 3)
+
+
+def test_ops_on_no_rows_never_launch_a_grid_of_0(gpu):
+    """Block-per-row kernels get one block at least; their results are the reference's."""
+    backend, reference = bp.get_backend("cuda", "float64"), Backend(np, "float64")
+    z, bias, target = np.zeros((0, 4)), np.arange(4.0), np.zeros((0, 4))
+    for be in (backend, reference):
+        y, _ = be.bias_activation_forward(be.asarray(z), be.asarray(bias), "softmax")
+        grad = be.activation_backward(be.asarray(z), y, None, "softmax")
+        loss, dlogits = be.cross_entropy_loss(be.asarray(z), be.asarray(target), "sum")
+        assert (y.shape, grad.shape, dlogits.shape, float(loss)) == ((0, 4), (0, 4), (0, 4), 0.0)
