@@ -27,6 +27,11 @@ class DeviceUnavailableError(RuntimeError):
     """A device was asked for by name but cannot be used here; the message says why and how to fix it."""
 
 
+def _describe(exc: Exception) -> str:
+    """An exception as one line: its type and its message (CUDA's span several lines)."""
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
+
+
 def installed_cupy_major() -> int | None:
     """The CUDA major version of the installed CuPy wheel (cupy-cuda12x: 12), or None."""
     for major in EXTRAS:
@@ -103,7 +108,7 @@ def _library_problems(cupy) -> list[str]:
         try:
             load(cupy)
         except Exception as exc:
-            problems.append(f"{LIBRARIES[library]} did not load ({exc.__class__.__name__}: {exc}); "
+            problems.append(f"{LIBRARIES[library]} did not load ({_describe(exc)}); "
                             f"{install_hint(library)}")
     return problems
 
@@ -113,7 +118,7 @@ def _driver_problem(cupy) -> tuple[int, str]:
     try:
         count = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:
-        reason = (f"no CUDA driver or device answered ({exc.__class__.__name__}: {exc}); "
+        reason = (f"no CUDA driver or device answered ({_describe(exc)}); "
                   "check `nvidia-smi` and the NVIDIA driver")
         major, driver = installed_cupy_major(), driver_cuda_version()
         if major is not None and driver is not None and driver < major * 1000:
@@ -140,7 +145,7 @@ def cuda_status() -> tuple[int, str]:
     try:
         import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install raising at import
-        return 0, f"CuPy is not installed or failed to import ({exc.__class__.__name__}: {exc}); {install_hint()}"
+        return 0, f"CuPy is not installed or failed to import ({_describe(exc)}); {install_hint()}"
     problems = _library_problems(cupy)
     count, driver = _driver_problem(cupy)
     if driver:

@@ -6,7 +6,8 @@ installed together.
 `backprop-gpu[cuda13]`, read from this installation's metadata, so it follows pyproject.toml. It
 is built once per requirement list (about 800 MB of wheels, most of it cuBLAS and NCCL; tens of
 seconds) and kept under ~/.cache/backprop-tests/ for the next run. backprop itself is made
-importable there by `source_tree()`, the installed layout as symbolic links to this checkout.
+importable there by `linked_layout` (benchmarks/first_gpu_run.py): the installed layout as
+symbolic links to this checkout.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 
 from backprop.backends.devices import extra_requirements
 
-REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "backprop-tests"
 BUILD_TIMEOUT_S = 600
 
@@ -49,16 +49,3 @@ def environment(extra: str) -> Path:
     except OSError:  # another test run finished the same environment first
         shutil.rmtree(building, ignore_errors=True)
     return python
-
-
-def source_tree(destination: Path) -> Path:
-    """`destination` with backprop importable from it as installed (backends/ and kernels/ inside
-    backprop/), made of symbolic links to this checkout; the path to put on sys.path."""
-    package = destination / "backprop"
-    package.mkdir(parents=True)
-    for entry in (REPO / "backprop").iterdir():
-        if entry.name != "__pycache__":
-            (package / entry.name).symlink_to(entry)
-    (package / "backends").symlink_to(REPO / "backends")
-    (package / "kernels").symlink_to(REPO / "kernels")
-    return destination

@@ -402,6 +402,13 @@ class RawModule:
 # ---------------------------------------------------------------------- the modules
 
 
+def _properties(device: int) -> dict:
+    """cudaGetDeviceProperties, the fields our code reads (a made-up GPU)."""
+    Device(device)  # an invalid device raises
+    return {"name": b"CuPy double", "totalGlobalMem": 2**30, "major": 9, "minor": 0, "multiProcessorCount": 2,
+            "memoryClockRate": 1_000_000, "memoryBusWidth": 256}
+
+
 _CUPY_NAMES = ("ndarray", "asarray", "ascontiguousarray", "empty", "zeros", "reshape", "sqrt", "sum",
                "float32", "float64", "int64", "RawModule", "RawKernel")
 
@@ -417,9 +424,11 @@ def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True) -> dict:
     cuda.get_current_stream = lambda device=None: Stream()
     cuda.runtime = types.SimpleNamespace(
         getDeviceCount=lambda: machine.devices, getDevice=lambda: machine.current, setDevice=machine.set_device,
-        deviceSynchronize=lambda: machine.synchronize(machine.current))
-    version = (lambda: (12, 9)) if nvrtc else (lambda: _raise(RuntimeError(
-        'Failure finding "libnvrtc.so.13 or libnvrtc.so.12": No such file')))
+        deviceSynchronize=lambda: machine.synchronize(machine.current), getDeviceProperties=_properties,
+        runtimeGetVersion=lambda: 12090, driverGetVersion=lambda: 13000)
+    version = (lambda: (12, 9)) if nvrtc else (lambda: _raise(RuntimeError(  # cuda-pathfinder's, lines and all
+        'Failure finding "libnvrtc.so.13 or libnvrtc.so.12": No such file\n  listdir("nvidia/cu13/lib"):\n'
+        '    libcudart.so.13\n')))
     cuda.nvrtc = types.SimpleNamespace(getVersion=version)
     cupy = types.ModuleType("cupy")
     cupy.__path__ = []

@@ -125,6 +125,7 @@ def test_a_library_that_does_not_load_makes_the_gpu_unusable_and_says_how_to_fix
     try:
         count, reason = devices.cuda_status()
         assert count == 0 and named in reason and 'pip install "backprop-gpu[cuda13]"' in reason, reason
+        assert "\n" not in reason, "a reason is one line (the CLI prints it as one)"
         assert bp.available_devices() == ["cpu"]
         with pytest.warns(RuntimeWarning, match=named):
             assert devices.resolve_device("auto") == "cpu"

@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from backprop.backends import devices
 from backprop.backends.devices import extra_requirements
-from cuda_envs import environment, source_tree
+from cuda_envs import environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from first_gpu_run import linked_layout  # noqa: E402
 
 # What each extra must pin: CUDA 12's NVIDIA wheels carry -cu12; CUDA 13's carry no suffix (their
 # -cu13 names are empty stubs), except NCCL's.
@@ -58,13 +62,13 @@ def _libraries_load(result: dict, major: int) -> None:
 def test_under_the_test_extra_every_library_loads_without_a_gpu(tmp_path):
     """cuda12: `from cupy import cublas` and NCCL load here, in the test environment."""
     done = subprocess.run([sys.executable, "-c", LIBRARY_CHECK,
-                           str(source_tree(tmp_path))], capture_output=True, text=True, timeout=120)
+                           str(linked_layout(tmp_path))], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     _libraries_load(json.loads(done.stdout), 12)
 
 
 def test_under_the_cuda13_extra_every_library_loads_without_a_gpu(tmp_path):
-    done = subprocess.run([str(environment("cuda13")), "-c", LIBRARY_CHECK, str(source_tree(tmp_path))],
+    done = subprocess.run([str(environment("cuda13")), "-c", LIBRARY_CHECK, str(linked_layout(tmp_path))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     _libraries_load(json.loads(done.stdout), 13)
