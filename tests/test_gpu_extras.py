@@ -79,9 +79,12 @@ def test_under_the_cuda13_extra_every_library_loads_without_a_gpu(tmp_path):
 def test_the_install_hint_fits_the_installed_cupy_or_else_the_driver(monkeypatch, cupy_major, driver, extra):
     monkeypatch.setattr(devices, "installed_cupy_major", lambda: cupy_major)
     monkeypatch.setattr(devices, "driver_cuda_version", lambda: driver)
-    wheel = {"cuda12": "nvidia-cublas-cu12==", "cuda13": "nvidia-cublas=="}[extra]
-    hint = devices.install_hint("cublas")
-    assert f'pip install "backprop-gpu[{extra}]"' in hint and f'pip install "{wheel}' in hint, hint
+    wheels = {"cuda12": {"cublas": "nvidia-cublas-cu12==", "nvrtc": "nvidia-cuda-nvrtc-cu12==",
+                         "nccl": "nvidia-nccl-cu12=="},
+              "cuda13": {"cublas": "nvidia-cublas==", "nvrtc": "nvidia-cuda-nvrtc==", "nccl": "nvidia-nccl-cu13=="}}
+    for library, wheel in wheels[extra].items():
+        hint = devices.install_hint(library)
+        assert f'pip install "backprop-gpu[{extra}]"' in hint and f'pip install "{wheel}' in hint, hint
 
 
 def test_without_cupy_or_driver_the_hint_names_both_extras(monkeypatch):
