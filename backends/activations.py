@@ -142,6 +142,17 @@ def _softplus_backward(xp, grad_y, y, x, slope):
     return grad_y * -xp.expm1(-y)
 
 
+def _silu_forward(xp, x, slope):
+    """y = x sigmoid(x) (SiLU, also called swish)."""
+    return x * sigmoid(xp, x)
+
+
+def _silu_backward(xp, grad_y, y, x, slope):
+    """dL/dx = dL/dy * s (1 + x (1 - s)), s = sigmoid(x)."""
+    s = sigmoid(xp, x)
+    return grad_y * (s * (1.0 + x * (1.0 - s)))
+
+
 ACTIVATIONS: dict[str, Activation] = {}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -196,3 +207,4 @@ _builtin("leaky_relu", _leaky_relu_forward, _leaky_relu_backward, init="he_norma
 _builtin("gelu", _gelu_forward, _gelu_backward, needs_input=True, init="he_normal")
 _builtin("softmax", _softmax_forward, _softmax_backward, rowwise=True)
 _builtin("softplus", _softplus_forward, _softplus_backward, init="he_normal")
+_builtin("silu", _silu_forward, _silu_backward, needs_input=True, init="he_normal")

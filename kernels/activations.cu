@@ -118,6 +118,27 @@ struct Softplus {
     static __device__ __forceinline__ T backward(T dy, T y, T) { return dy * -bp_expm1(-y); }
 };
 
+// Forward: s = sigmoid(x) within 7u s (Sigmoid above), the product rounds: 8u |y|. The rounding
+// of v adds |silu'(v)| u |v| <= u |y| (1 + |v|) (silu' = s (1 + v (1 - s))).
+// Backward, x the pre-activation: with s <= 1 and 1 - s <= 1, q = 1 + x (1 - s) is within
+// u (7|x| + 2|x| + |q|) of its value and s q within 9u (s |q| + |x|); the product with dy
+// rounds once: |dz - exact| <= u (10 |dz| + 9 |dy| |x|). Loose where s vanishes (x << 0).
+// bound[silu_fwd] y: 8 * u * abs(result)
+// bound[bias_silu_fwd] y: (9 + abs(z + bias)) * u * abs(result)
+// bound[bias_silu_fwd] pre: exact
+// bound[silu_bwd] dz: u * (10 * abs(result) + 9 * abs(dy) * abs(pre))
+struct Silu {
+    // y = x sigmoid(x)
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return x * bp_sigmoid(x); }
+    // Takes the pre-activation x: dL/dz = dL/dy * s (1 + x (1 - s)), s = sigmoid(x)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T x, T) {
+        const T s = bp_sigmoid(x);
+        return dy * (s * (T(1) + x * (T(1) - s)));
+    }
+};
+
 // y = act(z + b[col]) over a (rows, cols) matrix, b broadcast over rows; `pre` (z + b) is
 // written when not null (GELU's backward needs it); `bias` null means no bias.
 // The column advances by the grid stride modulo cols, so no 64-bit division per element.
@@ -148,7 +169,7 @@ __device__ void act_backward(const T* dy, const T* saved, T* grad_x, long long n
 }
 
 // ---- y = act(z + b): reads z, writes y: 2 * sizeof(T) bytes per element (b stays in cache);
-// GELU also writes z + b: 3 * sizeof(T).
+// GELU and SiLU also write z + b: 3 * sizeof(T).
 extern "C" __global__ void bias_linear_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Linear>(z, bias, y, (float*)0, rows, cols, slope); }
 extern "C" __global__ void bias_linear_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Linear>(z, bias, y, (double*)0, rows, cols, slope); }
 extern "C" __global__ void bias_sigmoid_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Sigmoid>(z, bias, y, (float*)0, rows, cols, slope); }
@@ -163,6 +184,8 @@ extern "C" __global__ void bias_gelu_fwd_f32(const float* z, const float* bias, 
 extern "C" __global__ void bias_gelu_fwd_f64(const double* z, const double* bias, double* y, double* pre, long long rows, long long cols, double slope) { bias_act_forward<Gelu>(z, bias, y, pre, rows, cols, slope); }
 extern "C" __global__ void bias_softplus_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Softplus>(z, bias, y, (float*)0, rows, cols, slope); }
 extern "C" __global__ void bias_softplus_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Softplus>(z, bias, y, (double*)0, rows, cols, slope); }
+extern "C" __global__ void bias_silu_fwd_f32(const float* z, const float* bias, float* y, float* pre, long long rows, long long cols, float slope) { bias_act_forward<Silu>(z, bias, y, pre, rows, cols, slope); }
+extern "C" __global__ void bias_silu_fwd_f64(const double* z, const double* bias, double* y, double* pre, long long rows, long long cols, double slope) { bias_act_forward<Silu>(z, bias, y, pre, rows, cols, slope); }
 
 // ---- y = act(x): reads x, writes y: 2 * sizeof(T) bytes per element.
 extern "C" __global__ void sigmoid_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Sigmoid>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
@@ -177,8 +200,10 @@ extern "C" __global__ void gelu_fwd_f32(const float* x, float* y, long long n, f
 extern "C" __global__ void gelu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Gelu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 extern "C" __global__ void softplus_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Softplus>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
 extern "C" __global__ void softplus_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Softplus>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void silu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Silu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void silu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Silu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 
-// ---- dz = dy * act'(y): reads dy and y (GELU: the pre-activation), writes dz: 3 * sizeof(T).
+// ---- dz = dy * act'(y): reads dy and y (GELU, SiLU: the pre-activation), writes dz: 3 * sizeof(T).
 extern "C" __global__ void sigmoid_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
 extern "C" __global__ void sigmoid_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
 extern "C" __global__ void tanh_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Tanh>(dy, y, dz, n, slope); }
@@ -191,3 +216,5 @@ extern "C" __global__ void gelu_bwd_f32(const float* dy, const float* pre, float
 extern "C" __global__ void gelu_bwd_f64(const double* dy, const double* pre, double* dz, long long n, double slope) { act_backward<Gelu>(dy, pre, dz, n, slope); }
 extern "C" __global__ void softplus_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Softplus>(dy, y, dz, n, slope); }
 extern "C" __global__ void softplus_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Softplus>(dy, y, dz, n, slope); }
+extern "C" __global__ void silu_bwd_f32(const float* dy, const float* pre, float* dz, long long n, float slope) { act_backward<Silu>(dy, pre, dz, n, slope); }
+extern "C" __global__ void silu_bwd_f64(const double* dy, const double* pre, double* dz, long long n, double slope) { act_backward<Silu>(dy, pre, dz, n, slope); }
