@@ -139,6 +139,21 @@ struct Silu {
     }
 };
 
+// Forward: x for x > 0 (exact), expm1(x) below (within 3u |y|). The rounding of v adds
+// |elu'(v)| u |v|: u |v| for v > 0, (y + 1) u |v| below.
+// Backward: dy for y > 0, else y + 1 and the product round once each: 2u relative.
+// bound[elu_fwd] y: 3 * u * abs(result)
+// bound[bias_elu_fwd] y: u * (3 * abs(result) + abs(z + bias) * where(z + bias > 0, 1, result + 1))
+// bound[elu_bwd] dz: 2 * u * abs(result)
+struct Elu {
+    // y = x for x > 0, e^x - 1 below (alpha = 1)
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return x > T(0) ? x : bp_expm1(x); }
+    // dL/dz = dL/dy * (1 if y > 0 else y + 1)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T y, T) { return y > T(0) ? dy : dy * (y + T(1)); }
+};
+
 // y = act(z + b[col]) over a (rows, cols) matrix, b broadcast over rows; `pre` (z + b) is
 // written when not null (GELU's backward needs it); `bias` null means no bias.
 // The column advances by the grid stride modulo cols, so no 64-bit division per element.
@@ -186,6 +201,8 @@ extern "C" __global__ void bias_softplus_fwd_f32(const float* z, const float* bi
 extern "C" __global__ void bias_softplus_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Softplus>(z, bias, y, (double*)0, rows, cols, slope); }
 extern "C" __global__ void bias_silu_fwd_f32(const float* z, const float* bias, float* y, float* pre, long long rows, long long cols, float slope) { bias_act_forward<Silu>(z, bias, y, pre, rows, cols, slope); }
 extern "C" __global__ void bias_silu_fwd_f64(const double* z, const double* bias, double* y, double* pre, long long rows, long long cols, double slope) { bias_act_forward<Silu>(z, bias, y, pre, rows, cols, slope); }
+extern "C" __global__ void bias_elu_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Elu>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_elu_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Elu>(z, bias, y, (double*)0, rows, cols, slope); }
 
 // ---- y = act(x): reads x, writes y: 2 * sizeof(T) bytes per element.
 extern "C" __global__ void sigmoid_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Sigmoid>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
@@ -202,6 +219,8 @@ extern "C" __global__ void softplus_fwd_f32(const float* x, float* y, long long 
 extern "C" __global__ void softplus_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Softplus>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 extern "C" __global__ void silu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Silu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
 extern "C" __global__ void silu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Silu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void elu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Elu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void elu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Elu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 
 // ---- dz = dy * act'(y): reads dy and y (GELU, SiLU: the pre-activation), writes dz: 3 * sizeof(T).
 extern "C" __global__ void sigmoid_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
@@ -218,3 +237,5 @@ extern "C" __global__ void softplus_bwd_f32(const float* dy, const float* y, flo
 extern "C" __global__ void softplus_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Softplus>(dy, y, dz, n, slope); }
 extern "C" __global__ void silu_bwd_f32(const float* dy, const float* pre, float* dz, long long n, float slope) { act_backward<Silu>(dy, pre, dz, n, slope); }
 extern "C" __global__ void silu_bwd_f64(const double* dy, const double* pre, double* dz, long long n, double slope) { act_backward<Silu>(dy, pre, dz, n, slope); }
+extern "C" __global__ void elu_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Elu>(dy, y, dz, n, slope); }
+extern "C" __global__ void elu_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Elu>(dy, y, dz, n, slope); }
