@@ -9,9 +9,10 @@
 // the activation, which moves the result by |act'(v)| u |v|.
 #include "common.cuh"
 
-// sqrt(2 / pi) and the cubic coefficient of the tanh form of GELU (base.GELU_K, base.GELU_C).
+// sqrt(2 / pi) and the cubic coefficient of the tanh form of GELU (activations.GELU_K, GELU_C).
 #define BP_GELU_K 0.7978845608028654
 #define BP_GELU_C 0.044715
+#define BP_GELU_CLIP 100.0  // activations.GELU_CLIP
 
 // bound[bias_linear_fwd] y: exact
 struct Linear {
@@ -90,11 +91,14 @@ struct Gelu {
         const T inner = T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x);
         return T(0.5) * x * (T(1) + bp_tanh(inner));
     }
-    // Takes the pre-activation x (not y): dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2))
+    // Takes the pre-activation x (not y): dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)),
+    // t and dt taken at x clipped to +-BP_GELU_CLIP, as the reference: beyond it t is +-1 exactly,
+    // and x^2 would overflow float32 at |x| >= 2e19 (0 * inf = NaN).
     template <typename T>
     static __device__ __forceinline__ T backward(T dy, T x, T) {
-        const T t = bp_tanh(T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x));
-        const T dt = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * x * x);
+        const T xc = x < T(-BP_GELU_CLIP) ? T(-BP_GELU_CLIP) : (x > T(BP_GELU_CLIP) ? T(BP_GELU_CLIP) : x);
+        const T t = bp_tanh(T(BP_GELU_K) * (xc + T(BP_GELU_C) * xc * xc * xc));
+        const T dt = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * xc * xc);
         return dy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt);
     }
 };
