@@ -22,12 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 
-# Activation names every backend implements (None and "linear" mean the identity).
-ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "softmax")
-
-# sqrt(2 / pi) and the cubic coefficient of the tanh form of GELU (PyTorch's approximate="tanh").
-GELU_K = math.sqrt(2.0 / math.pi)
-GELU_C = 0.044715
+from backprop.backends.activations import ACTIVATIONS, get_activation, sigmoid
 
 # PyTorch clamps the logs of binary cross-entropy at -100 and bounds the gradient's denominator.
 BCE_LOG_FLOOR = -100.0
@@ -38,6 +33,9 @@ HASH_M1 = 0x85EBCA6B
 HASH_M2 = 0xC2B2AE35
 HASH_GOLDEN = 0x9E3779B9
 MASK32 = 0xFFFFFFFF
+
+
+_NO_SWITCH = contextlib.nullcontext()  # reusable, and shared: it holds no state
 
 
 def hash32(x: int) -> int:
@@ -87,7 +85,7 @@ class Backend:
         """A context manager that makes this backend's device the current one, so that every
         array operation inside it (ours, the array library's, a user's layer's) runs there.
         Nothing to switch on the CPU; the GPU backend enters its `cupy.cuda.Device`."""
-        return contextlib.nullcontext()
+        return _NO_SWITCH
 
     # ------------------------------------------------------------------ arrays and transfer
 
@@ -127,6 +125,10 @@ class Backend:
         """The elements flat[offset : offset + prod(shape)] seen with `shape`, sharing memory."""
         size = math.prod(shape)
         return self.xp.reshape(flat[offset : offset + size], shape)
+
+    def reshape(self, x, shape):
+        """x with another shape of the same size, sharing memory (x is C-contiguous)."""
+        return self.xp.reshape(x, shape)
 
     def take_rows(self, x, indices, out=None):
         """x[indices] along axis 0 (a batch gathered from the whole data set)."""
@@ -192,82 +194,26 @@ class Backend:
 
     # ------------------------------------------------------------------ activations
 
-    def _sigmoid(self, x):
-        """Two-sided sigmoid: 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below, never overflows."""
-        xp = self.xp
-        e = xp.exp(-xp.abs(x))
-        return xp.where(x >= 0, xp.ones_like(e), e) / (1.0 + e)
-
-    def _activate(self, x, activation: str, slope: float):
-        xp = self.xp
-        if activation == "linear":
-            return x
-        if activation == "sigmoid":
-            return self._sigmoid(x)
-        if activation == "tanh":
-            return xp.tanh(x)
-        if activation == "relu":
-            return xp.where(x > 0, x, xp.zeros_like(x))
-        if activation == "leaky_relu":
-            return xp.where(x > 0, x, slope * x)
-        if activation == "gelu":
-            inner = GELU_K * (x + GELU_C * x * x * x)
-            return 0.5 * x * (1.0 + xp.tanh(inner))
-        if activation == "softmax":
-            shifted = x - xp.max(x, axis=1, keepdims=True)
-            e = xp.exp(shifted)
-            return e / xp.sum(e, axis=1, keepdims=True)
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-
     def bias_activation_forward(self, z, bias, activation: str, slope: float = 0.01, out=None):
         """The dense layer's epilogue, one pass: y = act(z + b), b broadcast over rows.
 
-        Returns `(y, pre)`. `pre = z + b` is returned only for "gelu", the one activation whose
-        derivative cannot be written in terms of y; for the others `pre` is None.
-        softmax is taken over each row (axis 1).
+        Returns `(y, pre)`: `pre = z + b` when the activation's backward needs its input
+        (`Activation.needs_input`: GELU, SiLU), else None. The activation is looked up by name
+        in backprop.backends.activations, which defines its value and derivative.
         """
+        act = get_activation(activation)
         pre = z + bias
-        y = self._result(self._activate(pre, activation, slope), out)
-        return y, (pre if activation == "gelu" else None)
+        y = self._result(act.forward(self.xp, pre, slope), out)
+        return y, (pre if act.needs_input else None)
 
     def activation_forward(self, x, activation: str, slope: float = 0.01, out=None):
         """y = act(x) (no bias)."""
-        return self._result(self._activate(x, activation, slope), out)
+        return self._result(get_activation(activation).forward(self.xp, x, slope), out)
 
     def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
-        """dL/dz = dL/dy * act'(z), one pass, written in terms of the output y where possible.
-
-        sigmoid:    dL/dz = dL/dy * y * (1 - y)
-        tanh:       dL/dz = dL/dy * (1 - y^2)
-        relu:       dL/dz = dL/dy * [y > 0]
-        leaky_relu: dL/dz = dL/dy * (1 if y > 0 else slope)       (slope >= 0)
-        gelu:       y = x/2 (1 + tanh u), u = k (x + c x^3):
-                    dL/dz = dL/dy * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2))
-        softmax:    dL/dz_i = y_i (dL/dy_i - sum_j dL/dy_j y_j)     (per row)
-        linear:     dL/dz = dL/dy
-        """
-        xp = self.xp
-        if activation == "linear":
-            grad = grad_y
-        elif activation == "sigmoid":
-            grad = grad_y * y * (1.0 - y)
-        elif activation == "tanh":
-            grad = grad_y * (1.0 - y * y)
-        elif activation == "relu":
-            grad = xp.where(y > 0, grad_y, xp.zeros_like(grad_y))
-        elif activation == "leaky_relu":
-            grad = xp.where(y > 0, grad_y, slope * grad_y)
-        elif activation == "gelu":
-            x = pre
-            t = xp.tanh(GELU_K * (x + GELU_C * x * x * x))
-            dt = GELU_K * (1.0 + 3.0 * GELU_C * x * x)
-            grad = grad_y * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt)
-        elif activation == "softmax":
-            dot = xp.sum(grad_y * y, axis=1, keepdims=True)
-            grad = y * (grad_y - dot)
-        else:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        return self._result(grad, out)
+        """dL/dz = dL/dy * act'(z), one pass: the activation's own `backward`, given the output y
+        and, when it needs it, the pre-activation `pre` returned by the forward."""
+        return self._result(get_activation(activation).backward(self.xp, grad_y, y, pre, slope), out)
 
     # ------------------------------------------------------------------ losses
 
@@ -310,7 +256,7 @@ class Backend:
         per = xp.clip(x, min=0.0) - x * target + xp.log1p(xp.exp(-xp.abs(x)))
         n = math.prod(x.shape)
         loss = self._reduce(xp.sum(per), n, reduction)
-        return loss, self._scale(n, reduction) * (self._sigmoid(x) - target)
+        return loss, self._scale(n, reduction) * (sigmoid(self.xp, x) - target)
 
     def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
         """Softmax fused into cross-entropy over rows; `target` holds one probability row per
@@ -319,9 +265,14 @@ class Backend:
         log softmax(x)_j = x_j - m - log sum_k e^(x_k - m),  m = max_k x_k
         L = mean over rows of -sum_j t_j log softmax(x)_j
         dL/dx_j = (softmax(x)_j sum_k t_k - t_j) / rows
+
+        x_j - m is clamped at the dtype's lowest finite number: logits spanning more than its
+        range (+-3e38 in float32) make the difference -inf, and a zero target times -inf is
+        NaN; clamped, a class of target 0 adds 0 and the right class's loss stays finite.
         """
         xp = self.xp
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        lowest = float(xp.finfo(self.dtype).min)
+        shifted = xp.clip(logits - xp.max(logits, axis=1, keepdims=True), min=lowest)
         e = xp.exp(shifted)
         s = xp.sum(e, axis=1, keepdims=True)
         log_softmax = shifted - xp.log(s)
@@ -330,6 +281,34 @@ class Backend:
         t_sum = xp.sum(target, axis=1, keepdims=True)
         grad = self._scale(rows, reduction) * ((e / s) * t_sum - target)
         return loss, grad
+
+    def cross_entropy_labels_loss(self, logits, labels, reduction: str = "mean"):
+        """`cross_entropy_loss` with integer class labels (int64, shape (rows,)) instead of
+        probability rows: the same loss and gradient as with the one-hot rows of the labels,
+        without making them:
+
+        L = mean over rows of -log softmax(x)_label,  dL/dx_j = (softmax(x)_j - [j = label]) / rows
+        """
+        xp = self.xp
+        classes = xp.arange(logits.shape[1], dtype=labels.dtype)
+        onehot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1)), self.dtype)
+        return self.cross_entropy_loss(logits, onehot, reduction)
+
+    def huber_loss(self, pred, target, delta: float, reduction: str = "mean"):
+        """Huber loss (torch.nn.HuberLoss), d = p - t:
+
+        l = d^2 / 2 where |d| < delta, else delta (|d| - delta / 2)
+        dL/dp = (d where |d| < delta, else delta sign(d)) / N
+        """
+        xp = self.xp
+        diff = pred - target
+        size = xp.abs(diff)
+        inside = size < delta
+        per = xp.where(inside, 0.5 * diff * diff, delta * (size - 0.5 * delta))
+        n = math.prod(pred.shape)
+        loss = self._reduce(xp.sum(per), n, reduction)
+        grad = xp.where(inside, diff, delta * xp.sign(diff))
+        return loss, self._scale(n, reduction) * grad
 
     def hinge_loss(self, pred, target, reduction: str = "mean"):
         """Hinge loss with targets in {-1, +1}:
@@ -349,6 +328,12 @@ class Backend:
         """How many rows have argmax(scores) == argmax(target), as a 0-d array."""
         xp = self.xp
         hits = xp.argmax(scores, axis=1) == xp.argmax(target, axis=1)
+        return xp.sum(xp.astype(hits, self.dtype))
+
+    def count_label_matches(self, scores, labels):
+        """How many rows have argmax(scores) == label (int64 labels), as a 0-d array."""
+        xp = self.xp
+        hits = xp.argmax(scores, axis=1) == labels
         return xp.sum(xp.astype(hits, self.dtype))
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
@@ -436,6 +421,37 @@ class Backend:
         grad_gamma = xp.sum(grad_y * xhat, axis=0)
         grad_x = (gamma * inv_std / n) * (n * grad_y - grad_beta - xhat * grad_gamma)
         return grad_x, grad_gamma, grad_beta
+
+    def layernorm_forward(self, x, gamma, beta, eps: float):
+        """Normalize each row of x (rows, n) over its n values:
+
+        mu = mean_j x_j, var = mean_j (x_j - mu)^2 (biased), inv_std = 1 / sqrt(var + eps)
+        xhat = (x - mu) inv_std,  y = gamma xhat + beta
+        Returns `(y, xhat, inv_std)` with inv_std of shape (rows, 1); backward needs xhat and inv_std.
+        """
+        xp = self.xp
+        n = x.shape[1]
+        mean = xp.sum(x, axis=1, keepdims=True) / n
+        centered = x - mean
+        var = xp.sum(centered * centered, axis=1, keepdims=True) / n
+        inv_std = 1.0 / xp.sqrt(var + eps)
+        xhat = centered * inv_std
+        return gamma * xhat + beta, xhat, inv_std
+
+    def layernorm_backward(self, grad_y, xhat, gamma, inv_std):
+        """Gradients of the layer norm, per row of n values, with g = dL/dy gamma:
+
+        dL/dx = inv_std / n (n g - sum_j g_j - xhat sum_j g_j xhat_j)
+        dL/dgamma = sum over rows of dL/dy xhat,  dL/dbeta = sum over rows of dL/dy
+        Returns `(grad_x, grad_gamma, grad_beta)`.
+        """
+        xp = self.xp
+        n = grad_y.shape[1]
+        g = grad_y * gamma
+        sum_g = xp.sum(g, axis=1, keepdims=True)
+        sum_g_xhat = xp.sum(g * xhat, axis=1, keepdims=True)
+        grad_x = (inv_std / n) * (n * g - sum_g - xhat * sum_g_xhat)
+        return grad_x, xp.sum(grad_y * xhat, axis=0), xp.sum(grad_y, axis=0)
 
     def update_running_stats(self, running_mean, running_var, mean, var, momentum: float, n: int):
         """PyTorch's running statistics, in place: r = (1 - m) r + m batch, with the unbiased

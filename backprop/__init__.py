@@ -6,15 +6,18 @@
 """
 
 from backprop.backends import DeviceUnavailableError, available_devices, get_backend
+from backprop.backends.activations import ACTIVATIONS, Activation, register_activation
 from backprop.boundary import to_numpy
+from backprop.callbacks import Callback, ProgressBar
 from backprop.checkpoint import load, save
 from backprop.gradcheck import gradcheck
-from backprop.layers import BatchNorm, Dense, Dropout, Layer
+from backprop.layers import BatchNorm, Dense, Dropout, Flatten, Layer, LayerNorm, register_layer
 from backprop.losses import (
     BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
     HingeLoss,
+    HuberLoss,
     Loss,
     MAELoss,
     MSELoss,
@@ -24,12 +27,13 @@ from backprop.optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, O
 from backprop.parameters import Parameter
 from backprop.training import History, TrainingDivergedError, evaluate, fit, predict
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "CosineAnnealingLR",
-    "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR", "HingeLoss",
-    "History", "Layer", "Loss", "MAELoss", "MSELoss", "Optimizer", "Parameter", "Sequential", "StepLR",
-    "TrainingDivergedError", "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load",
-    "predict", "save", "to_numpy",
+    "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "Callback",
+    "CosineAnnealingLR", "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR",
+    "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss",
+    "Optimizer", "Parameter", "ProgressBar", "Sequential", "StepLR", "TrainingDivergedError",
+    "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load", "predict", "register_activation",
+    "register_layer", "save", "to_numpy",
 ]

@@ -2,7 +2,8 @@
 
 User arrays (NumPy, CuPy, nested lists) are checked for kind, shape and finiteness here, with a
 message that names the argument, what was expected and what came, before any state changes;
-then they are converted once to the network's device and dtype.
+then they are converted once to the network's device and dtype. Each kind of check has one
+function, so each mistake has one wording wherever it is made.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import numpy as np
 
 
 def is_cupy_array(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
+    module = type(x).__module__
+    return module == "cupy" or module.startswith("cupy.")
 
 
 def to_numpy(array) -> np.ndarray:
@@ -39,36 +41,71 @@ def host_numeric(x, name: str) -> np.ndarray:
     return array
 
 
-def check_finite(host: np.ndarray, name: str) -> None:
+def check_finite(host: np.ndarray, name: str, given: np.ndarray | None = None, dtype: str | None = None) -> None:
+    """ValueError naming the first NaN/inf element of `host`. When `host` is `given` converted
+    to `dtype`, the message shows the value as given (finite there, too large for `dtype`)."""
     if host.dtype.kind == "f" and not np.isfinite(host).all():
-        bad = np.argwhere(~np.isfinite(host))[0]
+        bad = tuple(np.argwhere(~np.isfinite(host))[0])
         where = ", ".join(str(int(i)) for i in bad)
-        raise ValueError(f"{name} must be finite, but {name}[{where}] is {host[tuple(bad)]}")
+        value = host[bad] if given is None else given[bad]
+        if given is not None and np.isfinite(value):
+            raise ValueError(f"{name} must be finite in {dtype}, the network's dtype, but {name}[{where}] is "
+                             f"{value}, which overflows it")
+        raise ValueError(f"{name} must be finite, but {name}[{where}] is {value}")
 
 
-def as_features(backend, x, width: int, name: str, rows: int | None = None):
-    """`x` checked as a 2-D batch (rows, width) of finite numbers, on the backend's device."""
-    native = backend.owns(x)
-    if native:
-        shape, kind = tuple(x.shape), np.dtype(str(x.dtype)).kind
-        if kind not in "biuf":
-            raise TypeError(f"{name} must hold real numbers, got an array of dtype {x.dtype}")
+def check_example_shape(shape: tuple, example_shape: tuple, name: str, what: str = "rows") -> None:
+    """`shape` must be (rows >= 1, *example_shape); `what` names the rows ("rows", "samples")."""
+    if shape[1:] == example_shape and shape[0] > 0:
+        return
+    if len(example_shape) == 1:
+        expected = f"2-D ({what}, {example_shape[0]} features)"
     else:
-        x = host_numeric(x, name)
-        shape = x.shape
-    if len(shape) != 2:
-        raise ValueError(f"{name} must be 2-D (rows, {width} features), got shape {shape}")
-    if shape[1] != width:
-        raise ValueError(f"{name} has {shape[1]} features but the network expects {width}")
+        expected = f"{len(example_shape) + 1}-D ({what}, {', '.join(str(s) for s in example_shape)})"
+    if len(shape) != len(example_shape) + 1:
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(shape)}")
+    if len(example_shape) == 1 and shape[1] != example_shape[0]:
+        raise ValueError(f"{name} has {shape[1]} features but the network expects {example_shape[0]}")
+    if tuple(shape[1:]) != tuple(example_shape):
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(shape)}")
     if shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has 0 rows")
-    if rows is not None and shape[0] != rows:
-        raise ValueError(f"{name} must have {rows} rows (the latest forward's batch), got {shape[0]}")
-    if native:
-        x = backend.asarray(x)
+        raise ValueError(f"{name} is empty: it has 0 {what}")
+
+
+def host_examples(backend, x, example_shape: tuple, name: str) -> np.ndarray:
+    """`x` checked as a batch of examples on the host, in the backend's dtype (what fit,
+    evaluate and predict convert once and then move to the device)."""
+    given = host_numeric(x, name)
+    check_example_shape(given.shape, example_shape, name, "samples")
+    host = _converted(given, backend.dtype_name)
+    check_finite(host, name, given, backend.dtype_name)
+    return host
+
+
+def _converted(given: np.ndarray, dtype: str) -> np.ndarray:
+    """`given` in `dtype`, C-contiguous; a value too large for it becomes inf, which the caller's
+    finiteness check then names as given (so the cast's own overflow warning adds nothing)."""
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(given, dtype=dtype)
+
+
+def as_batch(backend, x, example_shape: tuple, name: str, rows: int | None = None, copy: bool = False):
+    """`x` as a batch (rows, *example_shape) of finite numbers on the backend's device, in its
+    dtype. An array already on the device in the dtype and C order is checked with one finiteness
+    reduction; anything else is read and converted once. `copy=True` returns an array the
+    caller owns, whatever came in (the network keeps it for backward)."""
+    if backend.owns(x) and x.dtype == backend.dtype and x.flags.c_contiguous:
+        check_example_shape(tuple(x.shape), example_shape, name)
+        if rows is not None and x.shape[0] != rows:
+            raise ValueError(f"{name} must have {rows} rows (the latest forward's batch), got {x.shape[0]}")
         if not backend.all_finite(x):
             check_finite(backend.to_host(x), name)  # names the first bad element
             raise ValueError(f"{name} must be finite, but it holds NaN or inf")
-        return x
-    check_finite(x, name)
-    return backend.asarray(x)
+        return backend.copy(x) if copy else x
+    given = host_numeric(x, name)
+    check_example_shape(given.shape, example_shape, name)
+    if rows is not None and given.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows (the latest forward's batch), got {given.shape[0]}")
+    host = _converted(given, backend.dtype_name)
+    check_finite(host, name, given, backend.dtype_name)
+    return backend.asarray(host)

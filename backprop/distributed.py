@@ -1,58 +1,21 @@
-"""Data-parallel training over MPI (CPU, mpi4py) or NCCL (GPU, cupy.cuda.nccl).
+"""Data-parallel training over MPI (CPU, mpi4py) or NCCL (GPU, cupy.cuda.nccl): the communicators
+and the launch helpers. What fit does on N ranks, and the math, is in backprop/parallel.py.
 
     mpirun -n 4 python -m backprop train --distributed
     mpirun -n 4 python -m mpi4py my_script.py      # a script calling bp.fit(..., distributed=True)
 
-Every rank (process) holds a full copy of the network and the same (X, y), and computes its
-shard of every batch. The shuffle of an epoch is a function of (seed, epoch) alone, and the seed
-is rank 0's, so every rank cuts the same batches. Batch rows [start, stop), b of them, are cut
-into N contiguous shards; rank r gets rows [start + r b // N, start + (r + 1) b // N), b_r rows.
-
-The math. One process minimises, per batch, L = E + P: E the data loss over the b rows ("mean"
-or "sum" reduction), P the regularization penalty. Rank r estimates the batch loss from its rows,
-
-    L_r = E_r + P,   E_r = mean over its rows              (reduction "mean")
-                     E_r = (b / b_r) * sum over its rows   (reduction "sum"),
-
-and the row-weighted mean of the estimates is the batch loss exactly: sum_r (b_r / b) L_r = L.
-Gradients are linear, so one sum-allreduce of (b_r / b) dL_r/dtheta over the flat gradient
-buffer gives every rank dL/dtheta of the whole batch: N ranks at per-rank batch b/N take the
-steps of one process at batch b, up to the order of float additions. A rank with no rows of a
-tiny last batch contributes zeros and still joins the allreduce.
-
-Decisions every rank must share are taken on shared values, so no rank waits forever in an
-allreduce the others have left:
-- divergence: a rank whose loss is not finite poisons its gradient with NaN before the
-  allreduce, so the reduced gradient, which fit checks, is non-finite on every rank;
-- Ctrl-C: the OR of every rank's flag (one tiny host allreduce between steps);
-- early stopping and history: the epoch's metrics are summed over ranks, then rank 0's are
-  broadcast, so every rank records the same history and stops at the same epoch.
 Only rank 0 shows progress; checkpoints are the caller's to write from rank 0 (`is_root()`).
-
-BatchNorm keeps per-rank statistics (as PyTorch's DistributedDataParallel without
-SyncBatchNorm): in training each rank normalizes with its own shard's mean and variance, so
-with BatchNorm N ranks equal one process whose batches are normalized in N "ghost batches" of
-b/N rows, not one process at batch b. Synchronized statistics would cost two more allreduces
-per BatchNorm layer per step. The running statistics are averaged over the ranks at the end of
-every epoch, so validation, predict and checkpoints see the same network on every rank.
-
-Dropout draws independent masks on each rank: rank r's masks come from `dropout_seed(seed, r)`
-(rank 0 draws exactly the masks one process would). With the same seed on every rank, rows at
-the same position of different shards would be dropped together.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import traceback
 
 import numpy as np
 
 from backprop.backends import parse_device
-from backprop.backends.base import HASH_GOLDEN, MASK32, hash32
-from backprop.layers import BatchNorm, Dropout
 
 MPI_HINT = 'install the MPI extra: pip install "backprop-gpu[mpi]" (mpi4py and the mpich wheel)'
 
@@ -109,14 +72,6 @@ def run_on_ranks(command, args) -> int:
             traceback.print_exc()
             _mpi().COMM_WORLD.Abort(1)
             raise
-
-
-def dropout_seed(seed: int, rank: int) -> int:
-    """The seed of rank `rank`'s dropout masks: the network's seed on rank 0, a hash of
-    (seed, rank) elsewhere, so ranks drop independent elements."""
-    if rank == 0:
-        return seed
-    return hash32(seed ^ hash32((rank * HASH_GOLDEN) & MASK32))
 
 
 # ---------------------------------------------------------------------- communicators
@@ -227,126 +182,3 @@ def communicator_for(net):
     if index not in _NCCL_COMMUNICATORS:
         _NCCL_COMMUNICATORS[index] = NcclCommunicator(index)
     return _NCCL_COMMUNICATORS[index]
-
-
-# ---------------------------------------------------------------------- what fit does on N ranks
-
-
-class DataParallel:
-    """The data-parallel parts of one fit: start, shards, gradient reduction, shared decisions.
-
-    `communicator`: True picks one for the network's device (`communicator_for`), or pass a
-    communicator. Building it makes every rank start as rank 0 (parameters, optimizer state,
-    layer state, seed, epoch count); `self.seed` is the shared shuffle seed.
-    """
-
-    def __init__(self, net, optimizer, loss, seed: int, communicator=True):
-        self.comm = communicator_for(net) if communicator is True else communicator
-        self.rank, self.size = self.comm.rank, self.comm.size
-        self.is_root = self.rank == 0
-        self.net, self.loss, self.backend = net, loss, net.backend
-        self.agree("network architecture", (net.config()["layers"], net.dtype, net.num_parameters()))
-        self.seed = self._start(net, optimizer, seed)
-
-    def agree(self, what: str, value) -> None:
-        """Raise ValueError on every rank if any rank's `value` differs from rank 0's: a mismatch
-        found on one rank only would leave the others waiting in the next collective."""
-        root = self.comm.broadcast_object(value)
-        if self.comm.any(root != value):
-            raise ValueError(f"the ranks disagree on the {what}; every rank must call fit with the same "
-                             f"network and data (rank 0 has {root!r})")
-
-    def _start(self, net, optimizer, seed: int) -> int:
-        comm = self.comm
-        comm.broadcast(net.store.data)
-        for name in sorted(optimizer.state):
-            comm.broadcast(optimizer.state[name])
-        batchnorms = [layer for layer in net.layers if isinstance(layer, BatchNorm)]
-        for layer in batchnorms:
-            comm.broadcast(layer.running_mean)
-            comm.broadcast(layer.running_var)
-        dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
-        shared = comm.broadcast_object({"seed": seed, "net_seed": net.seed, "epochs_trained": net.epochs_trained,
-                                        "step_count": optimizer.step_count,
-                                        "dropout_steps": [layer.step for layer in dropouts]})
-        net.seed, net.epochs_trained = shared["net_seed"], shared["epochs_trained"]
-        optimizer.step_count = shared["step_count"]
-        for layer, step in zip(dropouts, shared["dropout_steps"]):
-            layer.step, layer.seed = step, net.seed
-        self._dropouts = dropouts
-        return shared["seed"]
-
-    def begin(self, samples: int, batch_size: int, **settings) -> None:
-        """Before the first step: check that every rank runs the same loop and that BatchNorm gets
-        >= 2 rows per shard, then give each rank's Dropout layers the rank's seed."""
-        self.agree("training set size and fit settings", {"samples": samples, "batch_size": batch_size, **settings})
-        if any(isinstance(layer, BatchNorm) for layer in self.net.layers):
-            for rows in {min(batch_size, samples), samples % batch_size or batch_size}:
-                if 1 in (rows // self.size, -(-rows // self.size)):
-                    raise ValueError(f"batch_size={batch_size} with {samples} training samples on {self.size} "
-                                     f"ranks gives a rank a shard of 1 sample of a {rows}-sample batch, but "
-                                     f"BatchNorm needs at least 2; choose another batch_size")
-        for layer in self._dropouts:
-            layer.seed = dropout_seed(self.net.seed, self.rank)
-
-    def close(self) -> None:
-        """After fit: every rank's network is rank 0's again (dropout seeds back to the network's)."""
-        for layer in self._dropouts:
-            layer.seed = self.net.seed
-
-    # -- per step
-
-    def shard(self, start: int, stop: int) -> tuple[int, int]:
-        """This rank's rows [lo, hi) of batch rows [start, stop)."""
-        rows = stop - start
-        return start + self.rank * rows // self.size, start + (self.rank + 1) * rows // self.size
-
-    def scale_loss(self, value, grad, rows: int, batch_rows: int):
-        """E_r and dE_r/dpred in place: for reduction "sum", (b / b_r) times the rank's own sum."""
-        if self.loss.reduction != "sum" or rows == batch_rows:
-            return value
-        scale = batch_rows / rows
-        grad *= scale
-        return value * scale
-
-    def empty_shard(self):
-        """A rank with no rows in this batch: zero gradient and zero loss (it still joins the allreduce)."""
-        self.net.store.grad[...] = 0
-        return self.backend.zeros(())
-
-    def reduce_gradients(self, value, rows: int, batch_rows: int) -> None:
-        """grad <- sum over ranks of (b_r / b) grad_r: the whole batch's gradient, on every rank.
-
-        A rank whose loss is not finite sends NaN, so every rank sees the divergence."""
-        grad = self.net.store.grad
-        if rows and not self.backend.all_finite(value):
-            grad[...] = math.nan
-        elif rows != batch_rows:
-            grad *= rows / batch_rows
-        self.comm.allreduce_sum(grad)
-
-    def any(self, flag: bool) -> bool:
-        return self.comm.any(flag)
-
-    # -- per epoch
-
-    def epoch_metrics(self, loss_sum, correct, counted: int, samples: int) -> dict:
-        """The epoch's loss and accuracy over every rank's rows; BatchNorm running statistics
-        averaged over the ranks (so every rank evaluates and saves the same network)."""
-        for layer in self.net.layers:
-            if isinstance(layer, BatchNorm):
-                for stats in (layer.running_mean, layer.running_var):
-                    self.comm.allreduce_sum(stats)
-                    stats *= 1.0 / self.size
-        to_float = self.backend.to_scalar
-        loss_total, hits, counted, with_accuracy = self.comm.sum_floats(
-            [0.0 if loss_sum is None else to_float(loss_sum), 0.0 if correct is None else to_float(correct),
-             counted, correct is not None])
-        metrics = {"loss": loss_total / samples}
-        if with_accuracy:
-            metrics["accuracy"] = hits / counted
-        return metrics
-
-    def shared_metrics(self, metrics: dict) -> dict:
-        """Rank 0's metrics on every rank: the history and early stopping are decided once."""
-        return self.comm.broadcast_object(metrics)

@@ -19,19 +19,21 @@ import numbers
 
 import numpy as np
 
-from backprop.boundary import as_features
-from backprop.layers import layer_from_config
-from backprop.losses import check_loss_fits_network
+from backprop.boundary import as_batch
+from backprop.losses import check_loss
 from backprop.network import Sequential
 
 
 def float64_copy(net) -> Sequential:
-    """A float64 network on the same device with the same parameters, state and mode."""
-    layers = [layer_from_config(layer.config()) for layer in net.layers]
-    copy = Sequential(*layers, device=net.device, dtype="float64", seed=net.seed)
-    copy.store.data[...] = copy.backend.asarray(net.backend.to_host(net.store.data))
-    for mine, theirs in zip(copy.layers, net.layers):
-        mine.load_state(theirs.state())
+    """A float64 network on the same device with the same parameters, state and mode: the same
+    layer classes rebuilt from their config(), whether built-in or a user's."""
+    layers = [type(layer)(**{k: v for k, v in layer.config().items() if k != "type"}) for layer in net.layers]
+    copy = Sequential(*layers, device=net.device, dtype="float64", seed=net.seed, input_shape=net.input_shape)
+    with copy.backend.on_device():
+        copy.store.data[...] = copy.backend.asarray(net.backend.to_host(net.store.data))
+        for mine, theirs in zip(copy.layers, net.layers):
+            mine.load_state(theirs.state())
+    copy.set_noise_seed(net.layers[0]._noise_seed)
     copy.training = net.training
     return copy
 
@@ -44,14 +46,22 @@ def gradcheck(net, loss_fn, x, y, eps: float = 1e-5, floor: float = 1e-4,
     {parameter name or "input": max relative error} instead of the overall maximum.
     The network itself is not changed.
     """
-    check_loss_fits_network(loss_fn, net)
+    check_loss(loss_fn, net)
     for name, value in (("eps", eps), ("floor", floor)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     net64 = float64_copy(net)
     backend = net64.backend
-    # a copy: the differences below perturb x in place
-    x_dev = backend.copy(as_features(backend, x, net.in_features, "x"))
+    with backend.on_device():
+        # a copy: the differences below perturb x in place
+        x_dev = as_batch(backend, x, net.input_shape, "x", copy=True)
+        errors = _errors(net64, loss_fn, x_dev, y, eps, floor)
+    return errors if per_parameter else max(errors.values())
+
+
+def _errors(net64, loss_fn, x_dev, y, eps: float, floor: float) -> dict:
+    """{parameter name or "input": max relative error} of the float64 copy at x_dev."""
+    backend = net64.backend
     states = [layer.state() for layer in net64.layers]
 
     def loss_at() -> float:
@@ -71,7 +81,7 @@ def gradcheck(net, loss_fn, x, y, eps: float = 1e-5, floor: float = 1e-4,
     for p in net64.parameters():
         errors[p.name] = _max_rel_error(analytic[p.name], _numeric(p.data, loss_at, eps), floor)
     errors["input"] = _max_rel_error(grad_x, _numeric(x_dev, loss_at, eps), floor)
-    return errors if per_parameter else max(errors.values())
+    return errors
 
 
 def _numeric(array, loss_at, eps: float) -> np.ndarray:

@@ -1,9 +1,28 @@
-"""Losses: each computes its value and its gradient dL/dpred together, in one backend op.
+"""Losses: the loss protocol, and the built-in losses written through it.
 
-`loss_fn(pred, target)` returns the loss as a Python float and keeps dL/dpred for
-`loss_fn.backward()`. `CrossEntropyLoss` and `BCEWithLogitsLoss` take logits (the softmax or
-sigmoid is fused into the loss, so the last layer has no activation); `BCELoss` takes
-probabilities (a sigmoid output layer) and clamps its logs as PyTorch does.
+A loss computes its value and its gradient dL/dpred together, in one call:
+
+    value_and_grad(backend, pred, target) -> (loss as a 0-d array, dL/dpred)
+        `pred` is a (rows, outputs) array of the backend's device and dtype, `target` the same
+        rows of the target in the form `check_target` gave it. Write it with the backend's ops or
+        with `backend.xp` (the array namespace: NumPy on the CPU, CuPy on a GPU), and finish with
+        `self.reduced(per_element_loss, per_element_grad)` for "mean"/"sum".
+
+and, where they apply,
+
+    check_target(target, outputs, name) -> host array
+        Checks and converts the whole target once, on the host, before anything trains (class
+        labels stay labels: the per-batch work is the loss's own). The default checks that it
+        has the prediction's shape.
+    count_correct(backend, pred, target) -> (hits as a 0-d array, predictions scored) or None
+        Accuracy, where it means something (classes, binary outputs).
+    check_network(net)
+        Refuse a network whose output the loss would misread.
+
+`fit`, `evaluate`, `gradcheck` and the public call `loss_fn(pred, target)` use only these, so a
+user's subclass works wherever a built-in does. The built-ins call one fused backend op each
+(CrossEntropyLoss and BCEWithLogitsLoss take logits and fuse the softmax/sigmoid into the loss;
+BCELoss takes probabilities and clamps its logs as PyTorch does).
 """
 
 from __future__ import annotations
@@ -12,27 +31,33 @@ import numpy as np
 
 from backprop.backends import get_backend
 from backprop.boundary import check_finite, host_numeric, is_cupy_array
+from backprop.checks import check_real
 
 REDUCTIONS = ("mean", "sum")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+_BACKENDS: dict = {}
 
 
 def backend_for(array):
-    """The backend that owns a prediction array: its device and its float dtype."""
-    dtype = "float64" if str(getattr(array, "dtype", "")) == "float64" else "float32"
-    if is_cupy_array(array):
-        return get_backend(f"cuda:{array.device.id}", dtype)
-    return get_backend("cpu", dtype)
+    """The backend that owns a prediction array: its device and its float dtype (looked up once
+    per device and dtype: the public loss call runs every step)."""
+    device = f"cuda:{array.device.id}" if is_cupy_array(array) else "cpu"
+    key = (device, array.dtype == np.float64)
+    backend = _BACKENDS.get(key)
+    if backend is None:
+        backend = _BACKENDS[key] = get_backend(device, "float64" if key[1] else "float32")
+    return backend
+
+
+def target_on_device(backend, host: np.ndarray):
+    """A checked target on the backend's device: class labels as int64, anything else in its dtype."""
+    return backend.asarray_int(host) if host.dtype.kind in "iu" else backend.asarray(host)
 
 
 class Loss:
-    """Base of the losses. Subclasses set `op` (the backend method) and may convert targets."""
-
-    op = ""
-    # How fit measures accuracy: "argmax" (classes), "threshold" (binary outputs), or None.
-    # "threshold": a prediction is right when (pred > score_threshold) == (target > target_threshold).
-    accuracy = None
-    score_threshold = 0.5
-    target_threshold = 0.5
+    """Base of the losses; see the module docstring for the protocol."""
 
     def __init__(self, reduction: str = "mean"):
         if reduction not in REDUCTIONS:
@@ -40,27 +65,63 @@ class Loss:
         self.reduction = reduction
         self._grad = None
 
+    # ------------------------------------------------------------------ the protocol
+
+    def value_and_grad(self, backend, pred, target):
+        raise NotImplementedError(f"{type(self).__name__} must define value_and_grad(self, backend, pred, target) "
+                                  "returning (loss as a 0-d array, dL/dpred)")
+
+    def check_target(self, target: np.ndarray, outputs: int, name: str = "target") -> np.ndarray:
+        """`target` (rows first, checked finite) in the form value_and_grad takes: here the
+        prediction's shape (rows, outputs); a 1-D target of a one-output network is a column."""
+        if target.ndim == 1 and outputs == 1:
+            target = target.reshape(-1, 1)
+        if target.shape[1:] != (outputs,):
+            raise ValueError(f"{name} must have shape ({target.shape[0]}, {outputs}), a row of {outputs} per "
+                             f"example, got {target.shape}")
+        return target
+
+    def count_correct(self, backend, pred, target):
+        """(hits, predictions scored) of a batch, or None where accuracy means nothing."""
+        return None
+
+    def check_network(self, net) -> None:
+        """Refuse a network whose output this loss would misread (see the subclasses)."""
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    def reduced(self, per_element, grad):
+        """(loss, dL/dpred) of a loss that is the mean ("mean") or the sum ("sum") of its
+        per-element values: L = (1/N) sum_i l_i, dL/dp_i = l_i'(p_i) / N (N = every element)."""
+        xp = _namespace(per_element)
+        total = xp.sum(per_element)
+        if self.reduction == "sum":
+            return total, grad
+        n = per_element.size
+        return total / n, grad / n
+
+    # ------------------------------------------------------------------ the public call
+
     def __call__(self, pred, target) -> float:
         """The loss of `pred` against `target`, as a float; keeps dL/dpred for backward()."""
-        if not is_cupy_array(pred):
-            pred = host_numeric(pred, "pred")
-            check_finite(pred, "pred")
-            if pred.dtype not in (np.float32, np.float64):
-                pred = pred.astype(np.float32)
+        if not is_cupy_array(pred) and not (isinstance(pred, np.ndarray) and pred.dtype in _FLOATS):
+            pred = host_numeric(pred, "pred").astype(np.float32)
         if pred.ndim == 1:
             pred = pred.reshape(-1, 1)
         if pred.ndim != 2 or pred.shape[0] == 0:
             raise ValueError(f"pred must be a non-empty 2-D array (rows, outputs), got shape {tuple(pred.shape)}")
         backend = backend_for(pred)
-        self.check_pred(pred)
-        target = self.prepare_target(backend, target, pred.shape)
-        with np.errstate(divide="ignore"):  # BCELoss's log(0) = -inf is clamped by design: no warning
-            loss, self._grad = self.compute(backend, backend.asarray(pred), target)
-        return backend.to_scalar(loss)
+        with backend.on_device():
+            pred = backend.asarray(pred)
+            if not backend.all_finite(pred):
+                check_finite(backend.to_host(pred), "pred")
+            self.check_pred(pred)
+            host = checked_target(self, target, pred.shape[0], pred.shape[1], "target", "pred", "rows")
+            loss, self._grad = self.value_and_grad(backend, pred, target_on_device(backend, host))
+            return backend.to_scalar(loss)
 
-    def compute(self, backend, pred, target):
-        """(loss as a 0-d array, dL/dpred), both on the device: the path `fit` uses every step."""
-        return getattr(backend, self.op)(pred, target, self.reduction)
+    def check_pred(self, pred) -> None:
+        """Refuse predictions outside the loss's domain (only BCELoss has one)."""
 
     def backward(self):
         """dL/dpred of the latest call."""
@@ -68,41 +129,74 @@ class Loss:
             raise RuntimeError(f"{type(self).__name__}.backward() called before the loss was computed")
         return self._grad
 
-    def check_pred(self, pred) -> None:
-        """Refuse predictions outside the loss's domain (only BCELoss has one)."""
-
-    def check_target_values(self, host: np.ndarray, shape, name: str = "target") -> np.ndarray:
-        """Checks and converts the target's values (host array of the prediction's shape);
-        `name` is the argument the user passed them as, for the error messages."""
-        return host
-
-    def prepare_target(self, backend, target, shape):
-        """`target` checked against the prediction's shape and moved to its device, once."""
-        host = host_numeric(target, "target")
-        check_finite(host, "target")
-        if host.shape[0:1] != (shape[0],):
-            raise ValueError(f"target has {host.shape[0] if host.ndim else 0} rows but pred has {shape[0]}")
-        if host.ndim == 1 and shape[1] == 1:
-            host = host.reshape(-1, 1)
-        host = self.check_target_values(host, shape)
-        if tuple(host.shape) != tuple(shape):
-            raise ValueError(f"target must have the prediction's shape {tuple(shape)}, got {tuple(host.shape)}")
-        return backend.asarray(host)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reduction={self.reduction!r})"
 
 
-class MSELoss(Loss):
-    """Mean squared error over all elements: L = mean (p - t)^2."""
+def _namespace(array):
+    namespace = getattr(array, "__array_namespace__", None)
+    return namespace() if namespace is not None else np
 
-    op = "mse_loss"
+
+def checked_target(loss: Loss, target, rows: int, outputs: int, name: str = "y", rows_name: str = "X",
+                   what: str = "samples") -> np.ndarray:
+    """The whole target, checked once: numbers, finite, `rows` rows, then the loss's own check.
+    `what` names the rows ("samples" of a data set, "rows" of a batch)."""
+    host = host_numeric(target, name)
+    if host.shape[0:1] != (rows,):
+        raise ValueError(f"{name} has {host.shape[0] if host.ndim else 0} {what} but {rows_name} has {rows}")
+    check_finite(host, name)
+    return loss.check_target(host, outputs, name)
+
+
+def last_activation(net) -> str:
+    """The activation of the last layer that has one ("linear" when none has)."""
+    last = next((layer for layer in reversed(net.layers) if hasattr(layer, "activation")), None)
+    return getattr(last, "activation", "linear")
+
+
+def check_loss(loss, net) -> None:
+    """`loss` is a backprop loss that fits `net`'s output (TypeError/ValueError otherwise)."""
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a backprop loss (e.g. bp.CrossEntropyLoss()), got {type(loss).__name__}")
+    loss.check_network(net)
+
+
+class MSELoss(Loss):
+    """Mean squared error over all elements: L = mean (p - t)^2;  dL/dp = 2 (p - t) / N."""
+
+    def value_and_grad(self, backend, pred, target):
+        return backend.mse_loss(pred, target, self.reduction)
 
 
 class MAELoss(Loss):
-    """Mean absolute error over all elements: L = mean |p - t|."""
+    """Mean absolute error over all elements: L = mean |p - t|;  dL/dp = sign(p - t) / N."""
 
-    op = "mae_loss"
+    def value_and_grad(self, backend, pred, target):
+        return backend.mae_loss(pred, target, self.reduction)
+
+
+class HuberLoss(Loss):
+    """Huber loss over all elements, as torch.nn.HuberLoss, with d = p - t:
+
+        l = d^2 / 2                  where |d| < delta
+        l = delta (|d| - delta / 2)  elsewhere
+        dl/dp = d where |d| < delta, else delta sign(d)
+
+    Quadratic near the target, linear far from it: large errors pull with a bounded force.
+    """
+
+    def __init__(self, delta: float = 1.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.delta = check_real("delta", delta)
+        if self.delta == 0.0:
+            raise ValueError("delta must be > 0, got 0.0")
+
+    def value_and_grad(self, backend, pred, target):
+        return backend.huber_loss(pred, target, self.delta, self.reduction)
+
+    def __repr__(self) -> str:
+        return f"HuberLoss(delta={self.delta!r}, reduction={self.reduction!r})"
 
 
 def _check_binary(host: np.ndarray, name: str) -> None:
@@ -110,105 +204,122 @@ def _check_binary(host: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must hold values in [0, 1], got values from {host.min()} to {host.max()}")
 
 
-class BCELoss(Loss):
+class _Thresholded(Loss):
+    """Binary outputs: a prediction is right when (pred > score_threshold) == (target > target_threshold)."""
+
+    score_threshold = 0.5
+    target_threshold = 0.5
+
+    def count_correct(self, backend, pred, target):
+        hits = backend.count_threshold_matches(pred, target, self.score_threshold, self.target_threshold)
+        return hits, pred.size
+
+
+class BCELoss(_Thresholded):
     """Binary cross-entropy on probabilities (a sigmoid output), PyTorch's clamped logs:
     L = -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100."""
 
-    op = "bce_loss"
-    accuracy = "threshold"
+    def value_and_grad(self, backend, pred, target):
+        with np.errstate(divide="ignore"):  # log(0) = -inf is clamped by design: no warning
+            return backend.bce_loss(pred, target, self.reduction)
 
     def check_pred(self, pred) -> None:
         if not is_cupy_array(pred):
             _check_binary(pred, "pred (probabilities for BCELoss)")
 
-    def check_target_values(self, host, shape, name="target"):
-        _check_binary(host, name)
-        return host
+    def check_target(self, target, outputs, name="target"):
+        _check_binary(target, name)
+        return super().check_target(target, outputs, name)
+
+    def check_network(self, net):
+        activation = last_activation(net)
+        if activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"BCELoss takes probabilities, but the last layer's activation is {activation!r}; "
+                             "use activation='sigmoid', or BCEWithLogitsLoss on logits")
 
 
-class BCEWithLogitsLoss(Loss):
+class BCEWithLogitsLoss(_Thresholded):
     """Binary cross-entropy on logits, the sigmoid fused in:
     L = mean(max(x, 0) - x t + log(1 + e^-|x|))."""
 
-    op = "bce_with_logits_loss"
-    accuracy = "threshold"
     score_threshold = 0.0  # logit 0 is probability 0.5
 
-    def check_target_values(self, host, shape, name="target"):
-        _check_binary(host, name)
-        return host
+    def value_and_grad(self, backend, pred, target):
+        return backend.bce_with_logits_loss(pred, target, self.reduction)
+
+    def check_target(self, target, outputs, name="target"):
+        _check_binary(target, name)
+        return super().check_target(target, outputs, name)
+
+    def check_network(self, net):
+        if last_activation(net) == "sigmoid":
+            raise ValueError("BCEWithLogitsLoss takes logits and applies sigmoid itself, but the last layer "
+                             "already has activation='sigmoid'; use activation=None, or BCELoss")
+
+
+class HingeLoss(_Thresholded):
+    """Hinge loss: L = mean max(0, 1 - t p), targets -1/+1 (0/1 are mapped to -1/+1)."""
+
+    score_threshold = target_threshold = 0.0  # targets are -1/+1
+
+    def value_and_grad(self, backend, pred, target):
+        return backend.hinge_loss(pred, target, self.reduction)
+
+    def check_target(self, target, outputs, name="target"):
+        values = np.unique(target)
+        if np.all(np.isin(values, (0, 1))):
+            target = 2.0 * target - 1.0
+        elif not np.all(np.isin(values, (-1, 1))):
+            raise ValueError(f"{name} for HingeLoss must hold -1/+1 or 0/1, got values {values[:5]}")
+        return super().check_target(target, outputs, name)
 
 
 class CrossEntropyLoss(Loss):
     """Softmax cross-entropy on logits: L = mean over rows of -sum_j t_j log softmax(x)_j.
 
-    Targets are integer class labels of shape (rows,) or one probability row per example
-    (one-hot) of the logits' shape.
+    Targets are integer class labels of shape (rows,) (kept as labels: no one-hot copy is made)
+    or one probability row per example (one-hot) of the logits' shape.
     """
 
-    op = "cross_entropy_loss"
-    accuracy = "argmax"
+    def value_and_grad(self, backend, pred, target):
+        if target.dtype.kind in "iu":
+            return backend.cross_entropy_labels_loss(pred, target, self.reduction)
+        return backend.cross_entropy_loss(pred, target, self.reduction)
 
-    def check_target_values(self, host, shape, name="target"):
-        return as_class_targets(host, shape[1], name)
+    def check_target(self, target, outputs, name="target"):
+        if outputs < 2:
+            raise ValueError(f"CrossEntropyLoss needs one output per class, at least 2, but the network has "
+                             f"{outputs}; give the last layer 2 outputs, or use BCEWithLogitsLoss with 1")
+        return class_targets(target, outputs, name)
+
+    def count_correct(self, backend, pred, target):
+        if target.dtype.kind in "iu":
+            return backend.count_label_matches(pred, target), pred.shape[0]
+        return backend.count_argmax_matches(pred, target), pred.shape[0]
+
+    def check_network(self, net):
+        if last_activation(net) == "softmax":
+            raise ValueError("CrossEntropyLoss takes logits and applies softmax itself, but the last layer "
+                             "already has activation='softmax'; use activation=None on the last layer")
 
 
-def as_class_targets(host: np.ndarray, classes: int, name: str) -> np.ndarray:
-    """One-hot rows from integer labels (checked in [0, classes)); probability rows pass through."""
-    if host.ndim == 1 or (host.ndim == 2 and host.shape[1] == 1 and classes > 1):
+def class_targets(host: np.ndarray, classes: int, name: str) -> np.ndarray:
+    """Integer labels (checked in [0, classes)) as int64, or probability rows as they are."""
+    if host.ndim == 1 or (host.ndim == 2 and host.shape[1] == 1):
         labels = host.reshape(-1)
-        if labels.dtype.kind == "f":
-            if not np.all(labels == np.round(labels)):
-                raise ValueError(f"{name} holds class labels, which must be whole numbers; got {labels[labels != np.round(labels)][:3]}")
         if labels.dtype.kind == "b":
             raise TypeError(f"{name} holds class labels, which must be integers, got booleans")
-        labels = labels.astype(np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= classes):
-            bad = labels[(labels < 0) | (labels >= classes)][0]
-            raise ValueError(f"{name} labels must be in [0, {classes - 1}] for {classes} classes, got {bad}")
-        onehot = np.zeros((labels.shape[0], classes))
-        onehot[np.arange(labels.shape[0]), labels] = 1.0
-        return onehot
+        if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+            raise ValueError(f"{name} holds class labels, which must be whole numbers; got "
+                             f"{labels[labels != np.round(labels)][:3]}")
+        outside = (labels < 0) | (labels >= classes)
+        if outside.any():
+            raise ValueError(f"{name} labels must be in [0, {classes - 1}] for {classes} classes, got "
+                             f"{labels[outside][0].item()}")
+        return labels.astype(np.int64)
     if host.ndim == 2 and host.shape[1] == classes:
         if host.size and host.min() < 0:
             raise ValueError(f"{name} rows must be probabilities (>= 0), got {host.min()}")
         return host
     raise ValueError(f"{name} must be labels of shape (rows,) or rows of {classes} probabilities, "
                      f"got shape {host.shape}")
-
-
-class HingeLoss(Loss):
-    """Hinge loss: L = mean max(0, 1 - t p), targets -1/+1 (0/1 are mapped to -1/+1)."""
-
-    op = "hinge_loss"
-    accuracy = "threshold"
-    score_threshold = target_threshold = 0.0  # targets are -1/+1
-
-    def check_target_values(self, host, shape, name="target"):
-        values = np.unique(host)
-        if np.all(np.isin(values, (0, 1))):
-            return 2.0 * host - 1.0
-        if not np.all(np.isin(values, (-1, 1))):
-            raise ValueError(f"{name} for HingeLoss must hold -1/+1 or 0/1, got values {values[:5]}")
-        return host
-
-
-LOSSES = {"mse": MSELoss, "mae": MAELoss, "bce": BCELoss, "bce_with_logits": BCEWithLogitsLoss,
-          "cross_entropy": CrossEntropyLoss, "hinge": HingeLoss}
-
-
-def check_loss_fits_network(loss, net) -> None:
-    """Refuse pairings that silently compute the wrong thing."""
-    if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be a backprop loss (e.g. bp.CrossEntropyLoss()), got {type(loss).__name__}")
-    last = next((layer for layer in reversed(net.layers) if hasattr(layer, "activation")), None)
-    activation = getattr(last, "activation", "linear")
-    if isinstance(loss, CrossEntropyLoss) and activation == "softmax":
-        raise ValueError("CrossEntropyLoss takes logits and applies softmax itself, but the last layer "
-                         "already has activation='softmax'; use activation=None on the last layer")
-    if isinstance(loss, BCEWithLogitsLoss) and activation == "sigmoid":
-        raise ValueError("BCEWithLogitsLoss takes logits and applies sigmoid itself, but the last layer "
-                         "already has activation='sigmoid'; use activation=None, or BCELoss")
-    if isinstance(loss, BCELoss) and activation not in ("sigmoid", "softmax"):
-        raise ValueError(f"BCELoss takes probabilities, but the last layer's activation is {activation!r}; "
-                         "use activation='sigmoid', or BCEWithLogitsLoss on logits")

@@ -70,9 +70,10 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set the gradients of this optimizer's parameters to zero (backward overwrites them anyway)."""
-        for start, stop in self.segments:
-            grad = self._views(start, stop)[1]
-            grad[...] = 0
+        with self.store.backend.on_device():
+            for start, stop in self.segments:
+                grad = self._views(start, stop)[1]
+                grad[...] = 0
 
     def step(self) -> None:
         """One update of every parameter from its .grad."""
@@ -80,8 +81,14 @@ class Optimizer:
         self.step_count += 1
         if self._segment_arrays is None:  # views stay valid: a moved store is refused above
             self._segment_arrays = [self._views(start, stop) for start, stop in self.segments]
-        for arrays in self._segment_arrays:
-            self._update(*arrays)
+        usage = self.store.owner.usage
+        token = usage.begin_training("an optimizer step")  # never beside another thread's predict
+        try:
+            with self.store.backend.on_device():
+                for arrays in self._segment_arrays:
+                    self._update(*arrays)
+        finally:
+            usage.end_training(token)
 
     def _update(self, param, grad, *state) -> None:
         raise NotImplementedError
@@ -103,6 +110,22 @@ class Optimizer:
             self.state[name] = backend.asarray(arrays[name])
         self._segment_arrays = None  # new state buffers: views of the old ones are stale
         self.step_count = int(step_count)
+
+    def __getstate__(self) -> dict:
+        """Pickles and deep copies hold the state on the host; the parameters pickle as places in
+        their network, which pickles with them (see Parameter.__reduce__)."""
+        state = dict(self.__dict__)
+        state["state"] = {name: self.store.backend.to_host(buf) for name, buf in self.state.items()}
+        state["_segment_arrays"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        # the network was rebuilt, maybe on another device: the state follows its buffers
+        self.generation = self.store.generation
+        backend = self.store.backend
+        with backend.on_device():
+            self.state = {name: backend.asarray(buf) for name, buf in self.state.items()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from backprop.initializers import initial_values
+
 
 class FlatStore:
     """The flat `data` and `grad` buffers of one network, on one backend.
@@ -19,8 +21,9 @@ class FlatStore:
     built for and refuses to step on buffers that have since moved.
     """
 
-    def __init__(self, backend, size: int):
+    def __init__(self, backend, size: int, owner=None):
         self.backend = backend
+        self.owner = owner  # the network: pickling a parameter or an optimizer pickles it
         self.size = size
         self.data = backend.zeros((size,))
         self.grad = backend.zeros((size,))
@@ -37,6 +40,18 @@ class FlatStore:
             p._bind()
 
 
+    def __reduce__(self):
+        return _store_of, (self.owner,)
+
+
+def _store_of(network) -> FlatStore:
+    return network.store
+
+
+def _parameter_of(network, index: int) -> "Parameter":
+    return network.store.parameters[index]
+
+
 class Parameter:
     """A named trainable array: `data` and `grad` are views into its network's flat buffers.
 
@@ -44,10 +59,12 @@ class Parameter:
     `p.data = values` and `p.data[...] = values` both write in place.
     """
 
-    def __init__(self, name: str, shape: tuple[int, ...]):
+    def __init__(self, name: str, shape: tuple[int, ...], init="zeros", fan_in: int | None = None,
+                 fan_out: int | None = None):
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.size = math.prod(self.shape)
+        self.init, self.fan_in, self.fan_out = init, fan_in, fan_out  # see backprop.initializers
         self.store: FlatStore | None = None
         self.offset = 0
         self._data = None
@@ -57,6 +74,15 @@ class Parameter:
         self.store, self.offset = store, offset
         store.parameters.append(self)
         self._bind()
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """Fill `data` from the parameter's init (backprop.initializers), drawn from `rng`."""
+        self.data = initial_values(self.init, rng, self.shape, self.fan_in, self.fan_out)
+
+    def __reduce__(self):
+        """A parameter pickles as its place in its network, which pickles whole (once, however
+        many of its parameters an optimizer holds)."""
+        return _parameter_of, (self.store.owner, self.store.parameters.index(self))
 
     def _bind(self) -> None:
         backend = self.store.backend
@@ -90,6 +116,8 @@ class Parameter:
             raise TypeError(f"{self.name}.{what} must hold real numbers, got an array of dtype {values.dtype}")
         if not isinstance(values, type(view)):
             values = backend.asarray(values)
+        if what == "data" and not backend.all_finite(values):
+            raise ValueError(f"{self.name}.data must be finite, but the assigned value holds NaN or inf")
         view[...] = values
 
     def __repr__(self) -> str:

@@ -1,14 +1,22 @@
 """Training and inference: fit, predict, evaluate.
 
-`fit` checks the whole data once, converts it once to the network's device, then runs
-mini-batch steps: forward, loss and dL/dpred (one fused op), backward, one finiteness check of
-the loss and the flat gradient buffer, one optimizer update. The running loss and accuracy stay
-on the device and are read back once per epoch.
+`fit` checks its arguments and the whole data once, converts the data once to the network's
+device, then runs epochs of mini-batch steps:
+
+    for each batch:  pred = forward(x)                     (layers in order)
+                     loss, dL/dpred = loss(pred, y)        (one fused op)
+                     backward(dL/dpred)                    (layers in reverse; fills .grad)
+                     reduce the gradient over the ranks    (nothing in one process)
+                     stop if loss or gradient is not finite (one reduction, one read-back)
+                     optimizer.step()                      (one pass over the flat buffer)
+
+The running loss and accuracy stay on the device and are read back once per epoch. One process
+is data-parallel training on a group of one (backprop/parallel.py), so there is one loop.
+Everything runs with the network's device current.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import signal
@@ -16,12 +24,12 @@ import threading
 
 import numpy as np
 
-from backprop.boundary import check_finite, host_numeric
+from backprop.boundary import host_examples
+from backprop.callbacks import Callback, ProgressBar
 from backprop.checks import check_int
-from backprop.layers import BatchNorm, Dropout
-from backprop.losses import Loss, check_loss_fits_network
+from backprop.losses import Loss, check_loss, checked_target, target_on_device
 from backprop.optim import Adam, LRScheduler, Optimizer
-from backprop.progress import EpochProgress
+from backprop.parallel import DataParallel, SingleProcess
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -66,47 +74,89 @@ class History:
         return f"History(epochs={self.epochs}, last={last})"
 
 
-# ---------------------------------------------------------------------- argument checks
+# ---------------------------------------------------------------------- the data, checked once
 
 
-def _check_batchnorm_batches(net, n: int, batch_size: int) -> None:
-    """Refuse, before the first step, a split into batches that would leave a batch of one row:
-    BatchNorm cannot train on it, and finding out mid-epoch would leave the network half-trained."""
-    if not any(hasattr(layer, "running_mean") for layer in net.layers):
-        return
-    last = n % batch_size or batch_size
-    if min(last, batch_size, n) < 2:
-        raise ValueError(f"batch_size={batch_size} with {n} training samples gives a batch of 1 sample, "
-                         f"but BatchNorm needs batches of at least 2 in training; choose another batch_size")
+def examples_and_targets(net, loss: Loss, X, y, x_name: str = "X", y_name: str = "y"):
+    """(X, y) checked as a whole and converted for `loss`, as host arrays: X in the network's
+    dtype, y in the loss's form (class labels stay int64)."""
+    if len(net.output_shape) != 1:
+        raise ValueError(f"the network's output has shape {net.output_shape} per example, but losses take one "
+                         "vector per example; end the network with Flatten() or a Dense layer")
+    X_host = host_examples(net.backend, X, net.input_shape, x_name)
+    Y_host = checked_target(loss, y, X_host.shape[0], net.out_features, y_name, x_name)
+    return X_host, Y_host
 
 
-def check_features(net, X, name: str = "X") -> np.ndarray:
-    """X as a finite 2-D host array with the network's feature count and at least one row."""
-    host = host_numeric(X, name)
-    if host.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples, {net.in_features} features), got shape {host.shape}")
-    if host.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has 0 samples")
-    if host.shape[1] != net.in_features:
-        raise ValueError(f"{name} has {host.shape[1]} features but the first layer expects {net.in_features}")
-    check_finite(host, name)
-    return host
+def _split(X_host, Y_host, validation_split: float, validation_data, net, loss, seed: int):
+    """(X_train, Y_train, X_val, Y_val) on the host; the validation part None when there is none."""
+    if validation_split:
+        n = X_host.shape[0]
+        n_val = int(round(validation_split * n))
+        if n_val == 0 or n_val == n:
+            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation samples out "
+                             f"of {n}; choose a split that keeps both parts non-empty")
+        order = np.random.default_rng(seed).permutation(n)
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return X_host[train_idx], Y_host[train_idx], X_host[val_idx], Y_host[val_idx]
+    if validation_data is not None:
+        X_val, Y_val = examples_and_targets(net, loss, *validation_data, "validation_data[0]", "validation_data[1]")
+        return X_host, Y_host, X_val, Y_val
+    return X_host, Y_host, None, None
 
 
-def check_targets(net, loss: Loss, y, rows: int, name: str = "y", x_name: str = "X") -> np.ndarray:
-    """y checked and converted by the loss (one-hot labels, -1/+1 hinge targets), as a host array."""
-    host = host_numeric(y, name)
-    if host.shape[0:1] != (rows,):
-        raise ValueError(f"{name} has {host.shape[0] if host.ndim else 0} samples but {x_name} has {rows}")
-    check_finite(host, name)
-    width = net.out_features
-    if host.ndim == 1 and width == 1:
-        host = host.reshape(-1, 1)
-    host = loss.check_target_values(host, (rows, width), name)
-    if host.shape != (rows, width):
-        raise ValueError(f"{name} must have shape ({rows}, {width}) to match the network's {width} outputs, "
-                         f"got {host.shape}")
-    return host
+# ---------------------------------------------------------------------- arguments, checked once
+
+
+def _check_fit_arguments(net, loss, optimizer, epochs, batch_size, validation_data, validation_split,
+                         early_stopping, seed, scheduler, callbacks):
+    """Every argument of fit that is not data, checked before anything runs; returns
+    (optimizer, epochs, batch_size, early_stopping, seed, callbacks) normalized."""
+    check_loss(loss, net)
+    epochs = check_int("epochs", epochs, wanted="a positive integer")
+    batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
+    if optimizer is None:
+        optimizer = Adam(net.parameters())
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a backprop optimizer (e.g. bp.Adam(net.parameters())), "
+                        f"got {type(optimizer).__name__}")
+    if optimizer.store is not net.store:
+        raise ValueError("optimizer was built for another network's parameters")
+    optimizer._check_device()
+    if early_stopping is not None:
+        early_stopping = check_int("early_stopping", early_stopping, wanted="a positive integer")
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError(f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
+                             + (f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list))
+                                else ""))
+    if scheduler is not None and not isinstance(scheduler, LRScheduler):
+        raise TypeError(f"scheduler must be a backprop schedule (e.g. bp.StepLR(optimizer, 10)), "
+                        f"got {type(scheduler).__name__}")
+    if scheduler is not None and scheduler.optimizer is not optimizer:
+        raise ValueError("scheduler was built for another optimizer")
+    seed = net.seed if seed is None else check_int("seed", seed, 0, wanted="a non-negative integer or None")
+    callbacks = list(callbacks)
+    stranger = next((c for c in callbacks if not isinstance(c, Callback)), None)
+    if stranger is not None:
+        raise TypeError(f"callbacks must hold bp.Callback objects, got {type(stranger).__name__}")
+    return optimizer, epochs, batch_size, early_stopping, seed, callbacks
+
+
+def _communicator(net, distributed):
+    """The group fit runs on: one process, MPI/NCCL for the network's device, or the one given."""
+    if distributed is False or distributed is None:
+        return SingleProcess()
+    if distributed is True:
+        from backprop.distributed import communicator_for
+
+        return communicator_for(net)
+    return distributed
 
 
 # ---------------------------------------------------------------------- Ctrl-C at batch boundaries
@@ -120,7 +170,10 @@ class _DeferredInterrupt:
         self._previous = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        # Only the main thread may set handlers; and a process that ignores SIGINT (a pool
+        # worker, `nohup`) keeps ignoring it: Ctrl-C is not ours to turn back on.
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -139,7 +192,7 @@ class _DeferredInterrupt:
 def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs: int = 10,
         batch_size: int = 32, shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         early_stopping: int | None = None, progress: bool = True, seed: int | None = None,
-        scheduler: LRScheduler | None = None, distributed=False) -> History:
+        scheduler: LRScheduler | None = None, distributed=False, callbacks=()) -> History:
     """Train `net` on (X, y) by mini-batch backpropagation; returns a `History`.
 
     - `loss`: a backprop loss (required); `optimizer`: defaults to Adam(net.parameters()).
@@ -153,103 +206,93 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
       of the network's life (`net.epochs_trained`, kept in checkpoints) is shuffled from
       (seed, e) alone, so the same seed gives the same training, and a resumed run continues
       exactly as an uninterrupted one.
+    - `progress=True` shows a ProgressBar; `callbacks` are more bp.Callback objects.
     - If the loss or a gradient becomes NaN/inf, raises TrainingDivergedError before the update
       that would poison the weights (layer state is taken back to the last finite step too).
       Ctrl-C stops after the current step and re-raises KeyboardInterrupt; `net.history` holds
       the history of the epochs completed so far.
     - `distributed=True` (in processes started by `mpirun`): data-parallel over MPI, or NCCL for
       a CUDA network; every rank passes the same arguments and computes its shard of every
-      batch, with the result of one process at the same batch_size (see backprop/distributed.py).
+      batch, with the result of one process at the same batch_size (see backprop/parallel.py).
     Leaves the network in eval mode.
     """
-    check_loss_fits_network(loss, net)
-    epochs = check_int("epochs", epochs, wanted="a positive integer")
-    batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
-    if optimizer is None:
-        optimizer = Adam(net.parameters())
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a backprop optimizer (e.g. bp.Adam(net.parameters())), "
-                        f"got {type(optimizer).__name__}")
-    if optimizer.store is not net.store:
-        raise ValueError("optimizer was built for another network's parameters")
-    optimizer._check_device()
-    if early_stopping is not None:
-        early_stopping = check_int("early_stopping", early_stopping, wanted="a positive integer")
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-            or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
-    if validation_data is not None and validation_split:
-        raise ValueError("give validation_data or validation_split, not both")
-    if scheduler is not None and not isinstance(scheduler, LRScheduler):
-        raise TypeError(f"scheduler must be a backprop schedule (e.g. bp.StepLR(optimizer, 10)), "
-                        f"got {type(scheduler).__name__}")
-    if scheduler is not None and scheduler.optimizer is not optimizer:
-        raise ValueError("scheduler was built for another optimizer")
-    seed = net.seed if seed is None else check_int("seed", seed, 0, wanted="a non-negative integer or None")
-    parallel = None
-    if distributed:  # every rank starts as rank 0, with rank 0's seed
-        from backprop.distributed import DataParallel
-        parallel = DataParallel(net, optimizer, loss, seed, distributed)
-        seed = parallel.seed
-
-    X_host = check_features(net, X)
-    Y_host = check_targets(net, loss, y, X_host.shape[0])
-    if validation_split:
-        order = np.random.default_rng(seed).permutation(X_host.shape[0])
-        n_val = int(round(validation_split * X_host.shape[0]))
-        if n_val == 0 or n_val == X_host.shape[0]:
-            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation samples out "
-                             f"of {X_host.shape[0]}; choose a split that keeps both parts non-empty")
-        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        X_val_host, Y_val_host = X_host[val_idx], Y_host[val_idx]
-        X_host, Y_host = X_host[train_idx], Y_host[train_idx]
-    elif validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError(f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
-                             + (f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else ""))
-        X_val_host = check_features(net, validation_data[0], "validation_data[0]")
-        Y_val_host = check_targets(net, loss, validation_data[1], X_val_host.shape[0], "validation_data[1]",
-                                   "validation_data[0]")
-    else:
-        X_val_host = Y_val_host = None
-    _check_batchnorm_batches(net, X_host.shape[0], batch_size)
-    if parallel is not None:
-        parallel.begin(X_host.shape[0], batch_size, epochs=epochs, shuffle=shuffle,
-                       validation=None if X_val_host is None else X_val_host.shape[0],
-                       early_stopping=early_stopping)
-
+    optimizer, epochs, batch_size, early_stopping, seed, callbacks = _check_fit_arguments(
+        net, loss, optimizer, epochs, batch_size, validation_data, validation_split, early_stopping, seed,
+        scheduler, callbacks)
     backend = net.backend
-    X_dev, Y_dev = backend.asarray(X_host), backend.asarray(Y_host)
-    val = None if X_val_host is None else (backend.asarray(X_val_host), backend.asarray(Y_val_host))
+    token = net.usage.begin_training("fit")
+    try:
+        with backend.on_device():
+            return _fit_on_device(net, loss, optimizer, X, y, epochs, batch_size, shuffle, validation_data,
+                                  validation_split, early_stopping, progress, seed, scheduler, distributed, callbacks)
+    finally:
+        net.usage.end_training(token)
+
+
+def _fit_on_device(net, loss, optimizer, X, y, epochs, batch_size, shuffle, validation_data, validation_split,
+                   early_stopping, progress, seed, scheduler, distributed, callbacks) -> History:
+    backend = net.backend
+    parallel = DataParallel(net, optimizer, loss, seed, _communicator(net, distributed))
+    X_host, Y_host = examples_and_targets(net, loss, X, y)
+    X_host, Y_host, X_val, Y_val = _split(X_host, Y_host, validation_split, validation_data, net, loss, parallel.seed)
+    _check_no_overlap(net, optimizer, {"X": X_host, "y": Y_host, "validation_data[0]": X_val,
+                                       "validation_data[1]": Y_val})
+    parallel.begin(X_host.shape[0], batch_size, epochs=epochs, shuffle=shuffle,
+                   validation=None if X_val is None else X_val.shape[0], early_stopping=early_stopping)
+    if progress and parallel.is_root:
+        callbacks.append(ProgressBar())
+    if not parallel.is_root:
+        callbacks = []
+    train = (backend.asarray(X_host), target_on_device(backend, Y_host))
+    val = None if X_val is None else (backend.asarray(X_val), target_on_device(backend, Y_val))
+    return _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
+                  parallel, callbacks)
+
+
+def _check_no_overlap(net, optimizer, data: dict) -> None:
+    """Refuse data that shares memory with what training writes (the parameters, gradients,
+    optimizer state, layer buffers): fit would train on data that moves under it. Checked, not
+    copied: copying every user's data would cost every fit call its size."""
+    written = [net.store.data, net.store.grad, *optimizer.state.values(), *net.buffers()]
+    for name, array in data.items():
+        if isinstance(array, np.ndarray) and any(np.may_share_memory(array, w) for w in written
+                                                 if isinstance(w, np.ndarray)):
+            raise ValueError(f"{name} shares memory with the network's own buffers (its parameters, gradients, "
+                             f"optimizer state or layer state), which training overwrites; pass a copy "
+                             f"({name.split('[')[0]}.copy())")
+
+
+def _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
+           parallel, callbacks) -> History:
     history = History()
     net.history = history
     trainer = _Trainer(net, loss, optimizer, batch_size, parallel)
+    n = train[0].shape[0]
     monitor = "val_loss" if val is not None else "loss"
     best_value, best_state, waited = math.inf, None, 0
-    bar = EpochProgress(epochs, trainer.batches_per_epoch(X_dev.shape[0]),
-                        enabled=progress and (parallel is None or parallel.is_root))
     try:
+        for callback in callbacks:
+            callback.on_train_begin(epochs, trainer.batches_per_epoch(n))
         with _DeferredInterrupt() as interrupt, np.errstate(all="ignore"):
             for epoch in range(1, epochs + 1):
-                order = _epoch_order(seed, net.epochs_trained, X_dev.shape[0]) if shuffle else None
-                metrics = trainer.run_epoch(X_dev, Y_dev, order, epoch, history, interrupt, bar)
+                order = _epoch_order(parallel.seed, net.epochs_trained, n) if shuffle else None
+                metrics = trainer.run_epoch(*train, order, epoch, history, interrupt, callbacks)
                 net.epochs_trained += 1
                 if val is not None:
-                    val_metrics = _evaluate_device(net, loss, val[0], val[1], batch_size=max(batch_size, 1024))
+                    val_metrics = _evaluate_device(net, loss, *val, batch_size=max(batch_size, 1024))
                     metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
-                if parallel is not None:  # rank 0's numbers decide early stopping on every rank
-                    metrics = parallel.shared_metrics(metrics)
+                metrics = parallel.shared_metrics(metrics)  # rank 0's numbers decide on every rank
                 history.record(**metrics)
-                bar.end_epoch(epoch, metrics)
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, metrics)
                 if scheduler is not None:
                     scheduler.step()
-                if trainer.stop_requested(interrupt):
+                if parallel.any(interrupt.requested):
                     history.interrupted = True
                     raise KeyboardInterrupt
                 if early_stopping is not None:
-                    value = metrics[monitor]
-                    if value < best_value:
-                        best_value, best_state, waited = value, _snapshot(net), 0
+                    if metrics[monitor] < best_value:
+                        best_value, best_state, waited = metrics[monitor], _snapshot(net), 0
                         history.best_epoch = epoch
                     else:
                         waited += 1
@@ -259,56 +302,81 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
             if best_state is not None:
                 _restore(net, best_state)
     finally:
-        bar.close()
+        for callback in callbacks:
+            callback.on_train_end()
         net.eval()
-        if parallel is not None:
-            parallel.close()
+        parallel.close()
     return history
 
 
 class _Trainer:
     """The per-step loop of fit, with the batch workspaces it reuses."""
 
-    def __init__(self, net, loss, optimizer, batch_size, parallel=None):
+    def __init__(self, net, loss, optimizer, batch_size, parallel):
         self.net, self.loss, self.optimizer, self.batch_size = net, loss, optimizer, batch_size
-        self.parallel = parallel  # a DataParallel on N ranks, None in one process
+        self.parallel = parallel
         self.backend = net.backend
         self._ws: dict = {}
         self._layer_state = _LayerStateGuard(net)
+        self._probed_lr = None  # the learning rate whose first step was checked (_probed_step)
+
+    def _probed_step(self, epoch, batch, history) -> None:
+        """The first step at a learning rate (of this fit, or after the lr changed): with finite
+        gradients, an lr too large for the dtype still makes the update overflow. That step is
+        taken on a copy's back: the parameters and optimizer state are kept, the result
+        checked, and on a non-finite weight put back before TrainingDivergedError. Later steps
+        at the same lr are not copied (a copy of every weight each step would cost too much);
+        a divergence there shows in the next step's loss, which is checked before its update."""
+        backend, optimizer, store = self.backend, self.optimizer, self.net.store
+        saved = [backend.copy(store.data)] + [backend.copy(buf) for buf in optimizer.state.values()]
+        optimizer.step()
+        self._probed_lr = optimizer.lr
+        if backend.all_finite(store.data):
+            return
+        backend.copy(saved[0], out=store.data)
+        for buf, kept in zip(optimizer.state.values(), saved[1:]):
+            backend.copy(kept, out=buf)
+        optimizer.step_count -= 1
+        self._layer_state.restore()
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch}, batch {batch}: the update overflows the weights "
+            f"(lr={optimizer.lr} is too large for {self.net.dtype}); the network keeps the weights it had "
+            "before this step. Lower the learning rate.", epoch, batch, history)
 
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
 
-    def stop_requested(self, interrupt) -> bool:
-        """Ctrl-C seen; on N ranks, seen by any rank, so that all stop at the same step."""
-        return interrupt.requested if self.parallel is None else self.parallel.any(interrupt.requested)
-
     def _gather(self, name, source, index):
-        shape = (index.shape[0], source.shape[1])
+        """source[index] along the rows, into a workspace reused while the batch size holds.
+        Gathered as 2-D (rows, values per row), then seen with the example shape."""
+        backend = self.backend
+        flat = backend.reshape(source, (source.shape[0], -1)) if source.ndim > 2 else source
         out = self._ws.get(name)
-        if out is None or out.shape != shape:
-            out = self._ws[name] = self.backend.empty(shape)
-        return self.backend.take_rows(source, index, out=out)
+        if out is None or out.shape[0] != index.shape[0]:
+            out = self._ws[name] = backend.take_rows(flat, index)
+        else:
+            backend.take_rows(flat, index, out=out)
+        return out if source.ndim <= 2 else backend.reshape(out, (index.shape[0],) + source.shape[1:])
 
-    def run_epoch(self, X, Y, order, epoch, history, interrupt, bar) -> dict:
+    def run_epoch(self, X, Y, order, epoch, history, interrupt, callbacks) -> dict:
         net, loss, backend, parallel = self.net, self.loss, self.backend, self.parallel
         n = X.shape[0]
         net.train()
         order_dev = None if order is None else backend.asarray_int(order)
-        # Fixed for the epoch, so a step repeats none of it (a tiny network's step is ~60 us).
+        # Fixed for the epoch, so a step repeats none of it (a tiny network's step is a few NumPy calls).
         bounds = [(start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
         has_penalty = net.penalty_internal() is not None
         guard_state = self._layer_state.active
-        scored_per_row = 1 if loss.accuracy == "argmax" else None  # None: every output is scored
         grad_buffer = net.store.grad
+        step_callbacks = [c.on_batch_end for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         loss_sum, correct, counted = None, None, 0
         for batch, (start, stop) in enumerate(bounds, start=1):
-            if interrupt.requested if parallel is None else self.stop_requested(interrupt):
+            if parallel.any(interrupt.requested):
                 history.interrupted = True  # Ctrl-C during the previous step: stop between steps
                 raise KeyboardInterrupt
             batch_rows = stop - start
-            if parallel is not None:  # this rank's shard of the batch
-                start, stop = parallel.shard(start, stop)
+            start, stop = parallel.shard(start, stop)  # this rank's rows of the batch
+            rows = stop - start
             if order_dev is None:
                 xb, yb = X[start:stop], Y[start:stop]
             else:
@@ -317,19 +385,17 @@ class _Trainer:
             if guard_state:
                 self._layer_state.save()
             penalty = None
-            if start == stop:  # no rows for this rank in a tiny last batch: it sends zeros
+            if rows == 0:  # no rows for this rank in a tiny last batch: it sends zeros
                 value, pred = parallel.empty_shard(), None
             else:
                 pred = net.forward_internal(xb, training=True)
-                value, grad = loss.compute(backend, pred, yb)
-                if parallel is not None:
-                    value = parallel.scale_loss(value, grad, stop - start, batch_rows)
+                value, grad = loss.value_and_grad(backend, pred, yb)
+                value = parallel.scale_loss(value, grad, rows, batch_rows)
                 if has_penalty:
                     penalty = net.penalty_internal()
-                net.backward_internal(grad, need_input_grad=False)
+                net.backward_internal(grad)
             step_loss = value if penalty is None else value + penalty
-            if parallel is not None:  # one allreduce: every rank gets the whole batch's gradient
-                parallel.reduce_gradients(step_loss, stop - start, batch_rows)
+            parallel.reduce_gradients(step_loss, rows, batch_rows)  # the whole batch's gradient on every rank
             if not backend.step_finite(step_loss, grad_buffer):
                 self._layer_state.restore()
                 what = "loss" if not backend.all_finite(step_loss) else "gradient"
@@ -337,21 +403,19 @@ class _Trainer:
                     f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite "
                     f"(loss {backend.to_scalar(step_loss)}); the network keeps the weights of the last finite "
                     f"step. Lower the learning rate (lr={self.optimizer.lr}).", epoch, batch, history)
-            self.optimizer.step()
-            rows = stop - start
+            if self.optimizer.lr != self._probed_lr:
+                self._probed_step(epoch, batch, history)
+            else:
+                self.optimizer.step()
             share = _epoch_loss_share(loss, value, penalty, rows, batch_rows, n)
             loss_sum = share if loss_sum is None else loss_sum + share
-            hits = None if pred is None else _count_correct(backend, loss, pred, yb)
-            if hits is not None:
-                correct = hits if correct is None else correct + hits
-                counted += rows * (scored_per_row or pred.shape[1])
-            bar.step()
-        if parallel is not None:  # sums over every rank's rows
-            return parallel.epoch_metrics(loss_sum, correct, counted, n)
-        metrics = {"loss": backend.to_scalar(loss_sum) / n}
-        if correct is not None:
-            metrics["accuracy"] = backend.to_scalar(correct) / counted
-        return metrics
+            scored = None if pred is None else loss.count_correct(backend, pred, yb)
+            if scored is not None:
+                correct = scored[0] if correct is None else correct + scored[0]
+                counted += scored[1]
+            for on_batch_end in step_callbacks:
+                on_batch_end()
+        return parallel.epoch_metrics(loss_sum, correct, counted, n)
 
 
 def _epoch_loss_share(loss, value, penalty, rows: int, batch_rows: int, n: int):
@@ -377,124 +441,113 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class _LayerStateGuard:
-    """Takes back what a diverged step's forward wrote into layer state (BatchNorm running
-    statistics, Dropout step counters), so TrainingDivergedError leaves every layer as the last
-    finite step left it. Per step: one int per Dropout, two small device copies per BatchNorm."""
+    """Takes back what a diverged step's forward wrote into layer state (every layer's buffers
+    and counters: BatchNorm's running statistics, Dropout's step), so TrainingDivergedError
+    leaves every layer as the last finite step left it. Per step: one device copy per buffer,
+    one int per counter."""
 
     def __init__(self, net):
-        self.backend = net.backend
-        self.dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
-        self.batchnorms = [layer for layer in net.layers if isinstance(layer, BatchNorm)]
-        self._steps: list[int] = []
-        self.active = bool(self.dropouts or self.batchnorms)  # False: nothing to save or restore
-        self._stats = [(self.backend.empty(b.running_mean.shape), self.backend.empty(b.running_var.shape))
-                       for b in self.batchnorms]
+        self.net, self.backend = net, net.backend
+        self.buffers = net.buffers()
+        self.has_counters = any(layer.counters for layer in net.layers)
+        self.active = bool(self.buffers or self.has_counters)  # False: nothing to save or restore
+        self._saved = [self.backend.empty(b.shape) for b in self.buffers]
+        self._counters: list[dict] = []
 
     def save(self) -> None:
-        self._steps = [layer.step for layer in self.dropouts]
-        for layer, (mean, var) in zip(self.batchnorms, self._stats):
-            self.backend.copy(layer.running_mean, out=mean)
-            self.backend.copy(layer.running_var, out=var)
+        if self.has_counters:
+            self._counters = self.net.counter_values()
+        for buffer, saved in zip(self.buffers, self._saved):
+            self.backend.copy(buffer, out=saved)
 
     def restore(self) -> None:
-        for layer, step in zip(self.dropouts, self._steps):
-            layer.step = step
-        for layer, (mean, var) in zip(self.batchnorms, self._stats):
-            layer.running_mean[...] = mean
-            layer.running_var[...] = var
-
-
-def _count_correct(backend, loss, pred, target):
-    if loss.accuracy == "argmax":
-        return backend.count_argmax_matches(pred, target)
-    if loss.accuracy == "threshold":
-        return backend.count_threshold_matches(pred, target, loss.score_threshold, loss.target_threshold)
-    return None
+        if self.has_counters and self._counters:
+            self.net.set_counters(self._counters)
+        for buffer, saved in zip(self.buffers, self._saved):
+            self.backend.copy(saved, out=buffer)
 
 
 def _snapshot(net) -> tuple:
-    """What early stopping restores: the weights and BatchNorm statistics of the best epoch.
-    Not the Dropout step counters: they count steps taken, so later masks stay fresh."""
-    batchnorms = [layer for layer in net.layers if isinstance(layer, BatchNorm)]
-    return net.backend.copy(net.store.data), [(layer, layer.state()) for layer in batchnorms]
+    """What early stopping restores: the weights and layer buffers of the best epoch. Not the
+    counters: they count steps taken, so later dropout masks stay fresh."""
+    backend = net.backend
+    return backend.copy(net.store.data), [backend.copy(b) for b in net.buffers()]
 
 
 def _restore(net, state) -> None:
-    data, layer_states = state
-    net.store.data[...] = data
-    for layer, saved in layer_states:
-        layer.load_state(saved)
+    data, buffers = state
+    backend = net.backend
+    backend.copy(data, out=net.store.data)
+    for buffer, saved in zip(net.buffers(), buffers):
+        backend.copy(saved, out=buffer)
 
 
 # ---------------------------------------------------------------------- inference
-
-
-@contextlib.contextmanager
-def _eval_mode(net):
-    was_training = net.training
-    net.eval()
-    try:
-        yield
-    finally:
-        net.training = was_training
 
 
 def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
     backend = net.backend
     n = X.shape[0]
     loss_sum, correct, counted = None, None, 0
-    with _eval_mode(net):
-        for start in range(0, n, batch_size):
-            xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
-            pred = net.forward_internal(xb, training=False)
-            value, _ = loss.compute(backend, pred, yb)
-            rows = xb.shape[0]
-            weighted = value * rows if loss.reduction == "mean" else value
-            loss_sum = weighted if loss_sum is None else loss_sum + weighted
-            hits = _count_correct(backend, loss, pred, yb)
-            if hits is not None:
-                correct = hits if correct is None else correct + hits
-                counted += rows if loss.accuracy == "argmax" else rows * pred.shape[1]
+    for start in range(0, n, batch_size):
+        xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
+        pred = net.forward_internal(xb, training=False)
+        value, _ = loss.value_and_grad(backend, pred, yb)
+        rows = xb.shape[0]
+        weighted = value * rows if loss.reduction == "mean" else value
+        loss_sum = weighted if loss_sum is None else loss_sum + weighted
+        scored = loss.count_correct(backend, pred, yb)
+        if scored is not None:
+            correct = scored[0] if correct is None else correct + scored[0]
+            counted += scored[1]
     total = backend.to_scalar(loss_sum)
     if loss.reduction == "mean":
         total /= n
-    penalty = net.penalty()
-    metrics = {"loss": total + penalty}
+    metrics = {"loss": total + net.penalty()}
     if correct is not None:
         metrics["accuracy"] = backend.to_scalar(correct) / counted
     return metrics
 
 
 def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
-    """{"loss": ..., "accuracy": ...} of `net` on (X, y) in eval mode (accuracy for classifiers).
-
-    The loss includes the regularization penalty, as fit's history does.
-    """
-    check_loss_fits_network(loss, net)
+    """{"loss": ..., "accuracy": ...} of `net` on (X, y) in eval mode (accuracy where the loss
+    defines one). The loss includes the regularization penalty, as fit's history does. Several
+    threads may evaluate and predict with one network at once."""
+    check_loss(loss, net)
     batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
-    X_host = check_features(net, X)
-    Y_host = check_targets(net, loss, y, X_host.shape[0])
     backend = net.backend
-    with np.errstate(all="ignore"):
-        return _evaluate_device(net, loss, backend.asarray(X_host), backend.asarray(Y_host), batch_size)
+    net.usage.begin_inference()
+    try:
+        with backend.on_device():
+            X_host, Y_host = examples_and_targets(net, loss, X, y)
+            with np.errstate(all="ignore"):
+                return _evaluate_device(net, loss, backend.asarray(X_host), target_on_device(backend, Y_host),
+                                        batch_size)
+    finally:
+        net.usage.end_inference()
 
 
 def predict(net, X, batch_size: int = 1024, activation: str | None = None) -> np.ndarray:
     """The network's outputs for X as a NumPy array, in eval mode, `batch_size` rows at a time.
 
-    `activation="softmax"` (or "sigmoid") turns logits into probabilities.
+    `activation="softmax"` (or "sigmoid") turns logits into probabilities. Several threads may
+    predict with one network at once.
     """
     batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
     if activation not in (None, "softmax", "sigmoid"):
         raise ValueError(f"activation must be None, 'softmax' or 'sigmoid', got {activation!r}")
-    X_host = check_features(net, X)
     backend = net.backend
-    X_dev = backend.asarray(X_host)
-    parts = []
-    with _eval_mode(net), np.errstate(all="ignore"):
-        for start in range(0, X_dev.shape[0], batch_size):
-            out = net.forward_internal(X_dev[start:start + batch_size], training=False)
-            if activation is not None:
-                out = backend.activation_forward(out, activation)
-            parts.append(backend.to_host(out))
-    return np.concatenate(parts, axis=0)
+    net.usage.begin_inference()
+    try:
+        with backend.on_device():
+            X_dev = backend.asarray(host_examples(backend, X, net.input_shape, "X"))
+            parts = []
+            with np.errstate(all="ignore"):
+                for start in range(0, X_dev.shape[0], batch_size):
+                    out = net.forward_internal(X_dev[start:start + batch_size], training=False)
+                    if activation is not None:
+                        out = backend.activation_forward(out, activation)
+                    parts.append(backend.to_host(out))
+            return np.concatenate(parts, axis=0)
+    finally:
+        net.usage.end_inference()

@@ -22,6 +22,23 @@ def test_training_step(backend, measure, name):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
+def test_public_loop_step(backend, measure, name):
+    """The step as a PyTorch user writes it through the public API:
+    loss = crit(net(x), y); net.backward(crit.backward()); opt.step(), every per-call check included."""
+    config = CONFIGS[name]
+    net, loss = our_network(config, backend.device)
+    optimizer = bp.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = make_data(type(config)(**dict(config.__dict__, steps=1)))
+
+    def step():
+        loss(net(x), y)
+        net.backward(loss.backward())
+        optimizer.step()
+
+    measure(backend, step)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_hand_written_step(benchmark, name):
     """The same step written by hand for that one network (backprop/apps/bench_baseline.py): the
     bar fit's step is measured against, on the CPU. test_training_step above times a whole fit

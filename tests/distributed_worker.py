@@ -35,11 +35,11 @@ class InterruptingLoss(bp.CrossEntropyLoss):
         super().__init__()
         self.rank, self.calls = rank, 0
 
-    def compute(self, backend, pred, target):
+    def value_and_grad(self, backend, pred, target):
         self.calls += 1
         if self.rank == 1 and self.calls == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return super().compute(backend, pred, target)
+        return super().value_and_grad(backend, pred, target)
 
 
 def build(case: str, rank: int = 0, device: str = "cpu"):
@@ -82,6 +82,14 @@ def build(case: str, rank: int = 0, device: str = "cpu"):
         opt = bp.SGD(net.parameters(), lr=0.1)
         X, y = X[:16], y[:16]
         kwargs.update(epochs=1, batch_size=16, shuffle=False)
+    elif case == "custom":  # the README's own activation, stateful layer and loss; one step an epoch
+        from readme_extensions import LogCoshLoss, Recenter
+
+        net = bp.Sequential(bp.Dense(6, 16, activation="softsign"), Recenter(), bp.Dense(16, 3), dtype="float64",
+                            seed=1, device=device)
+        opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        X, y = X[:16], np.eye(3)[y[:16]]
+        kwargs.update(loss=LogCoshLoss(), batch_size=16, shuffle=False)
     else:
         raise ValueError(f"unknown case {case!r}")
     return net, opt, X, y, kwargs
@@ -131,7 +139,7 @@ def main(case: str, out_dir: str) -> None:
         for key, value in layer.state().items():
             result[f"layer{i}.{key}"] = value
         if isinstance(layer, bp.Dropout):
-            result[f"layer{i}.seed_after_fit"] = layer.seed
+            result[f"layer{i}.seed_after_fit"] = layer._noise_seed
     if distributed is not True:
         result["nccl_calls"] = json.dumps(nccl.calls)
     if machine is not None:  # where anything ran, and where CUDA contexts were created

@@ -16,7 +16,8 @@ SHAPES = [(1, 1), (3, 4), (17, 33), (64, 10)]
 # Ops whose results must match the reference bit for bit (no rounding involved).
 EXACT = {"activation_relu", "activation_leaky_relu", "activation_linear", "activation_backward_relu",
          "activation_backward_leaky_relu", "activation_backward_linear", "dropout_forward",
-         "dropout_backward", "copy", "take_rows", "count_argmax_matches", "count_threshold_matches"}
+         "dropout_backward", "copy", "take_rows", "count_argmax_matches", "count_threshold_matches",
+         "count_label_matches", "reshape"}
 
 
 def _inputs(seed: int, shape):
@@ -38,6 +39,7 @@ def _inputs(seed: int, shape):
         "flat_grad": rng.normal(size=(rows * cols + 5,)),
         "flat_state": rng.uniform(0.0, 1.0, size=(rows * cols + 5,)),
         "index": rng.integers(0, rows, size=rows + 3),
+        "labels": rng.integers(0, cols, size=rows),
     }
 
 
@@ -56,7 +58,7 @@ def _host(backend, values):
 def run_case(backend, name: str, seed: int, shape):
     """Run case `name` on `backend`; returns a tuple of NumPy arrays (None kept as None)."""
     d = _inputs(seed, shape)
-    a = {k: (backend.asarray_int(v) if k == "index" else backend.asarray(v)) for k, v in d.items()}
+    a = {k: (backend.asarray_int(v) if k in ("index", "labels") else backend.asarray(v)) for k, v in d.items()}
     be = backend
     kind, _, detail = name.partition(":")
     if kind.startswith("bias_activation_"):
@@ -92,7 +94,12 @@ def run_case(backend, name: str, seed: int, shape):
         return _host(be, (be.copy(a["x"]), be.copy(a["x"], out=be.empty(shape))))
     if kind == "take_rows":
         idx = a["index"]
-        return _host(be, (be.take_rows(a["x"], idx), be.take_rows(a["x"], idx, out=be.empty((idx.shape[0], shape[1])))))
+        return _host(be, (be.take_rows(a["x"], idx), be.take_rows(a["x"], idx, out=be.empty((idx.shape[0], shape[1]))),
+                          be.take_rows(a["labels"], idx)))
+    if kind == "reshape":
+        rows, cols = shape
+        flat = be.reshape(a["x"], (rows * cols,))
+        return _host(be, (flat, be.reshape(flat, (cols, rows)), be.reshape(a["x"], (rows, 1, cols))))
     if kind == "all_finite":
         bad = d["x"].copy()
         bad.flat[-1] = np.nan
@@ -110,13 +117,16 @@ def run_case(backend, name: str, seed: int, shape):
     if kind == "loss":
         op, target = detail.split("/")
         pred = {"bce_loss": a["prob"]}.get(op, a["x"])
+        extra = (1.5,) if op == "huber_loss" else ()  # delta: |x - dy| falls on both sides of it
         results = []
         for reduction in ("mean", "sum"):
-            loss, grad = getattr(be, op)(pred, a[target], reduction)
+            loss, grad = getattr(be, op)(pred, a[target], *extra, reduction)
             results += [loss, grad]
         return _host(be, results)
     if kind == "count_argmax_matches":
         return _host(be, (be.count_argmax_matches(a["x"], a["onehot"]),))
+    if kind == "count_label_matches":
+        return _host(be, (be.count_label_matches(a["x"], a["labels"]),))
     if kind == "count_threshold_matches":
         return _host(be, (be.count_threshold_matches(a["x"], a["prob"], 0.0, 0.5),))
     if kind == "dropout_forward":
@@ -137,6 +147,10 @@ def run_case(backend, name: str, seed: int, shape):
         ye = be.batchnorm_forward_eval(a["x"], a["gamma"], a["beta"], rm, rv, 1e-5)
         dxe, dge, dbe = be.batchnorm_backward_eval(a["dy"], a["x"], a["gamma"], rm, rv, 1e-5)
         return _host(be, (y, xhat, mean, var, inv_std, dx, dgamma, dbeta, rm, rv, ye, dxe, dge, dbe))
+    if kind == "layernorm":
+        y, xhat, inv_std = be.layernorm_forward(a["x"], a["gamma"], a["beta"], 1e-5)
+        dx, dgamma, dbeta = be.layernorm_backward(a["dy"], xhat, a["gamma"], inv_std)
+        return _host(be, (y, xhat, inv_std, dx, dgamma, dbeta))
     if kind == "penalty":
         grad = be.copy(a["dy"])
         be.l1_l2_penalty_grad(a["x"], grad, 0.01, 0.02)
@@ -162,9 +176,9 @@ CASES = (
     + [f"activation_backward_{a}" for a in ACTIVATIONS]
     + ["matmul", "sum_rows", "add_scaled", "copy", "take_rows", "all_finite", "step_finite",
        "loss:mse_loss/dy", "loss:mae_loss/dy", "loss:bce_loss/t01", "loss:bce_with_logits_loss/t01",
-       "loss:cross_entropy_loss/onehot", "loss:hinge_loss/tpm",
-       "count_argmax_matches", "count_threshold_matches", "dropout_forward", "dropout_backward",
-       "batchnorm", "penalty", "sgd:plain", "sgd:momentum_first", "sgd:momentum", "sgd:nesterov",
+       "loss:cross_entropy_loss/onehot", "loss:cross_entropy_labels_loss/labels", "loss:hinge_loss/tpm",
+       "loss:huber_loss/dy", "count_argmax_matches", "count_label_matches", "count_threshold_matches",
+       "dropout_forward", "dropout_backward", "batchnorm", "layernorm", "penalty", "reshape", "sgd:plain", "sgd:momentum_first", "sgd:momentum", "sgd:nesterov",
        "adam:adam", "adam:adamw"]
 )
 
@@ -177,6 +191,9 @@ COVERS = {
     "mse_loss": "loss:mse_loss", "mae_loss": "loss:mae_loss", "bce_loss": "loss:bce_loss",
     "bce_with_logits_loss": "loss:bce_with_logits_loss", "cross_entropy_loss": "loss:cross_entropy_loss",
     "hinge_loss": "loss:hinge_loss", "count_argmax_matches": "count_argmax_matches",
+    "cross_entropy_labels_loss": "loss:cross_entropy_labels_loss", "huber_loss": "loss:huber_loss",
+    "count_label_matches": "count_label_matches", "layernorm_forward": "layernorm",
+    "layernorm_backward": "layernorm", "reshape": "reshape",
     "count_threshold_matches": "count_threshold_matches", "dropout_forward": "dropout_forward",
     "dropout_backward": "dropout_backward", "batchnorm_forward_train": "batchnorm",
     "batchnorm_forward_eval": "batchnorm", "batchnorm_backward": "batchnorm", "batchnorm_backward_eval": "batchnorm",

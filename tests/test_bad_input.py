@@ -58,7 +58,7 @@ def forward_first(net, opt, tmp):
 
 
 def saved_file(net, opt, tmp):
-    bp.save(net, tmp / "model.npz")
+    bp.save(net, tmp / "model.safetensors")
 
 
 def case(id, call, error, match, setup=None):
@@ -110,7 +110,7 @@ CASES = [
          r"pred must be a non-empty 2-D array \(rows, outputs\), got shape \(0, 1\)"),
     case("loss-target-rows", lambda n, o, t: bp.MSELoss()(np.zeros((2, 1)), np.zeros((3, 1))), V, "target has 3 rows but pred has 2"),
     case("loss-target-shape", lambda n, o, t: bp.MSELoss()(np.zeros((2, 1)), np.zeros((2, 2))), V,
-         r"target must have the prediction's shape \(2, 1\), got \(2, 2\)"),
+         r"target must have shape \(2, 1\), a row of 1 per example, got \(2, 2\)"),
     case("loss-target-inf", lambda n, o, t: bp.MSELoss()(np.zeros((2, 1)), [[0.0], [np.inf]]), V, r"target must be finite, but target\[1, 0\] is inf"),
     case("BCE-pred-range", lambda n, o, t: bp.BCELoss()(np.array([[0.5], [1.5]]), [0, 1]), V,
          r"pred \(probabilities for BCELoss\) must hold values in \[0, 1\], got values from 0.5 to 1.5"),
@@ -148,7 +148,7 @@ CASES = [
     case("Cosine-T_max", lambda n, o, t: bp.CosineAnnealingLR(o, T_max=0), V, "T_max must be an integer >= 1, got 0"),
     case("Cosine-eta_min", lambda n, o, t: bp.CosineAnnealingLR(o, T_max=5, eta_min=-1), V, "eta_min must be a finite number >= 0.0, got -1.0"),
     # ---- fit: the data
-    case("fit-X-features", lambda n, o, t: fit(n, o, X=np.zeros((12, 5))), V, "X has 5 features but the first layer expects 3"),
+    case("fit-X-features", lambda n, o, t: fit(n, o, X=np.zeros((12, 5))), V, "X has 5 features but the network expects 3"),
     case("fit-X-1d", lambda n, o, t: fit(n, o, X=X[:, 0]), V, r"X must be 2-D \(samples, 3 features\), got shape \(12,\)"),
     case("fit-X-3d", lambda n, o, t: fit(n, o, X=X[:, :, None]), V, r"X must be 2-D \(samples, 3 features\), got shape \(12, 3, 1\)"),
     case("fit-X-empty", lambda n, o, t: fit(n, o, X=np.zeros((0, 3)), y=[]), V, "X is empty: it has 0 samples"),
@@ -167,11 +167,11 @@ CASES = [
     case("fit-y-onehot-width", lambda n, o, t: fit(n, o, y=np.eye(3)[Y]), V,
          r"y must be labels of shape \(rows,\) or rows of 2 probabilities, got shape \(12, 3\)"),
     case("fit-y-mse-width", lambda n, o, t: fit(n, o, y=np.zeros((12, 3)), loss=bp.MSELoss()), V,
-         r"y must have shape \(12, 2\) to match the network's 2 outputs, got \(12, 3\)"),
+         r"y must have shape \(12, 2\), a row of 2 per example, got \(12, 3\)"),
     case("fit-batchnorm-batch-of-one", lambda n, o, t: fit(n, o, X=X[:9], y=Y[:9]), V,
          "batch_size=4 with 9 training samples gives a batch of 1 sample, but BatchNorm needs batches of at least 2"),
     case("fit-validation-X", lambda n, o, t: fit(n, o, validation_data=(X[:, :2], Y)), V,
-         r"validation_data\[0\] has 2 features but the first layer expects 3"),
+         r"validation_data\[0\] has 2 features but the network expects 3"),
     case("fit-validation-y", lambda n, o, t: fit(n, o, validation_data=(X, Y[:3])), V,
          r"validation_data\[1\] has 3 samples but validation_data\[0\] has 12"),
     case("fit-validation-pair", lambda n, o, t: fit(n, o, validation_data=(X,)), V,
@@ -200,7 +200,7 @@ CASES = [
     case("fit-scheduler-other-optimizer", lambda n, o, t: fit(n, o, scheduler=bp.StepLR(bp.SGD(n.parameters()), 2)), V,
          "scheduler was built for another optimizer"),
     # ---- predict and evaluate
-    case("predict-X-features", lambda n, o, t: bp.predict(n, X[:, :2]), V, "X has 2 features but the first layer expects 3"),
+    case("predict-X-features", lambda n, o, t: bp.predict(n, X[:, :2]), V, "X has 2 features but the network expects 3"),
     case("predict-X-nan", lambda n, o, t: bp.predict(n, with_nan(X, (0, 0))), V, r"X must be finite, but X\[0, 0\] is nan"),
     case("predict-batch_size", lambda n, o, t: bp.predict(n, X, batch_size=-1), V, "batch_size must be a positive integer, got -1"),
     case("predict-activation", lambda n, o, t: bp.predict(n, X, activation="tanh"), V,
@@ -230,11 +230,11 @@ CASES = [
     case("gradcheck-loss", lambda n, o, t: bp.gradcheck(n, None, X, Y), T, "loss must be a backprop loss .*got NoneType"),
     # ---- checkpoints (damaged files: test_checkpoint.py)
     case("save-net", lambda n, o, t: bp.save(o, t / "m.npz"), T, "net must be a Sequential, got Adam"),
-    case("save-path-type", lambda n, o, t: bp.save(n, 3), T, "path must be a file name such as 'model.npz', got int 3"),
-    case("save-path-folder", lambda n, o, t: bp.save(n, t), V, "path must be a file name such as 'model.npz', got .*which is a folder"),
+    case("save-path-type", lambda n, o, t: bp.save(n, 3), T, "path must be a file name such as 'model.safetensors', got int 3"),
+    case("save-path-folder", lambda n, o, t: bp.save(n, t), V, "path must be a file name such as 'model.safetensors', got .*which is a folder"),
     case("save-optimizer-other-network", lambda n, o, t: bp.save(n, t / "m.npz", optimizer=bp.SGD(other_net().parameters())), V,
          "optimizer must be an optimizer of this network's parameters"),
-    case("load-device", lambda n, o, t: bp.load(t / "model.npz", device="tpu"), V, "device must be .*got 'tpu'", setup=saved_file),
+    case("load-device", lambda n, o, t: bp.load(t / "model.safetensors", device="tpu"), V, "device must be .*got 'tpu'", setup=saved_file),
 ]
 
 

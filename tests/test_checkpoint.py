@@ -1,7 +1,8 @@
 """Checkpoints: a bit-for-bit round trip of everything an exact resume needs (parameters,
 optimizer state and step count, dropout step counters, BatchNorm statistics, the epoch count
 that keys fit's shuffles); a resumed run equals an uninterrupted one exactly; writes are atomic;
-loading never unpickles; damaged, foreign and mismatched files are refused with ValueError.
+loading never unpickles; damaged, foreign and mismatched files are refused with ValueError;
+files of format version 1 (.npz) keep loading.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 import backprop as bp
+from backprop.checkpoint import _digest
 
+DATA = pathlib.Path(__file__).parent / "data"
 rng = np.random.default_rng(0)
 X = rng.normal(size=(40, 5))
 Y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int)
@@ -49,24 +55,34 @@ def state(net, opt=None) -> list:
     return parts
 
 
-def saved(tmp_path, name="model.npz", epochs=2, **kwargs) -> pathlib.Path:
+def saved(tmp_path, name="model.safetensors", epochs=2, **kwargs) -> pathlib.Path:
     net, opt = make(**kwargs)
     train(net, opt, epochs)
     return pathlib.Path(bp.save(net, tmp_path / name, optimizer=opt))
 
 
-def rewrite(path, meta=None, arrays=None, drop=()):
-    """Re-save a checkpoint with some metadata fields or arrays replaced (a crafted file)."""
-    with np.load(path, allow_pickle=False) as npz:
-        contents = {key: npz[key] for key in npz.files}
-    record = json.loads(contents["meta"].tobytes())
-    record.update(meta or {})
-    contents["meta"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
-    contents.update(arrays or {})
+def read(path) -> tuple[dict, dict, dict]:
+    """(metadata, records, tensors) of a version-2 file."""
+    with safe_open(str(path), framework="numpy") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    return metadata, json.loads(metadata["backprop"]), tensors
+
+
+def rewrite(path, record=None, tensors=None, drop=(), metadata=None, sign=True):
+    """Re-save a checkpoint with some records, tensors or metadata replaced (a crafted file),
+    signed with a valid checksum unless `sign` is False: the checks behind the checksum are
+    what such a file meets."""
+    meta, records, contents = read(path)
+    records.update(record or {})
+    contents.update(tensors or {})
     for key in drop:
         del contents[key]
-    with open(path, "wb") as handle:
-        np.savez(handle, **contents)
+    meta["backprop"] = json.dumps(records)
+    if sign:
+        meta["sha256"] = _digest(meta["backprop"], sorted(contents), contents.__getitem__)
+    meta.update(metadata or {})
+    save_file(contents, str(path), metadata=meta)
 
 
 # ---------------------------------------------------------------------- round trip and resume
@@ -77,8 +93,8 @@ def rewrite(path, meta=None, arrays=None, drop=()):
 def test_round_trip_is_bit_for_bit(tmp_path, optimizer, dtype):
     net, opt = make(optimizer, dtype)
     train(net, opt, epochs=2)
-    bp.save(net, tmp_path / "m.npz", optimizer=opt)
-    net2, opt2 = bp.load(tmp_path / "m.npz", optimizer=True)
+    bp.save(net, tmp_path / "m.safetensors", optimizer=opt)
+    net2, opt2 = bp.load(tmp_path / "m.safetensors", optimizer=True)
     assert state(net2, opt2) == state(net, opt)
     assert net2.device == "cpu" and not net2.training
 
@@ -89,9 +105,9 @@ def test_resume_matches_an_uninterrupted_run_exactly(tmp_path):
 
     first, first_opt = make()
     head = train(first, first_opt, epochs=2)
-    bp.save(first, tmp_path / "m.npz", optimizer=first_opt)
+    bp.save(first, tmp_path / "m.safetensors", optimizer=first_opt)
     del first, first_opt
-    resumed, resumed_opt = bp.load(tmp_path / "m.npz", optimizer=True)
+    resumed, resumed_opt = bp.load(tmp_path / "m.safetensors", optimizer=True)
     tail = train(resumed, resumed_opt, epochs=3)
 
     assert state(resumed, resumed_opt) == state(whole, whole_opt)
@@ -123,8 +139,8 @@ def test_a_schedule_resumes_where_it_stopped(tmp_path, schedule):
     first_sched = SCHEDULES[schedule](first_opt)
     head = bp.fit(first, X, Y, loss=bp.CrossEntropyLoss(), optimizer=first_opt, epochs=2, batch_size=8,
                   scheduler=first_sched, progress=False)
-    bp.save(first, tmp_path / "m.npz", optimizer=first_opt, scheduler=first_sched)
-    resumed, resumed_opt, resumed_sched = bp.load(tmp_path / "m.npz", scheduler=True)
+    bp.save(first, tmp_path / "m.safetensors", optimizer=first_opt, scheduler=first_sched)
+    resumed, resumed_opt, resumed_sched = bp.load(tmp_path / "m.safetensors", scheduler=True)
     assert schedule_state(resumed_sched) == schedule_state(first_sched)
     assert resumed_sched.optimizer is resumed_opt
     tail = bp.fit(resumed, X, Y, loss=bp.CrossEntropyLoss(), optimizer=resumed_opt, epochs=3, batch_size=8,
@@ -137,16 +153,16 @@ def test_a_schedule_resumes_where_it_stopped(tmp_path, schedule):
 
 def test_a_checkpoint_without_a_schedule_loads_with_none(tmp_path):
     net, opt = make()
-    bp.save(net, tmp_path / "m.npz", optimizer=opt)
-    assert bp.load(tmp_path / "m.npz", scheduler=True)[2] is None
-    bp.save(net, tmp_path / "bare.npz")
-    assert bp.load(tmp_path / "bare.npz", scheduler=True)[1:] == (None, None)
+    bp.save(net, tmp_path / "m.safetensors", optimizer=opt)
+    assert bp.load(tmp_path / "m.safetensors", scheduler=True)[2] is None
+    bp.save(net, tmp_path / "bare.safetensors")
+    assert bp.load(tmp_path / "bare.safetensors", scheduler=True)[1:] == (None, None)
 
 
 def test_a_schedule_is_saved_only_with_its_own_optimizer(tmp_path):
     net, opt = make()
     other = bp.Adam(net.parameters())
-    path = tmp_path / "m.npz"
+    path = tmp_path / "m.safetensors"
     with pytest.raises(ValueError, match="scheduler must be saved with its optimizer"):
         bp.save(net, path, scheduler=bp.StepLR(opt, 2))
     with pytest.raises(ValueError, match="scheduler must be saved with its optimizer"):
@@ -172,7 +188,7 @@ def test_a_users_own_optimizer_or_schedule_class_is_refused_by_name_before_writi
         pass
 
     net, opt = make()
-    path = tmp_path / "m.npz"
+    path = tmp_path / "m.safetensors"
     with pytest.raises(TypeError, match="scheduler must be one of StepLR, ExponentialLR, CosineAnnealingLR "
                                         "to be saved in a checkpoint, got Halving"):
         bp.save(net, path, optimizer=opt, scheduler=Halving(opt))
@@ -191,8 +207,8 @@ def test_a_users_own_optimizer_or_schedule_class_is_refused_by_name_before_writi
 ], ids=["type", "hyperparameter", "base_lr", "epoch", "not-an-object"])
 def test_an_invalid_schedule_record_is_refused(tmp_path, record, match):
     net, opt = make()
-    path = pathlib.Path(bp.save(net, tmp_path / "m.npz", optimizer=opt, scheduler=bp.StepLR(opt, 2)))
-    rewrite(path, meta={"scheduler": record})
+    path = pathlib.Path(bp.save(net, tmp_path / "m.safetensors", optimizer=opt, scheduler=bp.StepLR(opt, 2)))
+    rewrite(path, record={"scheduler": record})
     with pytest.raises(ValueError, match=f"invalid scheduler record.*{match}"):
         bp.load(path, scheduler=True)
     bp.load(path, optimizer=True)  # the rest of the file is fine: only the schedule is refused
@@ -200,8 +216,8 @@ def test_an_invalid_schedule_record_is_refused(tmp_path, record, match):
 
 def test_a_network_saved_without_its_optimizer_loads_with_none(tmp_path):
     net, _ = make()
-    bp.save(net, tmp_path / "m.npz")
-    net2, opt2 = bp.load(tmp_path / "m.npz", optimizer=True)
+    bp.save(net, tmp_path / "m.safetensors")
+    net2, opt2 = bp.load(tmp_path / "m.safetensors", optimizer=True)
     assert opt2 is None and state(net2) == state(net)
 
 
@@ -214,11 +230,11 @@ def test_a_checkpoint_from_any_device_loads_on_the_cpu(tmp_path, device):
         opt = bp.Adam(net.parameters(), lr=0.01)
         train(net, opt, epochs=1)
         net.to("cpu")
-    bp.save(net, tmp_path / "m.npz", optimizer=opt if device == "cpu" else None)
+    bp.save(net, tmp_path / "m.safetensors", optimizer=opt if device == "cpu" else None)
     expected = state(net)
     # Where a file was written is recorded but never needed: one from a GPU run loads on the CPU.
-    rewrite(tmp_path / "m.npz", meta={"device": "cuda:3"})
-    loaded = bp.load(tmp_path / "m.npz")
+    rewrite(tmp_path / "m.safetensors", record={"device": "cuda:3"})
+    loaded = bp.load(tmp_path / "m.safetensors")
     assert loaded.device == "cpu" and state(loaded) == expected
 
 
@@ -229,14 +245,15 @@ def test_a_write_failing_partway_leaves_the_previous_file_intact(tmp_path, monke
     path = saved(tmp_path)
     before = path.read_bytes()
     net, opt = make()
-    real_savez = np.savez
+    import safetensors.numpy
 
-    def savez_then_fail(file, **arrays):
-        real_savez(file, **arrays)  # the whole archive is written to the temporary file...
-        file.truncate(file.tell() // 2)  # ...then half of it is lost, as in a crash
+    def save_file_then_fail(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)  # the whole file is written to the temporary file...
+        with open(filename, "rb+") as handle:  # ...then half of it is lost, as in a crash
+            handle.truncate(os.path.getsize(filename) // 2)
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(np, "savez", savez_then_fail)
+    monkeypatch.setattr(safetensors.numpy, "save_file", save_file_then_fail)
     with pytest.raises(OSError, match="No space left"):
         bp.save(net, path, optimizer=opt)
     assert path.read_bytes() == before
@@ -258,9 +275,9 @@ def test_a_truncated_file_is_refused(tmp_path):
 
 
 def test_no_flipped_byte_is_loaded_silently(tmp_path):
-    # A flipped byte (150 positions spread over the file, every region hit): the file is refused,
-    # or (a flip in bytes nothing reads, such as a zip timestamp) it loads exactly what was
-    # saved. Never a quietly different network.
+    # A flipped byte (150 positions spread over the file, every region hit: header, records,
+    # tensors): the file is refused, or (a flip in bytes nothing reads, such as the header's
+    # padding) it loads exactly what was saved. Never a quietly different network.
     path = saved(tmp_path)
     data = path.read_bytes()
     original = bp.load(path, optimizer=True)
@@ -282,27 +299,33 @@ def test_no_flipped_byte_is_loaded_silently(tmp_path):
 
 @pytest.mark.parametrize("craft, match", [
     (lambda p: p.write_text("not a checkpoint"), "not a readable backprop checkpoint"),
-    (lambda p: np.savez(p, parameters=np.zeros(3)), "not a backprop checkpoint: it has no 'meta' record"),
-    (lambda p: rewrite(p, meta={"format": "keras"}), r"not a backprop checkpoint \(format 'keras'\)"),
-    (lambda p: rewrite(p, meta={"version": 99}), "has checkpoint format version 99; this backprop reads version 1"),
-    (lambda p: rewrite(p, arrays={"meta": np.frombuffer(b"{oops", dtype=np.uint8)}), "metadata is not valid JSON"),
-    (lambda p: rewrite(p, arrays={"parameters": np.zeros(7, dtype=np.float32)}),
-     r"holds parameters of shape \(7,\) but its architecture needs \(\d+,\)"),
-    (lambda p: rewrite(p, meta={"architecture": {"layers": [{"type": "Dense", "in_features": 5, "out_features": 3}],
-                                                  "dtype": "float32", "seed": 3}}),
-     r"holds parameters of shape \(\d+,\) but its architecture needs \(18,\)"),
-    (lambda p: rewrite(p, meta={"architecture": {"layers": [{"type": "Conv2d"}], "dtype": "float32", "seed": 3}}),
-     "unknown layer type 'Conv2d'"),
-    (lambda p: rewrite(p, meta={"architecture": {"layers": [{"type": "Dense", "widht": 3}], "dtype": "float32", "seed": 3}}),
-     "invalid architecture record"),
-    (lambda p: rewrite(p, drop=["layer1.step"]), r"layer 1 state has \[\], expected \['step'\]"),
-    (lambda p: rewrite(p, arrays={"layer2.running_mean": np.zeros(3)}), "layer 2 state 'running_mean' has shape"),
-    (lambda p: rewrite(p, arrays={"parameters": np.full(N_PARAMS, np.nan, dtype=np.float32)}), "non-finite parameters"),
-    (lambda p: rewrite(p, arrays={"optimizer.exp_avg": np.zeros(5)}), "optimizer state 'exp_avg' is missing or has the wrong shape"),
-    (lambda p: rewrite(p, meta={"epochs_trained": -2}), "invalid epochs_trained record -2"),
-], ids=["text", "no-meta", "other-format", "version", "bad-json", "parameter-count", "architecture-mismatch",
-        "unknown-layer", "bad-layer-config", "missing-layer-state", "layer-state-shape", "non-finite", "optimizer-state",
-        "epochs_trained"])
+    (lambda p: save_file({"w": np.zeros(3)}, str(p)), r"not a backprop checkpoint \(format None\)"),
+    (lambda p: rewrite(p, metadata={"format": "keras"}), r"not a backprop checkpoint \(format 'keras'\)"),
+    (lambda p: rewrite(p, metadata={"version": "99"}), "has checkpoint format version 99; this backprop reads versions 1 and 2"),
+    (lambda p: rewrite(p, record={"epochs_trained": 7}, sign=False), "damaged: its contents do not match the checksum"),
+    (lambda p: rewrite(p, tensors={"layers.0.weight": np.zeros((5, 7), dtype=np.float32)}),
+     r"tensor 'layers.0.weight' has shape \(5, 7\), but the architecture declares \(5, 8\)"),
+    (lambda p: rewrite(p, drop=["layers.3.bias"]), "it has no tensor 'layers.3.bias'"),
+    (lambda p: rewrite(p, record={"architecture": {"layers": [{"type": "Dense", "in_features": 5, "out_features": 300}],
+                                                   "dtype": "float32", "seed": 3}}),
+     r"tensor 'layers.0.weight' has shape \(5, 8\), but the architecture declares \(5, 300\)"),
+    (lambda p: rewrite(p, record={"architecture": {"layers": [{"type": "Conv2d"}], "dtype": "float32", "seed": 3}}),
+     "layer type 'Conv2d' is not registered in this process"),
+    (lambda p: rewrite(p, record={"architecture": {"layers": [{"type": "Dense", "widht": 3}], "dtype": "float32", "seed": 3}}),
+     "a layer record is malformed"),
+    (lambda p: rewrite(p, record={"architecture": {"layers": [1], "dtype": "float32", "seed": 3}}),
+     "a layer record is malformed"),
+    (lambda p: rewrite(p, record={"counters": [{}, {}, {}, {}]}), r"layer 1's counters are \{\}, expected \['step'\]"),
+    (lambda p: rewrite(p, tensors={"layers.2.running_mean": np.zeros(3, dtype=np.float32)}),
+     r"tensor 'layers.2.running_mean' has shape \(3,\), but the architecture declares \(8,\)"),
+    (lambda p: rewrite(p, tensors={"layers.3.bias": np.full(2, np.nan, dtype=np.float32)}),
+     "tensor 'layers.3.bias' holds non-finite or non-numeric values"),
+    (lambda p: rewrite(p, tensors={"optimizer.exp_avg": np.zeros(5, dtype=np.float32)}),
+     r"tensor 'optimizer.exp_avg' has shape \(5,\), but the architecture declares"),
+    (lambda p: rewrite(p, record={"epochs_trained": -2}), "invalid epochs_trained record -2"),
+], ids=["text", "foreign-safetensors", "other-format", "version", "checksum", "parameter-shape", "missing-tensor",
+        "architecture-mismatch", "unknown-layer", "bad-layer-config", "layer-not-an-object", "counters",
+        "buffer-shape", "non-finite", "optimizer-state", "epochs_trained"])
 def test_foreign_and_mismatched_files_are_refused(tmp_path, craft, match):
     path = saved(tmp_path)
     craft(path)
@@ -320,12 +343,64 @@ class _Marker:
         return (pathlib.Path.touch, (self.path,))
 
 
-@pytest.mark.parametrize("key", ["parameters", "meta", "layer1.step", "optimizer.exp_avg"])
+# ---------------------------------------------------------------------- format version 1 (.npz)
+
+
+def v1_copy(tmp_path) -> pathlib.Path:
+    path = tmp_path / "v1.npz"
+    shutil.copy(DATA / "checkpoint_v1.npz", path)
+    return path
+
+
+def test_a_version_1_checkpoint_keeps_loading_and_resumes_bit_for_bit(tmp_path):
+    """tests/data/checkpoint_v1.npz was written by backprop 0.1.0 (format version 1): a float64
+    Dense/BatchNorm/Dropout/GELU network, Adam, a StepLR schedule, after 3 epochs. It loads with
+    the same outputs, and one more epoch from it trains exactly as it did then."""
+    expected = np.load(DATA / "checkpoint_v1_expected.npz")
+    net, opt, sched = bp.load(v1_copy(tmp_path), optimizer=True, scheduler=True)
+    np.testing.assert_array_equal(bp.predict(net, expected["probe"]), expected["output"])
+    bp.fit(net, expected["X"], expected["y"], loss=bp.CrossEntropyLoss(), optimizer=opt, scheduler=sched, epochs=1,
+           batch_size=8, progress=False)
+    np.testing.assert_array_equal(net.store.data, expected["resumed_parameters"])
+    assert opt.lr == expected["resumed_lr"]
+    bp.save(net, tmp_path / "v2.safetensors", optimizer=opt, scheduler=sched)  # and it saves as version 2
+    assert read(tmp_path / "v2.safetensors")[0]["version"] == "2"
+
+
+def rewrite_v1(path, meta=None, arrays=None, drop=()):
+    with np.load(path, allow_pickle=False) as npz:
+        contents = {key: npz[key] for key in npz.files}
+    record = json.loads(contents["meta"].tobytes())
+    record.update(meta or {})
+    contents["meta"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
+    contents.update(arrays or {})
+    for key in drop:
+        del contents[key]
+    with open(path, "wb") as handle:
+        np.savez(handle, **contents)
+
+
+@pytest.mark.parametrize("craft, match", [
+    (lambda p: np.savez(p, parameters=np.zeros(3)), "not a backprop checkpoint: it has no 'meta' record"),
+    (lambda p: rewrite_v1(p, arrays={"meta": np.frombuffer(b"{oops", dtype=np.uint8)}), "metadata is not valid JSON"),
+    (lambda p: rewrite_v1(p, arrays={"parameters": np.zeros(7)}), r"tensor 'parameters' has shape \(7,\)"),
+    (lambda p: rewrite_v1(p, drop=["layer2.step"]), r"layer 2 state has \[\], expected \['step'\]"),
+    (lambda p: rewrite_v1(p, meta={"version": 3}), "has checkpoint format version 3"),
+], ids=["no-meta", "bad-json", "parameter-count", "missing-layer-state", "version"])
+def test_a_damaged_version_1_file_is_refused(tmp_path, craft, match):
+    path = v1_copy(tmp_path)
+    craft(path)
+    with pytest.raises(ValueError, match=match):
+        bp.load(path, optimizer=True)
+
+
+@pytest.mark.parametrize("key", ["parameters", "meta", "layer2.step", "optimizer.exp_avg"])
 def test_loading_never_unpickles(tmp_path, key):
-    path = saved(tmp_path)
+    """Safetensors files hold no objects; a version-1 .npz could, and is refused unread."""
+    path = v1_copy(tmp_path)
     marker = tmp_path / "code-ran"
-    rewrite(path, arrays={key: np.array([_Marker(marker)], dtype=object)})
-    with pytest.raises(ValueError, match="allow_pickle=False"):
+    rewrite_v1(path, arrays={key: np.array([_Marker(marker)], dtype=object)})
+    with pytest.raises(ValueError, match="it holds Python objects, which backprop never unpickles"):
         bp.load(path, optimizer=True)
     assert not marker.exists()
 
@@ -334,20 +409,7 @@ def test_a_saved_checkpoint_has_the_umask_permissions_of_a_new_file(tmp_path):
     """The temporary file is renamed into place: it must not carry mkstemp's private 0o600."""
     previous = os.umask(0o022)
     try:
-        path = bp.save(bp.Sequential(bp.Dense(3, 2), seed=0), tmp_path / "model.npz")
+        path = bp.save(bp.Sequential(bp.Dense(3, 2), seed=0), tmp_path / "model.safetensors")
     finally:
         os.umask(previous)
     assert os.stat(path).st_mode & 0o777 == 0o644
-
-
-def test_a_layer_record_that_is_not_an_object_is_refused(tmp_path):
-    path = tmp_path / "model.npz"
-    bp.save(bp.Sequential(bp.Dense(3, 2), seed=0), path)
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    meta = json.loads(arrays["meta"].tobytes())
-    meta["architecture"]["layers"] = [1]
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(path, **arrays)
-    with pytest.raises(ValueError, match="invalid architecture record"):
-        bp.load(path)

@@ -6,6 +6,7 @@ import re
 
 from cli_helpers import assert_one_line_error, run_cli, run_module
 
+import backprop as bp
 from backprop.backends import available_devices, cuda_status
 
 
@@ -27,9 +28,15 @@ def test_gradcheck_reports_every_layer_of_every_network_on_each_device():
     for device in available_devices():
         assert f"device {device}: max relative error per layer" in out
     rows = re.findall(r"^    (layer \d+ \S+.*?|input)\s+(\d\.\d\de-\d\d)  (ok|FAIL)$", out, re.M)
-    assert len(rows) == 15 * len(available_devices()), out  # 11 layers with parameters and 4 inputs per device
+    from backprop.apps.gradcheck_command import _networks
+
+    # a row per layer with parameters and one for the input, per network and device
+    built = [bp.Sequential(*layers).layers for _, layers, _, _ in _networks()]
+    expected = sum(1 + sum(1 for layer in layers if layer.parameters()) for layers in built)
+    assert len(rows) == expected * len(available_devices()), out
     assert {verdict for *_, verdict in rows} == {"ok"}
-    for label in ("Dense 3->4 sigmoid", "Dense 6->4 gelu", "BatchNorm 8", "Dense 8->6 leaky_relu l1 0.001 l2 0.01"):
+    for label in ("Dense 3->4 sigmoid", "Dense 6->4 gelu", "BatchNorm 8", "Dense 8->6 leaky_relu l1 0.001 l2 0.01",
+                  "LayerNorm 6", *(f"Dense 5->5 {name}" for name in ("relu", "tanh"))):
         assert label in out
     assert re.search(r"^passed: largest relative error \d\.\d\de-\d\d \(tolerance 1e-06\)$", out, re.M)
 

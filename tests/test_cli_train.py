@@ -16,7 +16,7 @@ from cli_helpers import assert_one_line_error, run_cli, run_module
 
 import backprop as bp
 
-FILES = {"model.npz", "history.json", "training.png"}
+FILES = {"model.safetensors", "history.json", "training.png"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -43,7 +43,7 @@ def test_quickstart_command_reaches_97_percent_and_writes_its_files(tmp_path):
     assert (run / "training.png").read_bytes()[:8] == PNG_MAGIC
 
     # the checkpoint is the network that was reported on
-    net = bp.load(run / "model.npz")
+    net = bp.load(run / "model.safetensors")
     from backprop.apps.datasets import load_dataset
 
     data = load_dataset("digits", seed=0)
@@ -136,7 +136,7 @@ def test_every_network_and_optimizer_flag_reaches_the_checkpoint(tmp_path):
             "-> Dropout 0.2 -> Dense 8->2") in out
     assert "SGD (lr 0.1, momentum 0.5, weight_decay 0.001), batch 50, up to 3 epochs, no early stopping, seed 4" in out
     assert len(re.findall(r"^epoch \d/3 ", err, re.M)) == 3  # 700 / 50 = 14 batches per epoch, every epoch run
-    net = bp.load(tmp_path / "model.npz")
+    net = bp.load(tmp_path / "model.safetensors")
     assert net.dtype == "float64" and net.seed == 4
     assert [type(layer).__name__ for layer in net.layers] == ["Dense", "BatchNorm", "Dropout"] * 2 + ["Dense"]
     record = json.loads((tmp_path / "history.json").read_text())
@@ -232,4 +232,4 @@ def test_ctrl_c_stops_saves_and_exits_130(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == FILES
     record = json.loads((tmp_path / "history.json").read_text())
     assert record["interrupted"] is True and 2 <= record["epochs"] < 100000
-    assert bp.load(tmp_path / "model.npz").epochs_trained == record["epochs"]
+    assert bp.load(tmp_path / "model.safetensors").epochs_trained == record["epochs"]

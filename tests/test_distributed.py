@@ -21,6 +21,7 @@ import pytest
 import backprop as bp
 from backprop import distributed
 from backprop.backends import cuda_status
+from backprop.parallel import rank_noise_seed
 
 pytest.importorskip("mpi4py")
 
@@ -99,6 +100,18 @@ def test_two_ranks_at_half_batch_equal_one_process(case, rtol, tmp_path):
     np.testing.assert_allclose(results[0]["params"], bp.to_numpy(net.store.data), rtol=rtol, atol=rtol)
     assert_history_close(results[0]["history"], history.history, rtol=max(rtol, 1e-10))
     assert int(results[0]["steps"]) == opt.step_count
+
+
+def test_a_users_own_activation_layer_and_loss_train_on_two_ranks(tmp_path):
+    """The README's softsign, Recenter and LogCoshLoss on 2 ranks: Recenter's buffer (a running
+    mean, used before it is updated) is averaged over the ranks each epoch, so with one step an
+    epoch and equal shards the ranks take exactly one process's steps."""
+    results = run_ranks("custom", tmp_path)
+    assert_ranks_identical(results)
+    net, opt, history = one_process("custom")
+    np.testing.assert_allclose(results[0]["params"], bp.to_numpy(net.store.data), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[0]["layer1.mu"], net.layers[1].mu, rtol=1e-12, atol=1e-15)
+    assert_history_close(results[0]["history"], history.history, rtol=1e-10)
 
 
 def test_nccl_communicator_through_the_double_equals_one_process(tmp_path):
@@ -204,9 +217,7 @@ def _ghost_batch_step(case: str, shards: int = 2):
     grads, stats = [], []
     for rank in range(shards):
         net, opt, X, y, kwargs = build(case)
-        for layer in net.layers:
-            if isinstance(layer, bp.Dropout):
-                layer.seed = distributed.dropout_seed(net.seed, rank)
+        net.set_noise_seed(rank_noise_seed(net.seed, rank))
         rows = slice(rank * 16 // shards, (rank + 1) * 16 // shards)
         loss = kwargs["loss"]
         loss(net.forward(X[rows]), y[rows])
@@ -232,14 +243,14 @@ def test_batchnorm_normalizes_each_rank_with_its_own_shard(tmp_path):
 
 
 def test_dropout_draws_independent_masks_per_rank(tmp_path):
-    """Rank r drops with dropout_seed(seed, r): rank 0 the one-process masks, rank 1 others; the
+    """Rank r drops with rank_noise_seed(seed, r): rank 0 the one-process masks, rank 1 others; the
     step counters stay in step, and after fit every layer has the network's seed again."""
     results = run_ranks("dropout", tmp_path)
     assert_ranks_identical(results)
     params, _ = _ghost_batch_step("dropout")
     np.testing.assert_allclose(results[0]["params"], params, rtol=1e-12, atol=1e-12)
     net, _, _, _, _ = build("dropout")
-    assert distributed.dropout_seed(net.seed, 1) != net.seed
+    assert rank_noise_seed(net.seed, 1) != net.seed
     for result in results:
         assert int(result["layer1.step"]) == 1
         assert int(result["layer1.seed_after_fit"]) == net.seed

@@ -26,7 +26,7 @@ def _targets(rng, loss, rows, outputs):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_each_activation(activation, seed):
     rng, x = _data(seed)
     net = bp.Sequential(bp.Dense(3, 5, activation=activation), bp.Dense(5, 2), dtype="float64", seed=seed)
@@ -36,7 +36,8 @@ def test_each_activation(activation, seed):
 
 
 LOSSES = [bp.MSELoss(), bp.MAELoss(), bp.BCEWithLogitsLoss(), bp.CrossEntropyLoss(), bp.HingeLoss(),
-          bp.MSELoss(reduction="sum"), bp.CrossEntropyLoss(reduction="sum")]
+          bp.HuberLoss(delta=0.7), bp.MSELoss(reduction="sum"), bp.CrossEntropyLoss(reduction="sum"),
+          bp.HuberLoss(reduction="sum")]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -60,6 +61,50 @@ def test_cross_entropy_with_probability_targets():
     target = rng.dirichlet(np.ones(4), size=6)
     net = bp.Sequential(bp.Dense(3, 4), dtype="float64", seed=0)
     assert bp.gradcheck(net, bp.CrossEntropyLoss(), x, target) < TOLERANCE
+
+
+def test_cross_entropy_with_labels_is_cross_entropy_with_their_one_hot_rows():
+    """Labels are kept as labels (no one-hot copy is made): the same gradient bit for bit, the
+    same loss up to the order of its sum (the one-hot sum adds the zeros too)."""
+    rng, x = _data(0)
+    labels = rng.integers(0, 4, size=6)
+    net = bp.Sequential(bp.Dense(3, 4), dtype="float64", seed=0)
+    results = []
+    for target in (labels, np.eye(4)[labels]):
+        loss = bp.CrossEntropyLoss()
+        results.append((loss(net(x), target), bp.to_numpy(loss.backward()),
+                        bp.evaluate(net, x, target, loss=bp.CrossEntropyLoss())))
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-15)
+    assert results[0][2]["accuracy"] == results[1][2]["accuracy"]
+    assert results[0][2]["loss"] == pytest.approx(results[1][2]["loss"], rel=1e-15)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_layernorm_in_either_mode(seed):
+    rng, x = _data(seed, rows=5)
+    net = bp.Sequential(bp.Dense(3, 6, activation="tanh"), bp.LayerNorm(6), bp.Dense(6, 2), dtype="float64", seed=seed)
+    net.layers[1].gamma.data = rng.uniform(0.5, 1.5, size=6)
+    net.layers[1].beta.data = rng.normal(size=6)
+    y = rng.normal(size=(5, 2))
+    assert bp.gradcheck(net.train(), bp.MSELoss(), x, y) < TOLERANCE
+    assert bp.gradcheck(net.eval(), bp.MSELoss(), x, y) < TOLERANCE
+    assert bp.gradcheck(net, bp.MSELoss(), x[:1], y[:1]) < TOLERANCE  # one row is fine: no batch statistics
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_examples_of_any_rank_flow_through_flatten_and_layernorm(seed):
+    """Examples of shape (2, 3, 4): LayerNorm over the last axis, then Flatten into a Dense."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3, 2, 3, 4))
+    net = bp.Sequential(bp.LayerNorm(4), bp.Flatten(), bp.Dense(24, 2), dtype="float64", seed=seed,
+                        input_shape=(2, 3, 4))
+    assert net.output_shape == (2,) and "(None, 2, 3, 4)" in net.summary()
+    assert bp.gradcheck(net, bp.MSELoss(), x, rng.normal(size=(3, 2))) < TOLERANCE
+    history = bp.fit(net, rng.normal(size=(32, 2, 3, 4)), rng.normal(size=(32, 2)), loss=bp.MSELoss(), epochs=3,
+                     batch_size=8, progress=False)
+    assert history["loss"][-1] < history["loss"][0]
+    assert bp.predict(net, x).shape == (3, 2)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -142,7 +187,8 @@ def test_backward_returns_input_gradient_and_overwrites_grads():
     loss_fn = bp.BCELoss()
     y = np.ones((6, 1))
     loss_fn(net(x), y)
-    grad_x = net.backward(loss_fn.backward())
+    assert net.backward(loss_fn.backward()) is None  # as PyTorch's loss.backward()
+    grad_x = net.backward(loss_fn.backward(), input_grad=True)
     first = [p.grad.copy() for p in net.parameters()]
     loss_fn(net(x), y)
     net.backward(loss_fn.backward())  # a second backward overwrites, it does not accumulate

@@ -111,19 +111,40 @@ def test_a_loop_of_fit_calls_can_be_stopped():
     assert time.monotonic() < deadline, "fit swallowed Ctrl-C: the loop ran to its deadline"
 
 
-def test_an_interrupt_raised_between_steps_propagates_and_restores_the_handler(monkeypatch):
-    # A KeyboardInterrupt raised by code fit calls between steps (here the progress bar).
-    calls = [0]
+def test_an_interrupt_raised_between_steps_propagates_and_restores_the_handler():
+    # A KeyboardInterrupt raised by code fit calls between steps (here a callback).
+    class InterruptAfterFive(bp.Callback):
+        calls = 0
 
-    def step(self):
-        calls[0] += 1
-        if calls[0] == 5:
-            raise KeyboardInterrupt
+        def on_batch_end(self):
+            self.calls += 1
+            if self.calls == 5:
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(bp.progress.EpochProgress, "step", step)
     handler = signal.getsignal(signal.SIGINT)
     net, opt = make()
     with pytest.raises(KeyboardInterrupt):
-        train(net, opt, epochs=3)
+        bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=3, batch_size=8, progress=False,
+               callbacks=[InterruptAfterFive()])
     assert opt.step_count == 5 and net.history.epochs == 1 and not net.training
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_process_that_ignores_sigint_keeps_ignoring_it():
+    """Pool workers run with SIGINT ignored; fit must neither turn Ctrl-C back on during
+    training nor leave its own handler behind."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        seen = []
+
+        class Probe(bp.Callback):
+            def on_batch_end(self):
+                seen.append(signal.getsignal(signal.SIGINT))
+
+        net, opt = make()
+        bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=1, batch_size=8, progress=False,
+               callbacks=[Probe()])
+        assert seen and all(handler is signal.SIG_IGN for handler in seen)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

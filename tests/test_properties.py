@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import backprop as bp
 from backprop.backends import ACTIVATIONS, Backend, NumpyBackend
+
+BUILTIN_ACTIVATIONS = sorted(name for name, act in ACTIVATIONS.items() if act.builtin)
 from op_cases import CASES, EXACT, run_case
 from test_backends import assert_matches
 
@@ -51,7 +53,7 @@ def finite_and_matching(dtype, compute):
 
 
 @FAST
-@given(dtype=st.sampled_from(DTYPES), activation=st.sampled_from(ACTIVATIONS), data=st.data())
+@given(dtype=st.sampled_from(DTYPES), activation=st.sampled_from(BUILTIN_ACTIVATIONS), data=st.data())
 def test_activations_are_finite_for_any_finite_input(dtype, activation, data):
     x = data.draw(matrices(dtype, -1e4, 1e4))
     dy = data.draw(arrays(dtype, x.shape, elements=st.floats(-10, 10, width=np.dtype(dtype).itemsize * 8)))
@@ -68,6 +70,7 @@ LOSS_INPUTS = {  # op: (prediction range, target kind)
     "mse_loss": ((-3e4, 3e4), "real"), "mae_loss": ((-3e4, 3e4), "real"),
     "bce_loss": ((0.0, 1.0), "binary"), "bce_with_logits_loss": ((-3e4, 3e4), "binary"),
     "cross_entropy_loss": ((-3e4, 3e4), "onehot"), "hinge_loss": ((-3e4, 3e4), "sign"),
+    "cross_entropy_labels_loss": ((-3e4, 3e4), "labels"), "huber_loss": ((-3e4, 3e4), "real"),
 }
 
 
@@ -79,6 +82,8 @@ def targets(kind, shape, seed):
         return rng.integers(0, 2, size=shape).astype(float)
     if kind == "sign":
         return rng.choice([-1.0, 1.0], size=shape)
+    if kind == "labels":
+        return rng.integers(0, shape[1], size=shape[0])
     return np.eye(shape[1])[rng.integers(0, shape[1], size=shape[0])]
 
 
@@ -92,7 +97,9 @@ def test_losses_are_finite_for_any_finite_input(dtype, op, reduction, seed, data
     target = targets(kind, pred.shape, seed)
 
     def loss_and_grad(backend):
-        return getattr(backend, op)(backend.asarray(pred), backend.asarray(target), reduction)
+        on_device = backend.asarray_int(target) if kind == "labels" else backend.asarray(target)
+        extra = (1.0,) if op == "huber_loss" else ()  # delta
+        return getattr(backend, op)(backend.asarray(pred), on_device, *extra, reduction)
 
     finite_and_matching(dtype, loss_and_grad)
 
@@ -103,6 +110,7 @@ HEADS = {  # loss: output activations it pairs with, and targets for `rows` rows
     "bce_with_logits": (bp.BCEWithLogitsLoss, [None], lambda rng, rows, width: rng.integers(0, 2, size=(rows, width))),
     "bce": (bp.BCELoss, ["sigmoid"], lambda rng, rows, width: rng.integers(0, 2, size=(rows, width))),
     "hinge": (bp.HingeLoss, [None, "tanh"], lambda rng, rows, width: rng.choice([-1, 1], size=(rows, width))),
+    "huber": (bp.HuberLoss, [None, "tanh"], lambda rng, rows, width: rng.normal(0, 2, size=(rows, width))),
 }
 
 
@@ -111,10 +119,12 @@ HEADS = {  # loss: output activations it pairs with, and targets for `rows` rows
        rows=st.integers(2, 5), head=st.sampled_from(sorted(HEADS)), data=st.data())
 def test_backward_of_a_random_network_matches_finite_differences(widths, seed, rows, head, data):
     loss_cls, outputs, make_targets = HEADS[head]
+    if head == "cross_entropy":
+        widths[-1] = max(widths[-1], 2)  # one output per class, at least two classes
     layers = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         last = i == len(widths) - 2
-        activation = data.draw(st.sampled_from(outputs if last else ACTIVATIONS), label=f"activation {i}")
+        activation = data.draw(st.sampled_from(outputs if last else BUILTIN_ACTIVATIONS), label=f"activation {i}")
         layers.append(bp.Dense(a, b, activation=activation, l2=data.draw(st.sampled_from([0.0, 0.01]))))
         if not last and data.draw(st.booleans(), label=f"extra layer after {i}"):
             layers.append(data.draw(st.sampled_from([bp.Dropout(0.3), bp.BatchNorm(b)])))
@@ -127,6 +137,13 @@ def test_backward_of_a_random_network_matches_finite_differences(widths, seed, r
             layer.bias.data = rng.normal(0, 0.5, size=layer.out_features)
     x = rng.normal(size=(rows, widths[0]))
     y = make_targets(rng, rows, widths[-1])
+    if head == "bce":
+        # A probability within 1e-6 of 0 or 1 leaves BCE's log(1 - p) with few correct digits
+        # (1 - p is rounded at eps), which finite differences amplify; the gradient is fine.
+        net.eval()
+        p = bp.predict(net, x)
+        net.train()
+        assume(np.all((p > 1e-6) & (p < 1 - 1e-6)))
     # 1e-4, not the 1e-6 of the hand-built networks in test_gradients: random networks include
     # ill-conditioned ones (a BatchNorm over two rows whose inputs differ by 1e-4 amplifies
     # float64 rounding in every finite difference), while a wrong backward is off by 1e-2 or more.

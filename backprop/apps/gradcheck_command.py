@@ -1,7 +1,7 @@
 """`python -m backprop gradcheck`: backprop's gradients against finite differences, per layer.
 
-Small random networks covering every activation, dropout, batch normalization, L1/L2 penalties
-and the losses, on each device. `bp.gradcheck(..., per_parameter=True)` compares each
+Small random networks covering every activation of the library's table, dropout, batch and
+layer normalization, L1/L2 penalties and the losses, on each device. `bp.gradcheck(..., per_parameter=True)` compares each
 parameter's analytic gradient with central differences in float64; the largest relative error
 over a layer's parameters is that layer's error.
 """
@@ -12,12 +12,21 @@ import numpy as np
 
 import backprop as bp
 from backprop.backends import available_devices, resolve_device
+from backprop.backends.activations import ACTIVATIONS
 from backprop.apps.devices import pick_device
+
+
+def _every_activation():
+    """Dense layers through every elementwise activation of the library's table, in turn."""
+    names = [name for name, activation in sorted(ACTIVATIONS.items()) if not activation.rowwise]
+    widths = [4] + [5] * len(names)
+    layers = [bp.Dense(a, b, activation=name) for a, b, name in zip(widths, widths[1:], names)]
+    return f"{', '.join(names)}; MSE", layers + [bp.Dense(5, 2)], bp.MSELoss(), "real"
 
 
 def _networks():
     """(description, layers, loss, target kind) of each network to check."""
-    return [
+    return [_every_activation(),
         ("3-4-1 sigmoid, BCE (the worked example)",
          [bp.Dense(3, 4, activation="sigmoid"), bp.Dense(4, 1, activation="sigmoid")], bp.BCELoss(), "binary"),
         ("tanh, gelu, linear; MSE",
@@ -29,6 +38,8 @@ def _networks():
          bp.CrossEntropyLoss(), "classes"),
         ("sigmoid, linear; BCE with logits",
          [bp.Dense(4, 5, activation="sigmoid"), bp.Dense(5, 2)], bp.BCEWithLogitsLoss(), "binary"),
+        ("relu, layer norm; Huber",
+         [bp.Dense(4, 6, activation="relu"), bp.LayerNorm(6), bp.Dense(6, 3)], bp.HuberLoss(0.5), "real"),
     ]
 
 

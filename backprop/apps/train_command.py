@@ -4,7 +4,7 @@ A run: load and split the data set, build `Dense(act) [-> BatchNorm] [-> Dropout
 layer and a linear output layer (softmax fused into CrossEntropyLoss), fit with validation-loss
 early stopping, then report test accuracy, a per-class summary and the time per epoch, and write
 to the run folder:
-    model.npz      the checkpoint (bp.save, with the optimizer's state), loadable with bp.load
+    model.safetensors      the checkpoint (bp.save, with the optimizer's state), loadable with bp.load
     history.json   per-epoch metrics, the settings, the test results
     training.png   loss and accuracy curves and the test confusion matrix
 Ctrl-C stops after the current batch; what was trained so far is still reported and saved, and
@@ -164,7 +164,7 @@ def run(args) -> int:
 
 def write_run(out, args, data, net, opt, history, test, confusion, classes, seconds, interrupted) -> list[str]:
     """The checkpoint, history.json and training.png in `out`; returns their names."""
-    bp.save(net, os.path.join(out, "model.npz"), optimizer=opt)
+    bp.save(net, os.path.join(out, "model.safetensors"), optimizer=opt)
     settings = {k: v for k, v in vars(args).items() if k != "run"}
     record = {
         "dataset": data.name, "device": net.device, "dtype": net.dtype, "settings": settings,
@@ -179,7 +179,7 @@ def write_run(out, args, data, net, opt, history, test, confusion, classes, seco
     title = f"{data.name}: {describe_network(net)} on {net.device}" + (" (interrupted)" if interrupted else "")
     plot_training(history.history, confusion, data.class_names, os.path.join(out, "training.png"),
                   title=title, best_epoch=None if interrupted else history.best_epoch)
-    return ["model.npz", "history.json", "training.png"]
+    return ["model.safetensors", "history.json", "training.png"]
 
 
 def _is_root() -> bool:

@@ -1,13 +1,37 @@
-"""Progress of a fit: a tqdm bar per epoch on a terminal, one plain line per epoch otherwise.
+"""Callbacks: what `fit` tells the outside world while it trains, such as a progress display.
 
-Each epoch ends with its metrics (loss, accuracy, val_loss, val_accuracy); the bar also shows
-the elapsed and remaining time, a plain line the seconds the epoch took, validation included.
+`fit(..., callbacks=[...])` calls, on every callback it is given,
+
+    on_train_begin(epochs, batches_per_epoch)   once, before the first step
+    on_batch_end()                              after every optimizer step
+    on_epoch_end(epoch, metrics)                after each epoch, with its metrics
+                                                (loss, accuracy, val_loss, val_accuracy)
+    on_train_end()                              once, however fit ends (also on errors)
+
+Override the ones you need. `fit(progress=True)` adds a `ProgressBar`. In data-parallel
+training only rank 0 calls them.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+
+
+class Callback:
+    """Base of fit's callbacks: every hook does nothing."""
+
+    def on_train_begin(self, epochs: int, batches_per_epoch: int) -> None:
+        pass
+
+    def on_batch_end(self) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+        pass
+
+    def on_train_end(self) -> None:
+        pass
 
 
 # Shorter names in the bar, so the numbers still fit an 80-column terminal next to it.
@@ -20,17 +44,22 @@ def _format(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-class EpochProgress:
-    """Shows fit's progress. `enabled=False` shows nothing."""
+class ProgressBar(Callback):
+    """fit's progress: a tqdm bar per epoch on a terminal (when tqdm is installed), one plain line
+    per epoch otherwise. Each epoch ends with its metrics; the bar also shows the elapsed and
+    remaining time, a plain line the seconds the epoch took, validation included."""
 
-    def __init__(self, epochs: int, batches: int, enabled: bool = True, stream=None):
-        self.epochs, self.batches, self.enabled = epochs, batches, enabled
+    def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stderr
         self._bar = None
         self._tqdm = None
         self._epoch = 0
         self._started = None  # perf_counter at the epoch's first step
-        if enabled and getattr(self.stream, "isatty", lambda: False)():
+        self.epochs = self.batches = 0
+
+    def on_train_begin(self, epochs: int, batches_per_epoch: int) -> None:
+        self.epochs, self.batches, self._epoch = epochs, batches_per_epoch, 0
+        if getattr(self.stream, "isatty", lambda: False)():
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # tqdm is optional: plain lines then
@@ -41,7 +70,7 @@ class EpochProgress:
         self._bar = self._tqdm(total=self.batches, desc=f"epoch {epoch}/{self.epochs}", unit="batch",
                                file=self.stream, leave=True, dynamic_ncols=True, bar_format=_BAR_FORMAT)
 
-    def step(self) -> None:
+    def on_batch_end(self) -> None:
         if self._started is None:
             self._started = time.perf_counter()
         if self._tqdm is None:
@@ -50,12 +79,10 @@ class EpochProgress:
             self._open(self._epoch + 1)
         self._bar.update(1)
 
-    def end_epoch(self, epoch: int, metrics: dict) -> None:
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         self._epoch = epoch
         seconds = 0.0 if self._started is None else time.perf_counter() - self._started
         self._started = None
-        if not self.enabled:
-            return
         if self._bar is not None:
             self._bar.set_postfix_str(" ".join(f"{_SHORT.get(k, k)} {v:.3f}" for k, v in metrics.items()),
                                       refresh=True)
@@ -64,7 +91,7 @@ class EpochProgress:
         else:
             print(f"epoch {epoch}/{self.epochs}  {_format(metrics)}  {seconds:.2f} s", file=self.stream, flush=True)
 
-    def close(self) -> None:
+    def on_train_end(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None

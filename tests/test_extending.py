@@ -1,0 +1,148 @@
+"""A user's own activation, stateful layer and loss (the README's "Extending backprop") work
+everywhere the built-ins do: fit, summary, gradcheck, checkpoints bit for bit, pickles, moving
+between devices, and data-parallel training on 2 MPI ranks (tests/test_distributed.py); the
+CuPy test double runs them in tests/test_cupy_double.py."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+from readme_extensions import LogCoshLoss, Recenter, extending_blocks
+
+import backprop as bp
+
+rng = np.random.default_rng(3)
+X = rng.normal(size=(64, 3))
+Y = np.sin(X[:, :1]) + 0.5 * X[:, 1:2]
+
+
+def make(dtype="float64", seed=1):
+    return bp.Sequential(bp.Dense(3, 6, activation="softsign"), Recenter(momentum=0.2), bp.Dense(6, 1),
+                         dtype=dtype, seed=seed)
+
+
+def everything(net) -> list:
+    return [net.store.data.tobytes(), net.config(), net.epochs_trained,
+            [(k, np.asarray(v).tobytes()) for layer in net.layers for k, v in sorted(layer.state().items())]]
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in extending_blocks():
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    history = namespace["history"]
+    assert history["loss"][-1] < history["loss"][0] / 2
+    assert namespace["net"].layers[1].label().startswith("Recenter(")
+    assert (tmp_path / "custom.safetensors").exists()
+
+
+def test_the_three_train_gradcheck_and_print():
+    net = make()
+    history = bp.fit(net, X, Y, loss=LogCoshLoss(), epochs=20, batch_size=16, progress=False)
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert not np.array_equal(net.layers[1].mu, np.zeros(6))  # the buffer was updated in training
+    assert bp.gradcheck(net, LogCoshLoss(), X[:8], Y[:8]) < 1e-6
+    net.train()
+    assert bp.gradcheck(net, LogCoshLoss(), X[:8], Y[:8]) < 1e-6  # training mode: mu moves, backward holds
+    summary = net.summary()
+    assert "Recenter(momentum=0.2)" in summary and "Dense 3->6 softsign" in summary
+
+
+def test_checkpoints_and_resumes_are_bit_for_bit(tmp_path):
+    whole = make()
+    whole_opt = bp.Adam(whole.parameters(), lr=0.01)
+    bp.fit(whole, X, Y, loss=LogCoshLoss(), optimizer=whole_opt, epochs=4, batch_size=16, progress=False)
+
+    first = make()
+    first_opt = bp.Adam(first.parameters(), lr=0.01)
+    bp.fit(first, X, Y, loss=LogCoshLoss(), optimizer=first_opt, epochs=2, batch_size=16, progress=False)
+    bp.save(first, tmp_path / "m.safetensors", optimizer=first_opt)
+    loaded, loaded_opt = bp.load(tmp_path / "m.safetensors", optimizer=True)
+    assert everything(loaded) == everything(first)
+    bp.fit(loaded, X, Y, loss=LogCoshLoss(), optimizer=loaded_opt, epochs=2, batch_size=16, progress=False)
+    assert everything(loaded) == everything(whole)
+
+
+def test_pickles_deep_copies_and_float64_copies_keep_them():
+    net = make(dtype="float32")
+    bp.fit(net, X, Y, loss=LogCoshLoss(), epochs=2, batch_size=16, progress=False)
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert everything(clone) == everything(net)
+        np.testing.assert_array_equal(bp.predict(clone, X), bp.predict(net, X))
+
+
+def test_a_checkpoint_naming_an_unregistered_activation_is_refused(tmp_path):
+    net = make()
+    bp.save(net, tmp_path / "m.safetensors")
+    from backprop.backends.activations import ACTIVATIONS
+
+    saved = ACTIVATIONS.pop("softsign")
+    try:
+        with pytest.raises(ValueError, match=r"activation must be None or one of .*got 'softsign'; register your own "
+                                             r"with bp.register_activation"):
+            bp.load(tmp_path / "m.safetensors")
+    finally:
+        ACTIVATIONS["softsign"] = saved
+
+
+def test_a_checkpoint_naming_an_unregistered_layer_is_refused(tmp_path):
+    net = make()
+    bp.save(net, tmp_path / "m.safetensors")
+    from backprop.layers import LAYERS
+
+    saved = LAYERS.pop("Recenter")
+    try:
+        with pytest.raises(ValueError, match="layer type 'Recenter' is not registered in this process"):
+            bp.load(tmp_path / "m.safetensors")
+    finally:
+        LAYERS["Recenter"] = saved
+
+
+def test_a_layer_whose_config_cannot_be_read_says_what_to_do():
+    class Scale(bp.Layer):
+        def __init__(self, factor):
+            super().__init__()
+            self.k = factor  # not stored under its argument's name
+
+        def forward(self, x, training):
+            return x * self.k
+
+        def backward(self, grad_y, need_input_grad):
+            return grad_y * self.k
+
+    net = bp.Sequential(bp.Dense(3, 2), Scale(2.0), seed=0)
+    with pytest.raises(TypeError, match=r"__init__ takes 'factor' but the layer has no attribute 'factor'; store it "
+                                        r"as self.factor or define config\(\)"):
+        bp.save(net, "never-written.safetensors")
+
+
+def test_a_loss_without_value_and_grad_names_what_is_missing():
+    class Incomplete(bp.Loss):
+        pass
+
+    net = make()
+    with pytest.raises(NotImplementedError, match=r"Incomplete must define value_and_grad\(self, backend, pred, target\)"):
+        bp.fit(net, X, Y, loss=Incomplete(), epochs=1, progress=False)
+
+
+def test_registering_a_builtin_name_or_a_bad_one_is_refused():
+    with pytest.raises(ValueError, match="'relu' is a built-in activation and cannot be replaced"):
+        bp.register_activation("relu", lambda xp, x, s: x, lambda xp, g, y, x, s: g)
+    with pytest.raises(ValueError, match="name must be lowercase letters"):
+        bp.register_activation("Soft Sign", lambda xp, x, s: x, lambda xp, g, y, x, s: g)
+    with pytest.raises(ValueError, match="'Dense' is a built-in layer and cannot be replaced"):
+        bp.register_layer(type("Dense", (bp.Layer,), {}))
+
+
+def test_the_readme_lists_exactly_the_built_in_activations():
+    from readme_extensions import README
+
+    from backprop.backends.activations import ACTIVATIONS
+
+    line = next(line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("Activations: "))
+    listed = [name.split(" (")[0].strip() for name in line[len("Activations: "):].rstrip(".").split(",")]
+    assert sorted(listed) == sorted(name for name, act in ACTIVATIONS.items() if act.builtin)
