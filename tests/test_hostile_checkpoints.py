@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import tracemalloc
 import zipfile
@@ -327,6 +328,22 @@ def test_add_buffer_checks_its_minimum():
     layer = Tally(2)
     with pytest.raises(TypeError, match="minimum must be a real number, got str"):
         layer.add_buffer("other", (2,), minimum="0")
+
+
+@pytest.mark.parametrize("gamma, epochs", [(1e300, 2), (10.0, 400)])
+def test_a_schedule_whose_lr_overflows_is_refused_and_changes_nothing(gamma, epochs):
+    """A gamma of 1e300 is a legal record, but the lr it gives two epochs on is not a float:
+    the schedule says so, before it changes the epoch or the lr, rather than fit failing with
+    OverflowError after the epoch (Python's float ** raises where * would give inf)."""
+    net = bp.Sequential(bp.Dense(6, 2), seed=0)
+    opt = bp.SGD(net.parameters(), lr=1e-3)
+    sched = bp.ExponentialLR(opt, gamma=gamma)
+    sched.epoch = epochs - 1
+    lr = opt.lr
+    with pytest.raises(ValueError, match=re.escape(f"ExponentialLR's learning rate at epoch {epochs} would be inf "
+                                                   f"(base_lr 0.001, gamma {gamma!r})")):
+        sched.step()
+    assert (sched.epoch, opt.lr) == (epochs - 1, lr)
 
 
 # ---------------------------------------------------------------------- malformed files
