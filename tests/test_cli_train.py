@@ -329,7 +329,7 @@ def test_labels_of_one_class_are_refused(tmp_path):
                                           (np.array([0, 2**64 - 1], dtype=np.uint64), "18446744073709551615"),
                                           (np.array([-3.0, 2.0]), "-3")])
 def test_npz_labels_are_named_as_given(tmp_path, labels, name):
-    """1e20 and 2**64-1 used to become -9223372036854775808 and -1 (a cast to int64)."""
+    """Not -9223372036854775808 and -1, what a cast to int64 makes of 1e20 and 2**64-1."""
     rng = np.random.default_rng(4)
     y = labels[np.arange(60) % 2]
     np.savez(tmp_path / "data.npz", X=rng.normal(size=(60, 3)) + (y == labels[1])[:, None], y=y)
