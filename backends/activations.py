@@ -29,6 +29,7 @@ from typing import Callable
 # sqrt(2 / pi) and the cubic coefficient of the tanh form of GELU (PyTorch's approximate="tanh").
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
+GELU_CLIP = 100.0  # |x| beyond which tanh(k (x + c x^3)) is +-1 exactly in float32 and float64
 
 @dataclass(frozen=True)
 class Activation:
@@ -105,9 +106,14 @@ def _gelu_forward(xp, x, slope):
 
 
 def _gelu_backward(xp, grad_y, y, x, slope):
-    """dL/dx = dL/dy * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2))."""
-    t = xp.tanh(GELU_K * (x + GELU_C * x * x * x))
-    dt = GELU_K * (1.0 + 3.0 * GELU_C * x * x)
+    """dL/dx = dL/dy * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)).
+
+    u and its derivative are taken at x clipped to [-GELU_CLIP, GELU_CLIP]: beyond it tanh u is
+    +-1 exactly in float32 and float64, so 1 - tanh^2 u is 0 and nothing changes, while x^2 at
+    |x| >= 2e19 would overflow float32 and make the second term 0 * inf = NaN."""
+    xc = xp.clip(x, min=-GELU_CLIP, max=GELU_CLIP)
+    t = xp.tanh(GELU_K * (xc + GELU_C * xc * xc * xc))
+    dt = GELU_K * (1.0 + 3.0 * GELU_C * xc * xc)
     return grad_y * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt)
 
 
@@ -122,6 +128,39 @@ def _softmax_backward(xp, grad_y, y, x, slope):
     """dL/dx_i = y_i (dL/dy_i - sum_j dL/dy_j y_j), per row."""
     dot = xp.sum(grad_y * y, axis=1, keepdims=True)
     return y * (grad_y - dot)
+
+
+def _softplus_forward(xp, x, slope):
+    """y = log(1 + e^x), as max(x, 0) + log1p(e^-|x|): exact for every x, never overflows.
+    (PyTorch's Softplus switches to y = x above x = 20; the two differ by log1p(e^-20) ~ 2e-9.)"""
+    return xp.where(x > 0, x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _softplus_backward(xp, grad_y, y, x, slope):
+    """dL/dx = dL/dy * sigmoid(x) = dL/dy * (1 - e^-y), written with expm1 so that small y
+    (very negative x) keeps its relative accuracy: sigmoid(x) = -expm1(-y)."""
+    return grad_y * -xp.expm1(-y)
+
+
+def _silu_forward(xp, x, slope):
+    """y = x sigmoid(x) (SiLU, also called swish)."""
+    return x * sigmoid(xp, x)
+
+
+def _silu_backward(xp, grad_y, y, x, slope):
+    """dL/dx = dL/dy * s (1 + x (1 - s)), s = sigmoid(x)."""
+    s = sigmoid(xp, x)
+    return grad_y * (s * (1.0 + x * (1.0 - s)))
+
+
+def _elu_forward(xp, x, slope):
+    """y = x for x > 0, e^x - 1 below (ELU with alpha = 1, as PyTorch's and Keras's default)."""
+    return xp.where(x > 0, x, xp.expm1(xp.where(x > 0, xp.zeros_like(x), x)))
+
+
+def _elu_backward(xp, grad_y, y, x, slope):
+    """dL/dx = dL/dy * (1 if y > 0 else y + 1): below 0, d(e^x - 1)/dx = e^x = y + 1."""
+    return xp.where(y > 0, grad_y, grad_y * (y + 1.0))
 
 
 ACTIVATIONS: dict[str, Activation] = {}
@@ -177,3 +216,6 @@ _builtin("relu", _relu_forward, _relu_backward, init="he_normal")
 _builtin("leaky_relu", _leaky_relu_forward, _leaky_relu_backward, init="he_normal")
 _builtin("gelu", _gelu_forward, _gelu_backward, needs_input=True, init="he_normal")
 _builtin("softmax", _softmax_forward, _softmax_backward, rowwise=True)
+_builtin("softplus", _softplus_forward, _softplus_backward, init="he_normal")
+_builtin("silu", _silu_forward, _silu_backward, needs_input=True, init="he_normal")
+_builtin("elu", _elu_forward, _elu_backward, init="he_normal")

@@ -265,9 +265,14 @@ class Backend:
         log softmax(x)_j = x_j - m - log sum_k e^(x_k - m),  m = max_k x_k
         L = mean over rows of -sum_j t_j log softmax(x)_j
         dL/dx_j = (softmax(x)_j sum_k t_k - t_j) / rows
+
+        x_j - m is clamped at the dtype's lowest finite number: logits spanning more than its
+        range (+-3e38 in float32) make the difference -inf, and a zero target times -inf is
+        NaN; clamped, a class of target 0 adds 0 and the right class's loss stays finite.
         """
         xp = self.xp
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        lowest = float(xp.finfo(self.dtype).min)
+        shifted = xp.clip(logits - xp.max(logits, axis=1, keepdims=True), min=lowest)
         e = xp.exp(shifted)
         s = xp.sum(e, axis=1, keepdims=True)
         log_softmax = shifted - xp.log(s)

@@ -27,13 +27,38 @@ from backprop.backends.base import BCE_GRAD_EPS, BCE_LOG_FLOOR, Backend
 _IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
 
 
+class _Recent(dict):
+    """A cache that forgets its oldest entries beyond `entries` of them or `size` bytes, so
+    that batches of ever new shapes cost bounded memory. Lookups are plain dict lookups (the
+    hot path); only an insertion may evict. The entries a training loop reuses every step are
+    far fewer than the bound, so none of them is evicted while it runs."""
+
+    def __init__(self, entries: int = 64, size: int = 64 * 2**20):
+        super().__init__()
+        self.entries, self.size, self.held = entries, size, 0
+
+    def put(self, key, value):
+        self[key] = value
+        self.held += _nbytes(value)
+        while len(self) > self.entries or (self.held > self.size and len(self) > 1):
+            oldest = next(iter(self))
+            self.held -= _nbytes(self.pop(oldest))
+        return value
+
+
+def _nbytes(value) -> int:
+    return sum(_nbytes(v) for v in value) if isinstance(value, tuple) else value.nbytes
+
+
 class _PerThread(threading.local):
-    """One thread's scratch arrays and scalar slots. Every CPU network of a dtype shares one
-    backend, and two of them may train at once in two threads: each thread writes its own
-    intermediates. (threading.local runs __init__ once in each thread that looks.)"""
+    """One thread's scratch arrays, constants and scalar slots. Every CPU network of a dtype
+    shares one backend, and two of them may train at once in two threads: each thread writes
+    its own intermediates. (threading.local runs __init__ once in each thread that looks, and
+    the thread's arrays are freed when it ends.)"""
 
     def __init__(self):
-        self.scratch: dict = {}
+        self.scratch = _Recent()
+        self.constants = _Recent()
         self.scalars: dict = {}
 
 
@@ -47,7 +72,6 @@ class NumpyBackend(Backend):
         # Same-width integer type: relu's backward selects by AND-ing the bits with a mask.
         self._int = np.int32 if dtype == "float32" else np.int64
         self._thread = _PerThread()
-        self._constants: dict = {}  # read-only arrays: shared by every thread
 
     # ------------------------------------------------------------------ private helpers
 
@@ -59,17 +83,18 @@ class NumpyBackend(Backend):
         scratch = self._thread.scratch
         arrays = scratch.get(key)
         if arrays is None:
-            arrays = scratch[key] = np.empty(shape, self.dtype) if make is None else make(shape)
+            arrays = scratch.put(key, np.empty(shape, self.dtype) if make is None else make(shape))
         return arrays
 
     def _const(self, value: float, shape):
         """A read-only array of `value`: ufuncs run faster against it than against a scalar."""
         key = (value, shape)
-        array = self._constants.get(key)
+        constants = self._thread.constants
+        array = constants.get(key)
         if array is None:
             array = np.full(shape, value, dtype=self.dtype)
             array.flags.writeable = False
-            self._constants[key] = array
+            constants.put(key, array)
         return array
 
     def _scalar(self, name: str, value: float):
@@ -220,26 +245,57 @@ class NumpyBackend(Backend):
     def _cross_entropy_arrays(self, shape):
         rows, classes = shape
         row_max = np.empty((rows, 1), self.dtype)
+        lowest = self._const(float(np.finfo(self.dtype).min), shape)
         return (np.empty(shape, self.dtype), row_max, row_max.reshape(rows), np.empty((rows, 1), self.dtype),
-                self._const(1.0, (classes, 1)))
+                self._const(1.0, (classes, 1)), lowest)
 
-    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
-        rows = logits.shape[0]
-        shifted, row_max, row_max_flat, row_sum, ones = self._work(
+    def _log_softmax(self, logits):
+        """(log softmax(x), e = exp(x - m), sum_k e_k, log of that sum) of each row, as the
+        reference computes them: x - m clamped at the lowest finite number, e summed by a GEMV
+        (2-3x faster than add.reduce(axis=1)). All but e are scratch arrays."""
+        shifted, row_max, row_max_flat, row_sum, ones, lowest = self._work(
             "cross_entropy", logits.shape, self._cross_entropy_arrays)
         # into a 1-D view, arguments positional: keepdims=/out= keywords cost more than the max
         np.maximum.reduce(logits, 1, None, row_max_flat)
         np.subtract(logits, row_max, out=shifted)
-        grad = np.exp(shifted)  # e; becomes the gradient in place below
-        np.dot(grad, ones, out=row_sum)  # sum_k e_k: a GEMV, 2-3x faster than add.reduce(axis=1)
+        np.maximum(shifted, lowest, out=shifted)
+        e = np.exp(shifted)  # becomes the caller's gradient in place
+        np.dot(e, ones, out=row_sum)
         np.log(row_sum, out=row_max)
-        np.subtract(shifted, row_max, out=shifted)  # log softmax
-        np.multiply(target, shifted, out=shifted)
-        loss = self._reduce(-np.add.reduce(shifted, None), rows, reduction)
+        np.subtract(shifted, row_max, out=shifted)
+        return shifted, e, row_sum, ones
+
+    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
+        rows = logits.shape[0]
+        log_softmax, grad, row_sum, ones = self._log_softmax(logits)
+        np.multiply(target, log_softmax, out=log_softmax)
+        loss = self._reduce(-np.add.reduce(log_softmax, None), rows, reduction)
         np.divide(grad, row_sum, out=grad)  # softmax
         np.dot(target, ones, out=row_sum)  # sum_k t_k
         np.multiply(grad, row_sum, out=grad)
         np.subtract(grad, target, out=grad)
+        self._scale_in_place(grad, self._scale(rows, reduction))
+        return loss, grad
+
+    def _label_arrays(self, shape):
+        rows, classes = shape
+        return np.arange(0, rows * classes, classes), np.empty(rows, np.int64), np.empty(rows, self.dtype)
+
+    def cross_entropy_labels_loss(self, logits, labels, reduction: str = "mean"):
+        # The one-hot path's numbers without the one-hot rows: the loss picks each row's
+        # log softmax at its label; the gradient is softmax with 1 taken off at the label (the
+        # reference's softmax * 1 - 1 there, the same single rounding).
+        rows = logits.shape[0]
+        log_softmax, grad, row_sum, _ = self._log_softmax(logits)
+        row_starts, flat_index, picked = self._work("cross_entropy_labels", logits.shape, self._label_arrays)
+        np.add(row_starts, labels, out=flat_index)
+        np.take(log_softmax.reshape(-1), flat_index, out=picked)
+        loss = self._reduce(-np.add.reduce(picked, None), rows, reduction)
+        np.divide(grad, row_sum, out=grad)  # softmax
+        flat_grad = grad.reshape(-1)
+        np.take(flat_grad, flat_index, out=picked)
+        np.subtract(picked, self._const(1.0, picked.shape), out=picked)
+        np.put(flat_grad, flat_index, picked)
         self._scale_in_place(grad, self._scale(rows, reduction))
         return loss, grad
 
@@ -275,6 +331,9 @@ class NumpyBackend(Backend):
         # methods, not np.argmax: its Python wrapper costs more than the argmax of a batch
         hits = scores.argmax(axis=1) == target.argmax(axis=1)
         return self.dtype(np.count_nonzero(hits))
+
+    def count_label_matches(self, scores, labels):
+        return self.dtype(np.count_nonzero(scores.argmax(axis=1) == labels))
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
         # Operators against 0-d thresholds of the backend's dtype: half the cost of

@@ -77,9 +77,16 @@ def host_examples(backend, x, example_shape: tuple, name: str) -> np.ndarray:
     evaluate and predict convert once and then move to the device)."""
     given = host_numeric(x, name)
     check_example_shape(given.shape, example_shape, name, "samples")
-    host = np.ascontiguousarray(given, dtype=backend.dtype_name)
+    host = _converted(given, backend.dtype_name)
     check_finite(host, name, given, backend.dtype_name)
     return host
+
+
+def _converted(given: np.ndarray, dtype: str) -> np.ndarray:
+    """`given` in `dtype`, C-contiguous; a value too large for it becomes inf, which the caller's
+    finiteness check then names as given (so the cast's own overflow warning adds nothing)."""
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(given, dtype=dtype)
 
 
 def as_batch(backend, x, example_shape: tuple, name: str, rows: int | None = None, copy: bool = False):
@@ -99,6 +106,6 @@ def as_batch(backend, x, example_shape: tuple, name: str, rows: int | None = Non
     check_example_shape(given.shape, example_shape, name)
     if rows is not None and given.shape[0] != rows:
         raise ValueError(f"{name} must have {rows} rows (the latest forward's batch), got {given.shape[0]}")
-    host = np.ascontiguousarray(given, dtype=backend.dtype_name)
+    host = _converted(given, backend.dtype_name)
     check_finite(host, name, given, backend.dtype_name)
     return backend.asarray(host)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -62,6 +63,8 @@ class Sequential:
         self.epochs_trained = 0  # epochs completed by fit, over all calls: keys each epoch's shuffle
         self.output_shape = self._declare()
         self._last_output_shape = None
+        self._last_forward_thread = None
+        self.usage = Usage()
 
     def _declare(self) -> tuple[int, ...]:
         """Each layer checks its input shape and declares its parameters and buffers (nothing is
@@ -190,36 +193,53 @@ class Sequential:
         """The network's output for a batch `x` of shape (rows, *input_shape), as a new device array.
 
         Keeps what `backward` needs (a copy of x: changing x afterwards changes nothing).
-        Dropout and BatchNorm follow train()/eval().
+        Dropout and BatchNorm follow train()/eval(). In eval mode, several threads may call it
+        at once; in training mode it needs the network to itself (see `Usage`).
         """
         backend = self.backend
-        with backend.on_device():
-            x = as_batch(backend, x, self.input_shape, "x", copy=True)
-            if self.training and x.shape[0] < self.min_train_rows:
-                # refused here, before any layer runs: a Dropout in front would already have moved on
-                layer = next(layer for layer in self.layers if layer.min_train_rows == self.min_train_rows)
-                raise ValueError(f"x has {x.shape[0]} row{'s' if x.shape[0] > 1 else ''}, but "
-                                 f"{type(layer).__name__} needs at least {self.min_train_rows} in training mode; "
-                                 "call net.eval() to run single examples")
-            out = self.forward_internal(x)
-            self._last_output_shape = out.shape
-            return backend.copy(out)
+        training = self.training
+        usage = self.usage
+        token = usage.begin_training("a training-mode forward") if training else usage.begin_inference()
+        try:
+            with backend.on_device():
+                x = as_batch(backend, x, self.input_shape, "x", copy=True)
+                if training and x.shape[0] < self.min_train_rows:
+                    # refused here, before any layer runs: a Dropout in front would already have moved on
+                    layer = next(layer for layer in self.layers if layer.min_train_rows == self.min_train_rows)
+                    raise ValueError(f"x has {x.shape[0]} row{'s' if x.shape[0] > 1 else ''}, but "
+                                     f"{type(layer).__name__} needs at least {self.min_train_rows} in training "
+                                     "mode; call net.eval() to run single examples")
+                out = self.forward_internal(x, training)
+                self._last_output_shape = out.shape
+                self._last_forward_thread = threading.get_ident()
+                return backend.copy(out)
+        finally:
+            usage.end_training(token) if training else usage.end_inference()
 
     __call__ = forward
 
     def backward(self, grad_output, input_grad: bool = False):
         """Backpropagate dL/d(output) of the latest forward: fills every parameter's .grad
         (overwriting it, regularization included). Returns None, as PyTorch's loss.backward();
-        with `input_grad=True`, returns dL/dx of the forward's input as a new device array."""
+        with `input_grad=True`, returns dL/dx of the forward's input as a new device array.
+        The forward must have been this thread's: the layers keep one forward's activations."""
         shape = self._last_output_shape
         if shape is None:
             raise RuntimeError("backward needs a forward of the same batch just before it; call net(x) "
                                "again (predict, evaluate and fit run their own forwards)")
+        if self._last_forward_thread != threading.get_ident():
+            raise RuntimeError("backward needs this thread's forward just before it, but the latest forward "
+                               "ran in another thread; a network keeps one forward's activations, so train "
+                               "it from one thread at a time")
         backend = self.backend
-        with backend.on_device():
-            grad = as_batch(backend, grad_output, shape[1:], "grad_output", rows=shape[0])
-            grad_x = self.backward_internal(grad, need_input_grad=input_grad)
-            return backend.copy(grad_x) if input_grad else None
+        token = self.usage.begin_training("backward")
+        try:
+            with backend.on_device():
+                grad = as_batch(backend, grad_output, shape[1:], "grad_output", rows=shape[0])
+                grad_x = self.backward_internal(grad, need_input_grad=input_grad)
+                return backend.copy(grad_x) if input_grad else None
+        finally:
+            self.usage.end_training(token)
 
     def penalty(self) -> float:
         """The regularization term (l1 sum|W| + l2 sum W^2 of Dense, or a user layer's) as a float."""
@@ -267,6 +287,58 @@ class Sequential:
                       "states": [layer.state() for layer in self.layers],
                       "training": self.training, "epochs_trained": self.epochs_trained}
         return _rebuild_network, (record,)
+
+
+class Usage:
+    """Which threads are inside a call on one network. Inference (predict, evaluate, an
+    eval-mode forward) may run in several threads at once: each thread has its own workspaces,
+    and nothing in an eval-mode forward writes state. Training (fit, a training-mode forward,
+    backward, an optimizer step) changes the weights and the layers' state, so it needs the
+    network to itself: it is refused while another thread is inside any call on the network,
+    and every call from another thread is refused while it runs. Refusing is the point: waiting
+    would make a predict silently see weights from the middle of an epoch."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._trainer: tuple[int, str] | None = None  # (thread, what) of the training call under way
+        self._readers: dict[int, int] = {}  # thread -> inference calls under way
+
+    def begin_training(self, what: str):
+        """Enter a training call; returns the token `end_training` takes (calls nest in one thread)."""
+        me = threading.get_ident()
+        with self._lock:
+            trainer = self._trainer
+            if trainer is not None and trainer[0] != me:
+                raise RuntimeError(f"{what} refused: another thread is training this network ({trainer[1]}); "
+                                   "a network trains in one thread at a time")
+            if any(thread != me for thread in self._readers):
+                raise RuntimeError(f"{what} refused: another thread is running inference on this network; "
+                                   "training changes the weights it reads, so train when it is done "
+                                   "(or train a copy: copy.deepcopy(net))")
+            self._trainer = (me, what)
+        return trainer
+
+    def end_training(self, token) -> None:
+        with self._lock:
+            self._trainer = token
+
+    def begin_inference(self) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            trainer = self._trainer
+            if trainer is not None and trainer[0] != me:
+                raise RuntimeError(f"inference refused: another thread is training this network ({trainer[1]}); "
+                                   "predict when it is done, or on a copy (copy.deepcopy(net))")
+            self._readers[me] = self._readers.get(me, 0) + 1
+
+    def end_inference(self) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            count = self._readers[me] - 1
+            if count:
+                self._readers[me] = count
+            else:
+                del self._readers[me]
 
 
 def declared_network(layers, device="cpu", dtype: str = "float32", seed: int = 0, input_shape=None) -> Sequential:

@@ -84,9 +84,14 @@ class Optimizer:
         self.step_count += 1
         if self._segment_arrays is None:  # views stay valid: a moved store is refused above
             self._segment_arrays = [self._views(start, stop) for start, stop in self.segments]
-        with self.store.backend.on_device():
-            for arrays in self._segment_arrays:
-                self._update(*arrays)
+        usage = self.store.owner.usage
+        token = usage.begin_training("an optimizer step")  # never beside another thread's predict
+        try:
+            with self.store.backend.on_device():
+                for arrays in self._segment_arrays:
+                    self._update(*arrays)
+        finally:
+            usage.end_training(token)
 
     def _update(self, param, grad, *state) -> None:
         raise NotImplementedError

@@ -116,6 +116,8 @@ class Parameter:
             raise TypeError(f"{self.name}.{what} must hold real numbers, got an array of dtype {values.dtype}")
         if not isinstance(values, type(view)):
             values = backend.asarray(values)
+        if what == "data" and not backend.all_finite(values):
+            raise ValueError(f"{self.name}.data must be finite, but the assigned value holds NaN or inf")
         view[...] = values
 
     def __repr__(self) -> str:

@@ -17,7 +17,6 @@ Everything runs with the network's device current.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import signal
@@ -221,21 +220,46 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         net, loss, optimizer, epochs, batch_size, validation_data, validation_split, early_stopping, seed,
         scheduler, callbacks)
     backend = net.backend
-    with backend.on_device():
-        parallel = DataParallel(net, optimizer, loss, seed, _communicator(net, distributed))
-        X_host, Y_host = examples_and_targets(net, loss, X, y)
-        X_host, Y_host, X_val, Y_val = _split(X_host, Y_host, validation_split, validation_data, net, loss,
-                                              parallel.seed)
-        parallel.begin(X_host.shape[0], batch_size, epochs=epochs, shuffle=shuffle,
-                       validation=None if X_val is None else X_val.shape[0], early_stopping=early_stopping)
-        if progress and parallel.is_root:
-            callbacks.append(ProgressBar())
-        if not parallel.is_root:
-            callbacks = []
-        train = (backend.asarray(X_host), target_on_device(backend, Y_host))
-        val = None if X_val is None else (backend.asarray(X_val), target_on_device(backend, Y_val))
-        return _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
-                      parallel, callbacks)
+    token = net.usage.begin_training("fit")
+    try:
+        with backend.on_device():
+            return _fit_on_device(net, loss, optimizer, X, y, epochs, batch_size, shuffle, validation_data,
+                                  validation_split, early_stopping, progress, seed, scheduler, distributed, callbacks)
+    finally:
+        net.usage.end_training(token)
+
+
+def _fit_on_device(net, loss, optimizer, X, y, epochs, batch_size, shuffle, validation_data, validation_split,
+                   early_stopping, progress, seed, scheduler, distributed, callbacks) -> History:
+    backend = net.backend
+    parallel = DataParallel(net, optimizer, loss, seed, _communicator(net, distributed))
+    X_host, Y_host = examples_and_targets(net, loss, X, y)
+    X_host, Y_host, X_val, Y_val = _split(X_host, Y_host, validation_split, validation_data, net, loss, parallel.seed)
+    _check_no_overlap(net, optimizer, {"X": X_host, "y": Y_host, "validation_data[0]": X_val,
+                                       "validation_data[1]": Y_val})
+    parallel.begin(X_host.shape[0], batch_size, epochs=epochs, shuffle=shuffle,
+                   validation=None if X_val is None else X_val.shape[0], early_stopping=early_stopping)
+    if progress and parallel.is_root:
+        callbacks.append(ProgressBar())
+    if not parallel.is_root:
+        callbacks = []
+    train = (backend.asarray(X_host), target_on_device(backend, Y_host))
+    val = None if X_val is None else (backend.asarray(X_val), target_on_device(backend, Y_val))
+    return _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
+                  parallel, callbacks)
+
+
+def _check_no_overlap(net, optimizer, data: dict) -> None:
+    """Refuse data that shares memory with what training writes (the parameters, gradients,
+    optimizer state, layer buffers): fit would train on data that moves under it. Checked, not
+    copied: copying every user's data would cost every fit call its size."""
+    written = [net.store.data, net.store.grad, *optimizer.state.values(), *net.buffers()]
+    for name, array in data.items():
+        if isinstance(array, np.ndarray) and any(np.may_share_memory(array, w) for w in written
+                                                 if isinstance(w, np.ndarray)):
+            raise ValueError(f"{name} shares memory with the network's own buffers (its parameters, gradients, "
+                             f"optimizer state or layer state), which training overwrites; pass a copy "
+                             f"({name.split('[')[0]}.copy())")
 
 
 def _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
@@ -294,6 +318,30 @@ class _Trainer:
         self.backend = net.backend
         self._ws: dict = {}
         self._layer_state = _LayerStateGuard(net)
+        self._probed_lr = None  # the learning rate whose first step was checked (_probed_step)
+
+    def _probed_step(self, epoch, batch, history) -> None:
+        """The first step at a learning rate (of this fit, or after the lr changed): with finite
+        gradients, an lr too large for the dtype still makes the update overflow. That step is
+        taken on a copy's back: the parameters and optimizer state are kept, the result
+        checked, and on a non-finite weight put back before TrainingDivergedError. Later steps
+        at the same lr are not copied (a copy of every weight each step would cost too much);
+        a divergence there shows in the next step's loss, which is checked before its update."""
+        backend, optimizer, store = self.backend, self.optimizer, self.net.store
+        saved = [backend.copy(store.data)] + [backend.copy(buf) for buf in optimizer.state.values()]
+        optimizer.step()
+        self._probed_lr = optimizer.lr
+        if backend.all_finite(store.data):
+            return
+        backend.copy(saved[0], out=store.data)
+        for buf, kept in zip(optimizer.state.values(), saved[1:]):
+            backend.copy(kept, out=buf)
+        optimizer.step_count -= 1
+        self._layer_state.restore()
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch}, batch {batch}: the update overflows the weights "
+            f"(lr={optimizer.lr} is too large for {self.net.dtype}); the network keeps the weights it had "
+            "before this step. Lower the learning rate.", epoch, batch, history)
 
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
@@ -355,7 +403,10 @@ class _Trainer:
                     f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite "
                     f"(loss {backend.to_scalar(step_loss)}); the network keeps the weights of the last finite "
                     f"step. Lower the learning rate (lr={self.optimizer.lr}).", epoch, batch, history)
-            self.optimizer.step()
+            if self.optimizer.lr != self._probed_lr:
+                self._probed_step(epoch, batch, history)
+            else:
+                self.optimizer.step()
             share = _epoch_loss_share(loss, value, penalty, rows, batch_rows, n)
             loss_sum = share if loss_sum is None else loss_sum + share
             scored = None if pred is None else loss.count_correct(backend, pred, yb)
@@ -434,32 +485,21 @@ def _restore(net, state) -> None:
 # ---------------------------------------------------------------------- inference
 
 
-@contextlib.contextmanager
-def _eval_mode(net):
-    was_training = net.training
-    net.eval()
-    try:
-        yield
-    finally:
-        net.training = was_training
-
-
 def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
     backend = net.backend
     n = X.shape[0]
     loss_sum, correct, counted = None, None, 0
-    with _eval_mode(net):
-        for start in range(0, n, batch_size):
-            xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
-            pred = net.forward_internal(xb, training=False)
-            value, _ = loss.value_and_grad(backend, pred, yb)
-            rows = xb.shape[0]
-            weighted = value * rows if loss.reduction == "mean" else value
-            loss_sum = weighted if loss_sum is None else loss_sum + weighted
-            scored = loss.count_correct(backend, pred, yb)
-            if scored is not None:
-                correct = scored[0] if correct is None else correct + scored[0]
-                counted += scored[1]
+    for start in range(0, n, batch_size):
+        xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
+        pred = net.forward_internal(xb, training=False)
+        value, _ = loss.value_and_grad(backend, pred, yb)
+        rows = xb.shape[0]
+        weighted = value * rows if loss.reduction == "mean" else value
+        loss_sum = weighted if loss_sum is None else loss_sum + weighted
+        scored = loss.count_correct(backend, pred, yb)
+        if scored is not None:
+            correct = scored[0] if correct is None else correct + scored[0]
+            counted += scored[1]
     total = backend.to_scalar(loss_sum)
     if loss.reduction == "mean":
         total /= n
@@ -471,32 +511,43 @@ def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
 
 def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
     """{"loss": ..., "accuracy": ...} of `net` on (X, y) in eval mode (accuracy where the loss
-    defines one). The loss includes the regularization penalty, as fit's history does."""
+    defines one). The loss includes the regularization penalty, as fit's history does. Several
+    threads may evaluate and predict with one network at once."""
     check_loss(loss, net)
     batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
     backend = net.backend
-    with backend.on_device():
-        X_host, Y_host = examples_and_targets(net, loss, X, y)
-        with np.errstate(all="ignore"):
-            return _evaluate_device(net, loss, backend.asarray(X_host), target_on_device(backend, Y_host), batch_size)
+    net.usage.begin_inference()
+    try:
+        with backend.on_device():
+            X_host, Y_host = examples_and_targets(net, loss, X, y)
+            with np.errstate(all="ignore"):
+                return _evaluate_device(net, loss, backend.asarray(X_host), target_on_device(backend, Y_host),
+                                        batch_size)
+    finally:
+        net.usage.end_inference()
 
 
 def predict(net, X, batch_size: int = 1024, activation: str | None = None) -> np.ndarray:
     """The network's outputs for X as a NumPy array, in eval mode, `batch_size` rows at a time.
 
-    `activation="softmax"` (or "sigmoid") turns logits into probabilities.
+    `activation="softmax"` (or "sigmoid") turns logits into probabilities. Several threads may
+    predict with one network at once.
     """
     batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
     if activation not in (None, "softmax", "sigmoid"):
         raise ValueError(f"activation must be None, 'softmax' or 'sigmoid', got {activation!r}")
     backend = net.backend
-    with backend.on_device():
-        X_dev = backend.asarray(host_examples(backend, X, net.input_shape, "X"))
-        parts = []
-        with _eval_mode(net), np.errstate(all="ignore"):
-            for start in range(0, X_dev.shape[0], batch_size):
-                out = net.forward_internal(X_dev[start:start + batch_size], training=False)
-                if activation is not None:
-                    out = backend.activation_forward(out, activation)
-                parts.append(backend.to_host(out))
-        return np.concatenate(parts, axis=0)
+    net.usage.begin_inference()
+    try:
+        with backend.on_device():
+            X_dev = backend.asarray(host_examples(backend, X, net.input_shape, "X"))
+            parts = []
+            with np.errstate(all="ignore"):
+                for start in range(0, X_dev.shape[0], batch_size):
+                    out = net.forward_internal(X_dev[start:start + batch_size], training=False)
+                    if activation is not None:
+                        out = backend.activation_forward(out, activation)
+                    parts.append(backend.to_host(out))
+            return np.concatenate(parts, axis=0)
+    finally:
+        net.usage.end_inference()

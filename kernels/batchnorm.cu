@@ -8,6 +8,24 @@
 // inv_std = 1 / sqrt(var + eps);  xhat = (x - mean) inv_std;  y = gamma xhat + beta.
 // DRAM: reads x (passes 2 and 3 re-read the tile from L2), writes y and xhat:
 // 3 * sizeof(T) per element.
+// Error (notation in common.cuh): the mean, a sum of rows terms and a division, within dmu. The
+// variance: x - mean rounds (u |c|) and carries the mean's error, whose first-order effect on
+// sum c^2 vanishes (sum c = 0); the squares, the sum and the division add 1 + (rows - 1) + 1.
+// inv_std: eps arrives rounded, the sum, sqrt (halving the relative error) and the reciprocal
+// round. xhat = (x - mean) inv_std; y = gamma xhat + beta (fused or not).
+// bound[batchnorm_fwd_train] mu = colsum(x) / rows
+// bound[batchnorm_fwd_train] dmu = u * ((rows - 1) * colsum(abs(x)) / rows + abs(mu))
+// bound[batchnorm_fwd_train] c = x - mu
+// bound[batchnorm_fwd_train] variance = colsum(c * c) / rows
+// bound[batchnorm_fwd_train] dvariance = (rows + 3) * u * variance
+// bound[batchnorm_fwd_train] inv = 1 / sqrt(variance + eps)
+// bound[batchnorm_fwd_train] rinv = (dvariance + u * (2 * eps + variance)) / (2 * (variance + eps)) + 2 * u
+// bound[batchnorm_fwd_train] dxhat = (dmu + u * abs(c)) * inv + abs(c * inv) * (rinv + u)
+// bound[batchnorm_fwd_train] mean: dmu
+// bound[batchnorm_fwd_train] var: dvariance
+// bound[batchnorm_fwd_train] inv_std: inv * rinv
+// bound[batchnorm_fwd_train] xhat: dxhat
+// bound[batchnorm_fwd_train] y: abs(gamma) * dxhat + u * (abs(gamma * c * inv) + abs(result))
 template <typename T>
 __device__ void batchnorm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T* xhat,
                                         T* mean, T* var, T* inv_std, long long rows, long long cols,
@@ -53,6 +71,18 @@ __device__ void batchnorm_forward_train(const T* x, const T* gamma, const T* bet
 // grad_beta = sum_i dy_i;  grad_gamma = sum_i dy_i xhat_i;
 // grad_x = gamma inv_std / n (n dy - grad_beta - xhat grad_gamma).
 // DRAM: reads dy and xhat (the second pass from L2), writes grad_x: 3 * sizeof(T) per element.
+// Error: two column sums (the second of products); n dy - grad_beta - xhat grad_gamma carries
+// their errors and rounds up to three times (products fused or not), relative to its terms:
+// it cancels (its sum over the column is zero). gamma inv_std / n and the last product round.
+// bound[batchnorm_bwd] gb = colsum(dy)
+// bound[batchnorm_bwd] gg = colsum(dy * xhat)
+// bound[batchnorm_bwd] dgb = (rows - 1) * u * colsum(abs(dy))
+// bound[batchnorm_bwd] dgg = rows * u * colsum(abs(dy * xhat))
+// bound[batchnorm_bwd] inner = rows * dy - gb - xhat * gg
+// bound[batchnorm_bwd] dinner = dgb + abs(xhat) * dgg + u * (abs(rows * dy) + abs(rows * dy - gb) + abs(xhat * gg) + abs(inner))
+// bound[batchnorm_bwd] grad_beta: dgb
+// bound[batchnorm_bwd] grad_gamma: dgg
+// bound[batchnorm_bwd] grad_x: abs(gamma * inv_std / rows) * (dinner + 3 * u * abs(inner))
 template <typename T>
 __device__ void batchnorm_backward(const T* dy, const T* xhat, const T* gamma, const T* inv_std,
                                    T* grad_x, T* grad_gamma, T* grad_beta, long long rows,
@@ -91,6 +121,9 @@ __device__ void batchnorm_backward(const T* dy, const T* xhat, const T* gamma, c
 
 // y = gamma (x - running_mean) / sqrt(running_var + eps) + beta, elementwise. Reads x, writes y:
 // 2 * sizeof(T) per element (the per-column vectors stay in cache).
+// Error: running_var + eps (eps arriving rounded) within 2u, so inv_std within 3u; x - mean and
+// the product with inv_std round (5u), gamma times it and + beta round once each.
+// bound[batchnorm_fwd_eval] y: u * (6 * abs(gamma * (x - running_mean) / sqrt(running_var + eps)) + abs(result))
 template <typename T>
 __device__ void batchnorm_forward_eval(const T* x, const T* gamma, const T* beta, const T* running_mean,
                                        const T* running_var, T* y, long long rows, long long cols, T eps) {
@@ -106,6 +139,10 @@ __device__ void batchnorm_forward_eval(const T* x, const T* gamma, const T* beta
 // r_mean = (1 - m) r_mean + m mean;  r_var = (1 - m) r_var + m var n / (n - 1).
 // keep = 1 - m and unbias = n / (n - 1) come from the host in double, as in the reference.
 // Reads 4 and writes 2 values per feature: 6 * sizeof(T).
+// Error: keep, momentum and unbias arrive rounded; each product (one per sum may fuse) and the
+// sums round.
+// bound[running_stats] running_mean: u * (2 * abs(keep * running_mean) + 2 * abs(momentum * mean) + abs(result))
+// bound[running_stats] running_var: u * (2 * abs(keep * running_var) + 4 * abs(momentum * var * unbias) + abs(result))
 template <typename T>
 __device__ void running_stats(T* running_mean, T* running_var, const T* mean, const T* var,
                               long long cols, T momentum, T keep, T unbias) {

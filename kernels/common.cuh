@@ -3,6 +3,29 @@
 //
 // The loader inlines this header into each .cu it compiles (CuPy's disk cache hashes the source
 // text, so an edit here must change that text); the host build includes it normally.
+//
+// Error bounds. Beside each kernel, lines
+//   bound[kernel ...] output: expression     the bound on |computed - exact| for that output
+//   bound[kernel ...] name = expression      a quantity the lines below it use
+// state how far a kernel's result may be from the exact value of the reference formula
+// (backends/base.py) on the same inputs, computed on a GPU: +, -, *, / and sqrt rounded to
+// nearest (0 ulp: NVRTC's defaults -prec-div=true and -prec-sqrt=true, which CuPy keeps), any
+// a*b + c fused into an FMA or not (NVRTC contracts by default), float32 subnormals flushed to
+// zero (CuPy passes -ftz=true), and the math library within the maximum errors the CUDA C++
+// Programming Guide documents (host_shim.h cites them): expf and tanhf 2 ulp, logf and log1pf
+// 1 ulp, expm1f 1 ulp, exp, tanh, log, log1p and expm1 1 ulp, counted from the correctly
+// rounded result. With u the
+// unit roundoff (2^-24 in float, 2^-53 in double), one rounding moves x by at most u |x| and a
+// k-ulp function is within (2k + 1) u |f| of the exact value: 5u for expf and tanhf, 3u for the
+// others. A coefficient computed on the host arrives rounded to the kernel's type: u more.
+//
+// Expressions are Python over NumPy, to first order in u: the kernel's parameters by name (values
+// as passed, before the launch), `result` (the exact value of the output), u, and abs, sqrt,
+// where, total (sum of everything), rowsum and rowmax (over each row, kept as a column), colsum
+// (over the rows) and softmax (of each row). `exact` means bit for bit equal to the reference
+// computed in the kernel's own type. tests/test_kernels_host.py evaluates every bound against the
+// reference computed in a wider type, allowing 1/64 more for higher-order terms and the
+// reference's own rounding, plus 2^-126 in float32 for a flushed subnormal.
 #ifndef BP_COMMON_CUH
 #define BP_COMMON_CUH
 
@@ -24,6 +47,8 @@ __device__ __forceinline__ float bp_log(float x) { return logf(x); }
 __device__ __forceinline__ double bp_log(double x) { return log(x); }
 __device__ __forceinline__ float bp_log1p(float x) { return log1pf(x); }
 __device__ __forceinline__ double bp_log1p(double x) { return log1p(x); }
+__device__ __forceinline__ float bp_expm1(float x) { return expm1f(x); }
+__device__ __forceinline__ double bp_expm1(double x) { return expm1(x); }
 __device__ __forceinline__ float bp_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double bp_tanh(double x) { return tanh(x); }
 __device__ __forceinline__ float bp_sqrt(float x) { return sqrtf(x); }

@@ -13,12 +13,16 @@ __device__ __forceinline__ unsigned int bp_hash32(unsigned int h) {
 }
 
 // out = x + alpha y. Reads x and y, writes out: 3 * sizeof(T) per element.
+// Error (notation in common.cuh): alpha arrives rounded, the product (unless fused into the sum)
+// and the sum round. Cancellation in x + alpha y leaves the error relative to |alpha y|.
+// bound[add_scaled] out: u * (2 * abs(alpha * y) + abs(result))
 template <typename T>
 __device__ void add_scaled(const T* x, const T* y, T* out, long long n, T alpha) {
     for (long long i = bp_first_index(); i < n; i += bp_grid_stride()) out[i] = x[i] + alpha * y[i];
 }
 
 // out = a * b (dropout's backward: dL/dx = dL/dy * mask). 3 * sizeof(T) per element.
+// bound[multiply] out: exact
 template <typename T>
 __device__ void multiply(const T* a, const T* b, T* out, long long n) {
     for (long long i = bp_first_index(); i < n; i += bp_grid_stride()) out[i] = a[i] * b[i];
@@ -28,6 +32,8 @@ __device__ void multiply(const T* a, const T* b, T* out, long long n) {
 // holds `scale` = 1 / (1 - p) where kept and 0 elsewhere; y = x * mask. The mask is a pure
 // function of (key, i), so it equals the CPU's bit for bit. Reads x, writes y and the mask:
 // 3 * sizeof(T) per element.
+// bound[dropout_fwd] y: exact
+// bound[dropout_fwd] mask: exact
 template <typename T>
 __device__ void dropout_forward(const T* x, T* y, T* mask, long long n, unsigned int key,
                                 unsigned int threshold, T scale) {
@@ -41,6 +47,9 @@ __device__ void dropout_forward(const T* x, T* y, T* mask, long long n, unsigned
 
 // grad += l1 sign(w) + two_l2 w, in place (two_l2 = 2 l2, computed on the host). Reads w and
 // grad, writes grad: 3 * sizeof(T) per element.
+// Error: l1 and two_l2 arrive rounded (u |l1|, u |two_l2 w|); grad + l1 sign(w), the product
+// (unless fused) and the last sum round.
+// bound[l1_l2_grad] grad: u * (abs(grad) + 2 * abs(l1) + 2 * abs(two_l2 * w) + abs(result))
 template <typename T>
 __device__ void l1_l2_grad(const T* w, T* grad, long long n, T l1, T two_l2) {
     for (long long i = bp_first_index(); i < n; i += bp_grid_stride()) {
@@ -50,6 +59,7 @@ __device__ void l1_l2_grad(const T* w, T* grad, long long n, T l1, T two_l2) {
 
 // out[r, :] = x[index[r], :] for r < out_rows. Reads one row of x and writes one row of out per
 // index: 2 * sizeof(T) per element (+ 8 bytes per row for the index).
+// bound[take_rows] out: exact
 template <typename T>
 __device__ void take_rows(const T* x, const long long* index, T* out, long long out_rows, long long cols) {
     const long long n = out_rows * cols;

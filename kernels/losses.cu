@@ -4,9 +4,18 @@
 //
 // `grad_scale` is d(reduction)/d(element) times the loss's own constant, computed on the host in
 // double exactly as backends/base.py does (2/N for MSE's mean, 1/N, or 1 for "sum").
+//
+// Error bounds (notation in common.cuh): `grad` for the gradient; `loss` for the value the
+// backend reports, the partials added by finalize_sum and divided by its `divisor` (N for "mean",
+// 1 for "sum"). Every loss term has one sign (t in [0, 1], or +-1 for the hinge), so a sum of
+// n terms in any order is within (n - 1) u of its value, and the division adds u.
 #include "common.cuh"
 
 // (loss term, gradient) of one element, in the reference's operation order.
+// diff and its square round once each: a term is within 3u; so is the gradient (grad_scale
+// arrives rounded, diff and the product round).
+// bound[mse_loss] loss: (n + 3) * u * abs(result)
+// bound[mse_loss] grad: 3 * u * abs(result)
 struct Mse {
     // (p - t)^2;  grad_scale (p - t)
     template <typename T>
@@ -17,6 +26,9 @@ struct Mse {
     }
 };
 
+// |diff| rounds once; the gradient is the rounded grad_scale times -1, 0 or 1, as in the reference.
+// bound[mae_loss] loss: (n + 1) * u * abs(result)
+// bound[mae_loss] grad: exact
 struct Mae {
     // |p - t|;  grad_scale sign(p - t)
     template <typename T>
@@ -27,6 +39,11 @@ struct Mae {
     }
 };
 
+// The logs within 3u, 1 - t, the two products and their sum round: a term is within 6u. The
+// gradient: p - t, 1 - p, p (1 - p), grad_scale (arriving rounded), the product and the quotient:
+// 6u. (The clamps are 1-Lipschitz and add nothing.)
+// bound[bce_loss] loss: (n + 6) * u * abs(result)
+// bound[bce_loss] grad: 6 * u * abs(result)
 struct Bce {
     // t max(log p, -100) + (1 - t) max(log(1 - p), -100)   (finalize negates the sum)
     // grad_scale (p - t) / max(p (1 - p), 1e-12)
@@ -40,6 +57,12 @@ struct Bce {
     }
 };
 
+// term = a + b, a = max(x, 0) - x t >= 0 (x t and the difference round: u |x t| + u a),
+// b = log1p(e^-|x|) within 8u b (exp's 5u carried through log1p, whose condition is <= 1, and
+// log1p's own 3u); a + b rounds: a term is within u |x t| + 9u term. The gradient: sigmoid within
+// 7u (and <= 1), the difference, grad_scale and the product round.
+// bound[bce_logits_loss] loss: u * ((n + 9) * abs(result) + total(abs(logits * target)) / divisor)
+// bound[bce_logits_loss] grad: u * (7 * abs(grad_scale) + 3 * abs(result))
 struct BceWithLogits {
     // max(x, 0) - x t + log(1 + e^-|x|);  grad_scale (sigmoid(x) - t)
     template <typename T>
@@ -49,6 +72,11 @@ struct BceWithLogits {
     }
 };
 
+// margin = 1 - t p: t p and the difference round (u |t p| + u |margin|); the clamp adds nothing.
+// The gradient is -t grad_scale or 0 by the sign of the margin: for t = +-1, t p is exact and
+// the margin, fused or not, rounds once to the same value as in the reference, so it is exact.
+// bound[hinge_loss] loss: u * ((n + 1) * abs(result) + total(abs(pred * target)) / divisor)
+// bound[hinge_loss] grad: exact
 struct Hinge {
     // max(0, 1 - t p);  grad_scale (-t [1 - t p > 0])
     template <typename T>
@@ -79,6 +107,14 @@ __device__ void elementwise_loss(const T* pred, const T* target, T* grad, T* par
 //   grad_j = grad_scale (e^(x_j - m) / s * sum_k t_k - t_j)
 // DRAM: reads x and t once, writes grad once: 3 * sizeof(T) per element (later passes over a row
 // hit L1/L2).
+// Error: x_j - m rounds (2u M, M the row's largest |x|), e_j = exp(x_j - m) is within (5 + 2M) u,
+// s, a sum of cols positive terms, within (5 + 2M + cols - 1) u, log s within that plus
+// 3u |log s| <= 3u (2M + |log softmax_j|). A term t_j (x_j - m - log s) is then within
+// u t_j (10M + cols + 4) + 5u |t_j log softmax_j|; the rows x cols terms have one sign.
+// The gradient: softmax_j within (10 + 4M + cols) u, t_sum (cols terms) within (cols - 1) u,
+// their product, the difference, grad_scale (arriving rounded) and the last product round.
+// bound[cross_entropy_loss] loss: u * (total(target * (10 * rowmax(abs(logits)) + cols + 4)) / divisor + (rows * cols + 5) * abs(result))
+// bound[cross_entropy_loss] grad: u * (abs(grad_scale) * softmax(logits) * rowsum(target) * (10 + 4 * rowmax(abs(logits)) + 2 * cols) + 3 * abs(result))
 template <typename T>
 __device__ void cross_entropy_rows(const T* logits, const T* target, T* grad, T* partials,
                                    long long rows, long long cols, T grad_scale) {

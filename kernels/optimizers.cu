@@ -2,10 +2,18 @@
 // parameter, gradient and state buffers, in place. Every coefficient that the reference computes
 // in Python double (1 - dampening, 1 - beta, the bias corrections, 1 - lr wd) is computed on the
 // host and arrives already rounded to T, so the per-element arithmetic is the reference's.
+//
+// Error bounds (notation in common.cuh), written as the computation goes: for each quantity x,
+// dx bounds its error. Each coefficient arriving rounded, each product (unless fused into the
+// sum that follows) and each sum or difference rounds once. The gradient with weight decay,
+// g = grad + wd param, is shared by all of them (AdamW has none).
+// bound[sgd sgd_momentum adam] g = grad + weight_decay * param
+// bound[sgd sgd_momentum adam] dg = u * (2 * abs(weight_decay * param) + abs(g))
 #include "common.cuh"
 
 // SGD without momentum: g = grad (+ wd param);  param -= lr g.
 // Reads param and grad, writes param: 3 * sizeof(T) per element.
+// bound[sgd] param: abs(lr) * dg + u * (2 * abs(lr * g) + abs(result))
 template <typename T>
 __device__ void sgd(T* param, const T* grad, long long n, T lr, T weight_decay) {
     for (long long i = bp_first_index(); i < n; i += bp_grid_stride()) {
@@ -17,6 +25,12 @@ __device__ void sgd(T* param, const T* grad, long long n, T lr, T weight_decay) 
 // SGD with momentum: g = grad (+ wd param);  b = g on the first step, else m b + (1 - d) g;
 // param -= lr (g + m b if nesterov else b).
 // Reads param, grad and b, writes param and b: 5 * sizeof(T) per element.
+// bound[sgd_momentum] b = where(first_step, g, momentum * buf + one_minus_dampening * g)
+// bound[sgd_momentum] db = where(first_step, dg, abs(one_minus_dampening) * dg + u * (2 * abs(momentum * buf) + 2 * abs(one_minus_dampening * g) + abs(b)))
+// bound[sgd_momentum] step = where(nesterov, g + momentum * b, b)
+// bound[sgd_momentum] dstep = where(nesterov, dg + abs(momentum) * db + u * (2 * abs(momentum * b) + abs(step)), db)
+// bound[sgd_momentum] buf: db
+// bound[sgd_momentum] param: abs(lr) * dstep + u * (2 * abs(lr * step) + abs(result))
 template <typename T>
 __device__ void sgd_momentum(T* param, const T* grad, T* buf, long long n, T lr, T momentum,
                              T one_minus_dampening, T weight_decay, int nesterov, int first_step) {
@@ -33,6 +47,24 @@ __device__ void sgd_momentum(T* param, const T* grad, T* buf, long long n, T lr,
 // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 // param -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps),
 // step_size = lr / (1 - b1^t), bias_correction2_sqrt = sqrt(1 - b2^t).
+// Error, with g the gradient the moments take and dp the error of the decayed parameter (AdamW's
+// param * decay: decay arrives rounded, the product rounds): sqrt halves the relative
+// error of v and rounds; bias_correction2_sqrt and eps arrive rounded; the quotients, the sum,
+// the product and the difference round.
+// bound[adam] dp = 0
+// bound[adamw] dp = 2 * u * abs(param * decay)
+// bound[adamw] g = grad
+// bound[adamw] dg = 0
+// bound[adam adamw] m = beta1 * exp_avg + one_minus_beta1 * g
+// bound[adam adamw] dm = abs(one_minus_beta1) * dg + u * (2 * abs(beta1 * exp_avg) + 2 * abs(one_minus_beta1 * g) + abs(m))
+// bound[adam adamw] v = beta2 * exp_avg_sq + one_minus_beta2 * g * g
+// bound[adam adamw] dv = one_minus_beta2 * (2 * abs(g) * dg + 3 * u * g * g) + u * (2 * beta2 * exp_avg_sq + v)
+// bound[adam adamw] denom = sqrt(v) / bias_correction2_sqrt + eps
+// bound[adam adamw] ddenom = sqrt(v) / bias_correction2_sqrt * (dv / (2 * v) + 3 * u) + u * (eps + denom)
+// bound[adam adamw] q = m / denom
+// bound[adam adamw] exp_avg: dm
+// bound[adam adamw] exp_avg_sq: dv
+// bound[adam adamw] param: dp + abs(step_size) * (dm + abs(q) * ddenom) / denom + u * (3 * abs(step_size * q) + abs(result))
 template <typename T>
 __device__ __forceinline__ T adam_update(T param, T g, T* m, T* v, T beta1, T one_minus_beta1, T beta2,
                                          T one_minus_beta2, T eps, T step_size,

@@ -1,6 +1,13 @@
 // Deterministic reductions: per-block partial sums in a fixed tree order, then one block that
 // adds the partials in a fixed order (finalize_sum). Bias gradients and other column sums use
 // tiles of 32 columns per block, so every warp reads contiguous row segments. No atomics.
+//
+// Error bounds (notation in common.cuh). A sum of n terms, in any order (so on any launch shape),
+// is within (n - 1) u sum |x_i| of the exact sum (Higham, Accuracy and Stability of Numerical
+// Algorithms, 2nd ed., section 4.2). The total of sum_partials is the one finalize_sum makes of
+// its partials (sign 1, divisor 1, both exact); counts are exact below 2^24.
+// bound[sum_partials] sum: (n - 1) * u * total(abs(x))
+// bound[nonfinite_partials threshold_match_partials argmax_match_partials] count: exact
 #include "common.cuh"
 
 // partials[blockIdx.x] = the block's sum of f(i) over its grid-stride elements.
@@ -75,6 +82,7 @@ struct ArgmaxMatch {
 // out[c] = sum_r x[r, c] (the bias gradient). A block takes tiles of BP_TILE columns; its
 // blockDim.x / BP_TILE groups of threads take every groups-th row; the groups are folded in
 // order. blockDim.x must be a multiple of BP_TILE. Reads x once, writes out: sizeof(T) per element.
+// bound[column_sums] out: (rows - 1) * u * colsum(abs(x))
 template <typename T>
 __device__ void column_sums(const T* x, T* out, long long rows, long long cols) {
     __shared__ T scratch[BP_MAX_BLOCK];
@@ -111,6 +119,9 @@ __device__ void penalty_partials(const T* w, T* partials, long long n) {
 }
 
 // out[0] = l1 sum|w| + l2 sum w^2 from the 2 * count partials of penalty_partials.
+// Error: the squares round (u), each sum of n terms adds (n - 1) u, l1 and l2 arrive rounded,
+// the two products (one may fuse) and the sum round.
+// bound[penalty_partials] penalty: (n + 3) * u * (abs(l1) * total(abs(w)) + abs(l2) * total(w * w))
 template <typename T>
 __device__ void penalty_finalize(const T* partials, T* out, long long count, T l1, T l2) {
     __shared__ T scratch[BP_MAX_BLOCK];

@@ -6,6 +6,12 @@
 // y = softmax(z + b) per row, log-sum-exp shifted: y_j = e^(v_j - m) / sum_k e^(v_k - m),
 // m = max_k v_k. `bias` null means no bias. Passes 2 and 3 re-read the row the block has just
 // read (L1/L2 hits), so DRAM sees z read once and y written once: 2 * sizeof(T) per element.
+// Error (notation in common.cuh): v_k - m rounds (u |v_k - m| <= 2u M, M the row's largest |v|;
+// with a bias, v = z + b also rounds: u M more), so each e_k = exp(v_k - m) is within
+// (5 + 3M) u relative ((5 + 2M) u without a bias); the row sum of cols positive terms, in any
+// order, adds (cols - 1) u; the quotient u.
+// bound[softmax_fwd] y: u * (10 + 4 * rowmax(abs(x)) + cols) * result
+// bound[bias_softmax_fwd] y: u * (10 + 6 * rowmax(abs(z + bias)) + cols) * result
 template <typename T>
 __device__ void softmax_rows(const T* z, const T* bias, T* y, long long rows, long long cols) {
     __shared__ T scratch[BP_MAX_BLOCK];
@@ -31,6 +37,9 @@ __device__ void softmax_rows(const T* z, const T* bias, T* y, long long rows, lo
 
 // dz_j = y_j (dy_j - sum_k dy_k y_k) per row. Reads dy and y (the second pass from L1/L2),
 // writes dz: 3 * sizeof(T) per element.
+// Error: the dot product of cols terms (products fused into the sum or not) is within
+// cols u sum_k |dy_k y_k|; dy_j - dot and the product with y_j round once each.
+// bound[softmax_bwd] dz: u * (abs(result) + abs(y) * (abs(dy - rowsum(dy * y)) + cols * rowsum(abs(dy * y))))
 template <typename T>
 __device__ void softmax_rows_backward(const T* dy, const T* y, T* dz, long long rows, long long cols) {
     __shared__ T scratch[BP_MAX_BLOCK];

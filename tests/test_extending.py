@@ -136,3 +136,13 @@ def test_registering_a_builtin_name_or_a_bad_one_is_refused():
         bp.register_activation("Soft Sign", lambda xp, x, s: x, lambda xp, g, y, x, s: g)
     with pytest.raises(ValueError, match="'Dense' is a built-in layer and cannot be replaced"):
         bp.register_layer(type("Dense", (bp.Layer,), {}))
+
+
+def test_the_readme_lists_exactly_the_built_in_activations():
+    from readme_extensions import README
+
+    from backprop.backends.activations import ACTIVATIONS
+
+    line = next(line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("Activations: "))
+    listed = [name.split(" (")[0].strip() for name in line[len("Activations: "):].rstrip(".").split(",")]
+    assert sorted(listed) == sorted(name for name, act in ACTIVATIONS.items() if act.builtin)

@@ -45,6 +45,34 @@ def test_cross_entropy_of_logits_3e4(backend):
         close(backend, grad, scale * (softmax - target))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # x_j - max overflows: the point of the test
+@pytest.mark.parametrize("labels", [False, True], ids=["one-hot", "labels"])
+def test_cross_entropy_of_logits_3e38_with_the_right_class_is_finite(backend, labels):
+    """Logits spanning the whole float32 range: x_j - max overflows to -inf for the small ones,
+    and their target of 0 times -inf was NaN. The right class's loss is 0, its gradient 0."""
+    big = float(np.finfo(np.float32).max) * 0.9
+    logits = np.array([[big, -big, 0.0], [-big, big, -big]])
+    picks = [0, 1]
+    on_device = backend.asarray(logits)
+    if labels:
+        loss, grad = backend.cross_entropy_labels_loss(on_device, backend.asarray_int(np.array(picks)), "mean")
+    else:
+        loss, grad = backend.cross_entropy_loss(on_device, backend.asarray(np.eye(3)[picks]), "mean")
+    close(backend, loss, 0.0)
+    close(backend, grad, np.zeros((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # x^3 overflows in tanh's argument: by design
+def test_gelu_backward_at_2e19_is_finite(backend):
+    """x^2 overflows float32 at |x| >= 2e19 (the derivative of tanh's argument): with tanh at
+    +-1 the term it multiplies is 0, and 0 * inf was NaN. GELU' is 1 far right, 0 far left."""
+    x = np.array([[2e19, -2e19, 3e38, -3e38]])
+    y, pre = backend.bias_activation_forward(backend.asarray(x), backend.asarray(np.zeros(4)), "gelu")
+    grad = backend.activation_backward(backend.asarray(np.ones((1, 4))), y, pre, "gelu")
+    close(backend, grad, [[1.0, 0.0, 1.0, 0.0]])
+    close(backend, y, [[2e19, 0.0, 3e38, 0.0]])
+
+
 def test_bce_with_logits_of_3e4(backend):
     x = np.array([[3e4], [3e4], [-3e4], [-3e4], [0.0]])
     t = np.array([[1.0], [0.0], [1.0], [0.0], [1.0]])
@@ -64,7 +92,7 @@ def test_bce_of_probabilities_exactly_0_and_1(backend):
     close(backend, grad, np.array([[0.0], [0.0], [-1e12], [1e12]]) / 4)
 
 
-@pytest.mark.parametrize("activation", bp.backends.ACTIVATIONS)
+@pytest.mark.parametrize("activation", sorted(bp.backends.ACTIVATIONS))
 def test_activations_of_1e4_are_finite_and_match_the_float64_reference(backend, activation):
     x = np.array([[1e4, -1e4, 0.0, 3e4], [-3e4, 1e4, -1e4, 1.0]])
     dy = np.array([[1.0, -2.0, 0.5, 1.0], [1.0, 1.0, -1.0, 3.0]])

@@ -66,3 +66,29 @@ def test_no_growth_per_fit_call(traced):
                validation_split=0.1, progress=False)
         after[i] = tracemalloc.get_traced_memory()[0]
     assert after[3:].max() - after[3] < MARGIN, f"grew by {after[3:].max() - after[3]} bytes"
+
+
+def test_batches_of_ever_new_sizes_cost_bounded_memory_and_it_returns(traced):
+    """Batches of 4, 8, ..., 400 rows through one 64-2048-10 network: every size needs arrays
+    of its own shape, and unbounded caches kept them all (378 MiB here; 76 MiB bounded). The backend's
+    caches forget the oldest beyond their bound (64 MiB each); the network's workspaces go with it."""
+    import gc
+
+    net = bp.Sequential(bp.Dense(64, 2048, activation="relu"), bp.Dense(2048, 10, activation="sigmoid"), seed=0)
+    opt = bp.SGD(net.parameters(), lr=0.01)
+    loss = bp.BCELoss()
+    data = rng.normal(size=(400, 64)).astype(np.float32)
+    start = tracemalloc.get_traced_memory()[0]
+    peak_growth = 0
+    for rows in range(4, 401, 4):
+        x = data[:rows]
+        loss(net.train()(x), np.zeros((rows, 10), dtype=np.float32))
+        net.backward(loss.backward())
+        opt.step()
+        bp.predict(net, x)
+        peak_growth = max(peak_growth, tracemalloc.get_traced_memory()[0] - start)
+    assert peak_growth < 2 * 64 * 2**20 + 24 * 2**20, f"grew by {peak_growth / 2**20:.0f} MiB"
+    del net, opt, loss
+    gc.collect()
+    left = tracemalloc.get_traced_memory()[0] - start
+    assert left < 2 * 64 * 2**20, f"{left / 2**20:.0f} MiB left after the network was deleted"

@@ -135,25 +135,33 @@ def _add_explain(sub) -> None:
     from backprop.apps.explain import run
 
     explain = sub.add_parser(
-        "explain", help="backpropagation step by step on the worked 3-4-1 example",
-        description="The worked example of the source texts, printed like a textbook: a 3-4-1 network, "
-                    "sigmoid on every layer, binary cross-entropy, one training example with target 1, "
-                    "random weights and zero biases. Shows the data and every parameter; the forward "
-                    "pass (every z = wx + b and f = sigmoid(z), yhat, the loss E); the backward pass "
-                    "(dE/dyhat, dyhat/dz, every chain-rule product, all 21 gradients with their formulas); "
-                    "the updated parameters; then yhat over the next iterations. Every number comes from "
-                    "the library's own forward and backward on --device.",
-        epilog='--weights FILE is JSON: {"input": [x1, x2, x3], "target": 1, "W1": [[...3 numbers] x 4 '
-               'hidden neurons], "b1": [4 numbers], "W2": [4 numbers], "b2": number}; W1[j][k] is the weight '
-               "from input k to hidden neuron j (w1_jk in the texts' notation).",
+        "explain", help="backpropagation step by step on a small network (the worked 3-4-1 example by default)",
+        description="A worked example of backpropagation, printed like a textbook: one training example, "
+                    "one step of gradient descent. Shows the data and every parameter; the forward pass "
+                    "(every z = wx + b and f = act(z), yhat, the loss E); the backward pass (dE/dyhat, each "
+                    "activation's derivative, every chain-rule product, every gradient); the updated "
+                    "parameters; then yhat over the next iterations. By default the source texts' 3-4-1 "
+                    "network, sigmoid on every layer, binary cross-entropy, target 1, random weights and zero "
+                    "biases; --weights FILE gives any small network. Every number comes from the library's "
+                    "own forward and backward on --device.",
+        epilog='--weights FILE is JSON: {"input": [x1, ...], "target": [y1, ...], "loss": "bce" | "mse" | '
+               '"half_sse", "lr": 0.5, "layers": [{"W": [[...], ...], "b": [...], "activation": "sigmoid"}, '
+               "...]}, any number of layers of any sizes, any activation of the library's table. W[j][k] is the "
+               "weight from input k to neuron j (wl_jk in the texts' notation). mse is the mean over the "
+               "outputs, half_sse is E = 1/2 sum (y - yhat)^2; lr is optional (--lr overrides it; default 0.5). "
+               'The 3-4-1 form {"input": [3 numbers], "target": 1, "W1": [4 rows of 3], "b1": [4], '
+               '"W2": [4], "b2": number} is read too.',
         formatter_class=_Formatter)
     explain.add_argument("--seed", type=non_negative_int, default=0,
-                         help="seed of the random input and initial weights")
-    explain.add_argument("--lr", type=positive_float, default=0.5, help="learning rate epsilon")
+                         help="seed of the random input and initial weights of the default example")
+    explain.add_argument("--lr", type=positive_float, default=None,
+                         help="learning rate epsilon (default: the file's lr, else 0.5)")
     explain.add_argument("--steps", type=non_negative_int, default=6,
                          help="further iterations to show yhat for after the first update")
     explain.add_argument("--weights", default=None, metavar="FILE",
-                         help="JSON with the input, the target and the parameters (see below)")
+                         help="JSON with the input, the target, the loss and the layers (see below)")
+    explain.add_argument("--json", action="store_true",
+                         help="print the numbers as one JSON document instead of the text")
     explain.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     explain.set_defaults(run=run)
 

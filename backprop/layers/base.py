@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class Layer:
         self.backend = None
         self.params: dict[str, Parameter] = {}
         self._buffer_specs: dict[str, tuple] = {}  # name -> (shape, fill, minimum), from add_buffer
-        self._workspaces: dict = {}
+        self._threads = _PerThread()
         self._noise_seed = 0
         self.position = 0
 
@@ -169,11 +170,13 @@ class Layer:
 
     def workspace(self, name: str, shape):
         """A reusable array of `shape` for the intermediate `name`, reallocated only when the
-        shape changes, so a training step allocates nothing after the first."""
-        array = self._workspaces.get(name)
+        shape changes, so a training step allocates nothing after the first. Each thread has its
+        own (threads running inference on one network never write into each other's arrays),
+        freed with the thread or with the layer."""
+        workspaces = self._threads.workspaces
+        array = workspaces.get(name)
         if array is None or array.shape != shape:
-            array = self.backend.empty(shape)
-            self._workspaces[name] = array
+            array = workspaces[name] = self.backend.empty(shape)
         return array
 
     def noise_key(self, step: int) -> int:
@@ -232,7 +235,7 @@ class Layer:
         for name, array in self.buffers().items():
             setattr(self, name, backend.asarray(self.backend.to_host(array)))
         self.backend = backend
-        self._workspaces.clear()
+        self._threads = _PerThread()
 
     def parameters(self) -> list[Parameter]:
         return list(self.params.values())
@@ -240,6 +243,16 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
         return f"{type(self).__name__}({args})"
+
+
+class _PerThread(threading.local):
+    """A layer's workspaces in one thread (threading.local runs __init__ once per thread)."""
+
+    def __init__(self):
+        self.workspaces: dict = {}
+
+    def __reduce__(self):  # a copied layer starts with no workspaces
+        return _PerThread, ()
 
 
 def _plain(value, where: str):
