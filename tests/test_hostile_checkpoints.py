@@ -17,8 +17,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 from checkpoint_helpers import DATA, X, Y, make, read, read_v1, rewrite, saved, state, train, v1_copy, write, write_v1
+from safetensors.numpy import save_file
 
 import backprop as bp
 from backprop.checkpoint import _digest
@@ -55,6 +55,7 @@ def key_paths(value, prefix=()):
 
 
 def replaced(record, path, value):
+    """A copy of `record` with the value at `path` replaced."""
     record = json.loads(json.dumps(record))
     target = record
     for key in path[:-1]:
@@ -70,7 +71,7 @@ def loads_or_is_refused(path, data=(X, Y)) -> str | None:
         net, opt, sched = bp.load(path, optimizer=True, scheduler=True)
     except ValueError as exc:
         return None if str(exc).startswith(str(path)) else f"ValueError not naming the file: {exc}"
-    except Exception as exc:  # noqa: BLE001 - any other kind is the failure being looked for
+    except Exception as exc:  # any other kind is the failure looked for
         return f"{type(exc).__name__}: {str(exc)[:200]}"
     try:
         bp.fit(net, *data, loss=bp.CrossEntropyLoss(), optimizer=opt, scheduler=sched, epochs=1, batch_size=8,
@@ -81,7 +82,7 @@ def loads_or_is_refused(path, data=(X, Y)) -> str | None:
         if "learning rate at epoch" in str(exc):
             return None
         return f"loaded, then training failed: ValueError: {str(exc)[:200]}"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"loaded, then training failed: {type(exc).__name__}: {str(exc)[:200]}"
     if not np.isfinite(net.store.data).all():
         return "loaded, then training wrote non-finite weights"
@@ -146,41 +147,38 @@ def tensor_variants(values: np.ndarray) -> dict:
     }
 
 
-def test_every_tensor_of_every_wrong_kind_loads_or_is_refused_naming_the_file(tmp_path):
-    path = saved_with_schedule(tmp_path)
-    metadata, records, tensors = read(path)
+def each_tensor_replaced(path, tensors: dict, write_file, data=(X, Y), extra=lambda values: {}) -> list[str]:
+    """Write the file (`write_file(tensors)`) with each tensor replaced by each of its variants,
+    or left out; what `loads_or_is_refused` finds wrong with each."""
     failures = []
     for key in sorted(tensors):
-        variants = {**tensor_variants(tensors[key]), "missing": None}
-        for name, values in variants.items():
+        for name, values in {**tensor_variants(tensors[key]), **extra(tensors[key]), "missing": None}.items():
             contents = {k: v for k, v in tensors.items() if k != key}
             if values is not None:
                 contents[key] = values
-            write(path, metadata, records, contents)
-            problem = loads_or_is_refused(path)
+            write_file(contents)
+            problem = loads_or_is_refused(path, data)
             if problem:
                 failures.append(f"{key} {name}: {problem}")
+    return failures
+
+
+def test_every_tensor_of_every_wrong_kind_loads_or_is_refused_naming_the_file(tmp_path):
+    path = saved_with_schedule(tmp_path)
+    metadata, records, tensors = read(path)
+    failures = each_tensor_replaced(path, tensors, lambda contents: write(path, metadata, records, contents))
     assert not failures, "\n".join(failures)
 
 
 def test_every_version_1_array_of_every_wrong_kind_loads_or_is_refused_naming_the_file(tmp_path):
-    """Version 1 (.npz) can also hold strings, big-endian and Fortran-ordered arrays."""
+    """Version 1 (.npz) can also hold strings and big-endian arrays."""
     path = v1_copy(tmp_path)
     records, arrays = read_v1(path)
     with np.load(DATA / "checkpoint_v1_expected.npz") as expected:
         data = expected["X"], expected["y"]
-    failures = []
-    for key in sorted(arrays):
-        variants = {**tensor_variants(arrays[key]), "missing": None, "strings": arrays[key].astype(str),
-                    "big-endian": arrays[key].astype(arrays[key].dtype.newbyteorder(">"))}
-        for name, values in variants.items():
-            contents = {k: v for k, v in arrays.items() if k != key}
-            if values is not None:
-                contents[key] = values
-            write_v1(path, records, contents)
-            problem = loads_or_is_refused(path, data)
-            if problem:
-                failures.append(f"{key} {name}: {problem}")
+    failures = each_tensor_replaced(
+        path, arrays, lambda contents: write_v1(path, records, contents), data,
+        extra=lambda values: {"strings": values.astype(str), "big-endian": values.astype(values.dtype.newbyteorder(">"))})
     assert not failures, "\n".join(failures)
 
 
@@ -236,6 +234,22 @@ def test_values_beyond_the_networks_dtype_are_refused(tmp_path):
     refused(path, "tensor 'layers.0.bias' holds non-finite values")
     rewrite(path, tensors={"layers.0.bias": np.full(8, 0.25)})  # in float64 but representable: loads
     assert (bp.load(path).layers[0].bias.data == 0.25).all()
+
+
+@pytest.mark.parametrize("key", ["layers.0.bias", "layers.2.running_mean", "optimizer.exp_avg"])
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.bool_])
+def test_a_tensor_that_is_not_floating_point_is_refused(tmp_path, key, dtype):
+    path = saved(tmp_path)
+    values = read(path)[2][key]
+    rewrite(path, tensors={key: values.astype(dtype)})
+    refused(path, rf"tensor '{key}' holds {np.dtype(dtype)} values, not floating-point numbers", optimizer=True)
+
+
+def test_a_version_1_array_of_strings_is_refused(tmp_path):
+    path = v1_copy(tmp_path)
+    records, arrays = read_v1(path)
+    write_v1(path, records, {**arrays, "parameters": arrays["parameters"].astype(str)})
+    refused(path, r"tensor 'parameters' holds <U\d+ values, not floating-point numbers")
 
 
 BAD_COUNTS = {"negative": -1, "whole-float": 3.0, "boolean": True, "string": "3", "null": None, "fraction": 2.5}
