@@ -19,7 +19,8 @@ from __future__ import annotations
 import functools
 import math
 
-from backprop.backends.base import ACTIVATIONS, Backend, dropout_threshold
+from backprop.backends.activations import get_activation
+from backprop.backends.base import Backend, dropout_threshold
 from backprop.backends.device_names import parse_device
 from backprop.kernels.loader import KernelLibrary
 
@@ -27,7 +28,6 @@ BLOCK = 256          # threads per block (BP_MAX_BLOCK in the kernels)
 MAX_GRID = 4096      # elementwise grids stop here; the grid-stride loop does the rest
 PARTIAL_GRID = 1024  # blocks of a reduction, so one block of BLOCK threads adds the partials
 TILE = 32            # columns per block in column reductions (BP_TILE)
-ELEMENTWISE_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 
 
 def _blocks(n: int, cap: int) -> int:
@@ -152,6 +152,8 @@ class CupyBackend(Backend):
         return out
 
     def take_rows(self, x, indices, out=None):
+        if x.ndim != 2 or x.dtype != self.dtype:  # labels (1-D int64): the reference's take
+            return super().take_rows(x, indices, out)
         rows, cols = indices.shape[0], x.shape[1]
         out = self._out(out, (rows, cols))
         self._launch("take_rows", _blocks(rows * cols, MAX_GRID), BLOCK, x, indices, out, rows, cols)
@@ -185,48 +187,52 @@ class CupyBackend(Backend):
 
     # ------------------------------------------------------------------ activations
 
-    def _check_activation(self, activation: str) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-
     def bias_activation_forward(self, z, bias, activation: str, slope: float = 0.01, out=None):
-        self._check_activation(activation)
+        act = get_activation(activation)
+        if not act.builtin:  # a user's activation: its definition, on CuPy
+            return super().bias_activation_forward(z, bias, activation, slope, out)
         rows, cols = z.shape
         y = self._out(out, z.shape)
-        if activation == "softmax":
-            self._launch("bias_softmax_fwd", _row_blocks(rows, MAX_GRID), _row_block(cols), z, bias, y, rows, cols)
+        if act.rowwise:
+            self._launch(f"bias_{act.name}_fwd", _row_blocks(rows, MAX_GRID), _row_block(cols), z, bias, y, rows,
+                         cols)
             return y, None
         grid = _blocks(z.size, MAX_GRID)
-        if activation == "gelu":
+        if act.needs_input:
             pre = self.empty(z.shape)
-            self._launch("bias_gelu_fwd", grid, BLOCK, z, bias, y, pre, rows, cols, slope)
+            self._launch(f"bias_{act.name}_fwd", grid, BLOCK, z, bias, y, pre, rows, cols, slope)
             return y, pre
-        self._launch(f"bias_{activation}_fwd", grid, BLOCK, z, bias, y, rows, cols, slope)
+        self._launch(f"bias_{act.name}_fwd", grid, BLOCK, z, bias, y, rows, cols, slope)
         return y, None
 
-    def _activation_pass(self, op: str, activation: str, inputs: tuple, slope: float, out):
-        """Launches `{activation}_{op}` over `inputs` (the first gives the shape) into `out`:
-        softmax one block per row, the others elementwise. "linear" is the identity: the first
+    def _activation_pass(self, op: str, act, inputs: tuple, slope: float, out):
+        """Launches `{act.name}_{op}` over `inputs` (the first gives the shape) into `out`: a row-wise
+        activation one block per row, the others elementwise. "linear" is the identity: the first
         input itself, or a copy of it in `out`."""
-        self._check_activation(activation)
         first = inputs[0]
-        if activation == "linear":
+        if act.name == "linear":
             return first if out is None else self.copy(first, out)
         result = self._out(out, first.shape)
-        if activation == "softmax":
+        if act.rowwise:
             rows, cols = first.shape
-            self._launch(f"softmax_{op}", _row_blocks(rows, MAX_GRID), _row_block(cols), *inputs, result, rows, cols)
+            self._launch(f"{act.name}_{op}", _row_blocks(rows, MAX_GRID), _row_block(cols), *inputs, result, rows,
+                         cols)
         else:
-            self._launch(f"{activation}_{op}", _blocks(first.size, MAX_GRID), BLOCK, *inputs, result,
-                         first.size, slope)
+            self._launch(f"{act.name}_{op}", _blocks(first.size, MAX_GRID), BLOCK, *inputs, result, first.size, slope)
         return result
 
     def activation_forward(self, x, activation: str, slope: float = 0.01, out=None):
-        return self._activation_pass("fwd", activation, (x,), slope, out)
+        act = get_activation(activation)
+        if not act.builtin:
+            return super().activation_forward(x, activation, slope, out)
+        return self._activation_pass("fwd", act, (x,), slope, out)
 
     def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
-        # GELU's derivative needs the pre-activation; the others are written in terms of y.
-        return self._activation_pass("bwd", activation, (grad_y, pre if activation == "gelu" else y), slope, out)
+        act = get_activation(activation)
+        if not act.builtin:
+            return super().activation_backward(grad_y, y, pre, activation, slope, out)
+        # the kernel reads what the derivative is written in: the pre-activation or the output
+        return self._activation_pass("bwd", act, (grad_y, pre if act.needs_input else y), slope, out)
 
     # ------------------------------------------------------------------ losses
 

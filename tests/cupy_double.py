@@ -268,8 +268,10 @@ def _device(values) -> ndarray:
     return np.array(values, copy=True).view(ndarray)
 
 
-def asarray(a, dtype=None) -> ndarray:
+def asarray(a, dtype=None, copy=None) -> ndarray:
     if isinstance(a, ndarray):
+        if copy:
+            return a.copy() if dtype is None else a.astype(dtype)
         return a if dtype is None or a.dtype == dtype else a.astype(dtype)
     return _device(np.asarray(a, dtype=dtype))
 
@@ -298,14 +300,36 @@ def reshape(a, shape) -> ndarray:
     return a.reshape(shape)
 
 
-# Ops the reference Backend calls on `xp` where CupyBackend keeps the reference (no kernel of
-# its own): batchnorm_backward_eval. Both exist in CuPy with these signatures.
-def sqrt(a) -> ndarray:
-    return np.sqrt(a)
+def matrix_transpose(a) -> ndarray:
+    return np.swapaxes(a, -1, -2)
 
 
-def sum(a, axis=None) -> ndarray:  # noqa: A001 - the name CuPy uses
-    return np.sum(a, axis=axis)
+def _operation(name: str):
+    """The Array API function `name` (NumPy's) as an operation on the current device: its array
+    arguments must live there and be device arrays; its result is a new array there."""
+    function = getattr(np, name)
+
+    def on_device(*args, **kwargs):
+        arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
+        if any(not isinstance(a, ndarray) for a in arrays):
+            raise TypeError(f"{name}: a host NumPy array cannot meet a device array (CuPy refuses implicit transfers)")
+        machine.check(name, arrays)
+        host = [a._host() if isinstance(a, ndarray) else a for a in args]
+        host_kwargs = {k: v._host() if isinstance(v, ndarray) else v for k, v in kwargs.items()}
+        results = []
+        machine.run(lambda: results.append(function(*host, **host_kwargs)))
+        return np.asarray(results[0]).view(ndarray)
+
+    on_device.__name__ = name
+    return on_device
+
+
+# What the reference Backend calls on `xp` for the ops CupyBackend leaves to it (and that users'
+# activations written with the Array API call), as CuPy provides them.
+_OPERATIONS = ("abs", "all", "arange", "argmax", "astype", "clip", "exp", "expm1", "full", "isfinite", "log",
+               "log1p", "matmul", "max", "maximum", "mean", "minimum", "ones_like", "sign", "sqrt", "square", "sum",
+               "take", "tanh", "where", "zeros_like")
+finfo, uint64, int32, uint32, bool_ = np.finfo, np.uint64, np.int32, np.uint32, np.bool_
 
 
 # ---------------------------------------------------------------------- cuBLAS
@@ -409,8 +433,9 @@ def _properties(device: int) -> dict:
             "memoryClockRate": 1_000_000, "memoryBusWidth": 256}
 
 
-_CUPY_NAMES = ("ndarray", "asarray", "ascontiguousarray", "empty", "zeros", "reshape", "sqrt", "sum",
-               "float32", "float64", "int64", "RawModule", "RawKernel")
+_CUPY_NAMES = ("ndarray", "asarray", "ascontiguousarray", "empty", "zeros", "reshape", "matrix_transpose",
+               "float32", "float64", "int64", "uint64", "int32", "uint32", "bool_", "finfo", "RawModule",
+               "RawKernel")
 
 
 def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True) -> dict:
@@ -435,6 +460,8 @@ def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True) -> dict:
     cupy.__version__ = "14.2.0"
     for name in _CUPY_NAMES:
         setattr(cupy, name, globals()[name])
+    for name in _OPERATIONS:  # not module globals here: sum, max, abs and all would hide Python's
+        setattr(cupy, name, _operation(name))
     cupy.cuda = cuda
     found = {"cupy": cupy, "cupy.cuda": cuda}
     if cublas:
