@@ -295,3 +295,20 @@ def test_ops_on_no_rows_never_launch_a_grid_of_0(gpu):
         grad = be.activation_backward(be.asarray(z), y, None, "softmax")
         loss, dlogits = be.cross_entropy_loss(be.asarray(z), be.asarray(target), "sum")
         assert (y.shape, grad.shape, dlogits.shape, float(loss)) == ((0, 4), (0, 4), (0, 4), 0.0)
+
+
+def test_a_users_activation_layer_and_loss_train_on_cuda_1_as_on_the_cpu(gpu):
+    """The README's softsign (no kernel: its definition runs on CuPy), Recenter and LogCoshLoss."""
+    from readme_extensions import LogCoshLoss, Recenter
+
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(48, 3)), rng.normal(size=(48, 1))
+    weights = {}
+    for device in ("cpu", "cuda:1"):
+        net = bp.Sequential(bp.Dense(3, 6, activation="softsign"), Recenter(momentum=0.2), bp.Dense(6, 1),
+                            device=device, dtype="float64", seed=1)
+        bp.fit(net, X, Y, loss=LogCoshLoss(), optimizer=bp.Adam(net.parameters(), lr=0.01), epochs=3, batch_size=16,
+               progress=False)
+        weights[device] = bp.to_numpy(net.store.data)
+    np.testing.assert_allclose(weights["cuda:1"], weights["cpu"], **TOLERANCE.training("float64"))
+    assert gpu.work == {1}
