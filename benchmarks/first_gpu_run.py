@@ -122,7 +122,7 @@ def environment() -> dict:
                                 text=True, timeout=60)
         for package in json.loads(listed.stdout or "[]"):
             name = package["name"].lower()
-            if name.startswith(("cupy", "nvidia-", "torch", "numpy", "pytest", "mpi4py", "cuda-")):
+            if name.startswith(("cupy", "nvidia-", "torch", "numpy", "safetensors", "pytest", "mpi4py", "cuda-")):
                 found[name] = package["version"]
     except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
         found["error"] = f"pip list failed ({exc.__class__.__name__})"

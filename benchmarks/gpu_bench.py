@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from backprop.apps.bench import CONFIGS, Config, make_data, our_network
+from backprop.apps.bench import CONFIGS, Config, _us, make_data, our_network
 
 # Batches per timed block on a GPU: each block takes ~0.05-0.5 s on an H100-class GPU.
 GPU_STEPS = {"tiny": 300, "small": 300, "medium": 200, "large": 50}
@@ -215,10 +215,6 @@ def run(configs: list[str], kernels: bool = True, device: str = "cuda:0", steps_
         log("  kernels against the memory-bandwidth roofline")
         results["kernels"] = kernel_rates(elements, launches, device, results["device"]["peak_gb_per_s"])
     return results
-
-
-def _us(seconds: float) -> str:
-    return f"{seconds * 1e6:,.0f} us" if seconds < 0.01 else f"{seconds * 1e3:,.1f} ms"
 
 
 def format_tables(results: dict) -> str:

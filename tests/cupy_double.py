@@ -9,7 +9,9 @@ As CuPy (14.2) does:
 - Arrays: `ndarray`, a NumPy subclass that the rest of backprop takes for a CuPy array.
   Arithmetic that mixes it with a host NumPy array is refused, results stay device arrays (0-d
   ones too), `.get()` copies to the host, `empty` is not zeroed (it holds NaN here, so reading
-  memory before writing it shows), and `ascontiguousarray` of a 0-d array has shape (1,).
+  memory before writing it shows), `ascontiguousarray` of a 0-d array has shape (1,), and
+  `copy()` copies from any device onto the current one. The Array API functions the reference
+  ops call (`sum`, `where`, `exp`, ...) run on the current device.
 - Kernels: `RawModule(code=..., options=...)` builds `code` for the host with g++ and
   kernels/host_shim.h (tests/host_kernels.py), loaded on the device current at
   `get_function`. A launch passes a device array as its pointer, a host NumPy array of one
