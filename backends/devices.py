@@ -113,22 +113,26 @@ def _library_problems(cupy) -> list[str]:
     return problems
 
 
+def _driver_mismatch() -> str:
+    """"; what to do" when the installed CuPy needs a newer driver than this one, else ""."""
+    major, driver = installed_cupy_major(), driver_cuda_version()
+    if major is None or driver is None or driver >= major * 1000:
+        return ""
+    mismatch = (f"; CuPy for CUDA {major} needs a driver >= {EXTRAS[major][1]}, this one runs CUDA "
+                f"{driver // 1000}.{driver % 1000 // 10}")
+    older = [m for m in EXTRAS if driver >= m * 1000]
+    if older:
+        mismatch += f': pip uninstall cupy-cuda{major}x, then pip install "{DISTRIBUTION}[{EXTRAS[max(older)][0]}]"'
+    return mismatch
+
+
 def _driver_problem(cupy) -> tuple[int, str]:
     """(GPUs the driver reports, why none when 0)."""
     try:
         count = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:
-        reason = (f"no CUDA driver or device answered ({_describe(exc)}); "
-                  "check `nvidia-smi` and the NVIDIA driver")
-        major, driver = installed_cupy_major(), driver_cuda_version()
-        if major is not None and driver is not None and driver < major * 1000:
-            older = max((m for m in EXTRAS if driver >= m * 1000), default=None)
-            reason += (f"; CuPy for CUDA {major} needs a driver for CUDA {major} (>= {EXTRAS[major][1]}), this "
-                       f"one runs CUDA {driver // 1000}.{driver % 1000 // 10}")
-            if older is not None:
-                reason += (f": pip uninstall cupy-cuda{major}x, then pip install "
-                           f'"{DISTRIBUTION}[{EXTRAS[older][0]}]"')
-        return 0, reason
+        return 0, (f"no CUDA driver or device answered ({_describe(exc)}); check `nvidia-smi` and the NVIDIA "
+                   f"driver{_driver_mismatch()}")
     if count == 0:
         return 0, "the CUDA driver reports no GPU; check `nvidia-smi`"
     return count, ""

@@ -440,17 +440,20 @@ _CUPY_NAMES = ("ndarray", "asarray", "ascontiguousarray", "empty", "zeros", "res
                "RawKernel")
 
 
-def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True) -> dict:
+def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True, driver: bool = True) -> dict:
     """{name: module} for sys.modules: "cupy" (a package, as CuPy is), "cupy.cuda", and
-    "cupy.cublas" when cuBLAS is installed. Resets the machine to `devices` idle GPUs, 0 current."""
+    "cupy.cublas" when cuBLAS is installed. Resets the machine to `devices` idle GPUs, 0 current.
+    Without `driver`, the runtime answers as it does where the driver is missing or too old."""
     global machine, _namespace
     machine = Machine(devices)
     cuda = types.ModuleType("cupy.cuda")
     cuda.__path__ = []
     cuda.Device, cuda.Event, cuda.Stream, cuda.get_elapsed_time = Device, Event, Stream, get_elapsed_time
     cuda.get_current_stream = lambda device=None: Stream()
+    count = (lambda: machine.devices) if driver else (lambda: _raise(RuntimeError(
+        "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")))
     cuda.runtime = types.SimpleNamespace(
-        getDeviceCount=lambda: machine.devices, getDevice=lambda: machine.current, setDevice=machine.set_device,
+        getDeviceCount=count, getDevice=lambda: machine.current, setDevice=machine.set_device,
         deviceSynchronize=lambda: machine.synchronize(machine.current), getDeviceProperties=_properties,
         runtimeGetVersion=lambda: 12090, driverGetVersion=lambda: 13000)
     version = (lambda: (12, 9)) if nvrtc else (lambda: _raise(RuntimeError(  # cuda-pathfinder's, lines and all

@@ -135,6 +135,21 @@ def test_a_library_that_does_not_load_makes_the_gpu_unusable_and_says_how_to_fix
         devices.cuda_status.cache_clear()
 
 
+
+@pytest.mark.parametrize("driver, fix", [(12040, 'pip uninstall cupy-cuda13x, then pip install "backprop-gpu[cuda12]"'),
+                                         (11080, "this one runs CUDA 11.8")])
+def test_cupy_for_cuda_13_on_an_older_driver_says_which_cupy_to_install(monkeypatch, driver, fix):
+    cupy_double.install(monkeypatch, driver=False)
+    monkeypatch.setattr(devices, "installed_cupy_major", lambda: 13)
+    monkeypatch.setattr(devices, "driver_cuda_version", lambda: driver)
+    devices.cuda_status.cache_clear()
+    try:
+        count, reason = devices.cuda_status()
+    finally:
+        devices.cuda_status.cache_clear()
+    assert count == 0 and "cudaErrorInsufficientDriver" in reason and "needs a driver >= 580" in reason, reason
+    assert fix in reason, reason
+
 # ---------------------------------------------------------------------- on cuda:1, device 0 current
 
 CORE = pytest.mark.xfail(strict=True, reason="needs the core under backend.on_device()")
