@@ -152,9 +152,6 @@ def test_cupy_for_cuda_13_on_an_older_driver_says_which_cupy_to_install(monkeypa
 
 # ---------------------------------------------------------------------- on cuda:1, device 0 current
 
-CORE = pytest.mark.xfail(strict=True, reason="needs the core under backend.on_device()")
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_forward_backward_and_optimizer_steps_on_cuda_1_run_there_only(gpu, dtype):
     """net(x), the loss, net.backward and opt.step on cuda:1 equal the CPU's, and nothing runs on GPU 0."""
@@ -187,7 +184,6 @@ def test_predict_and_evaluate_on_cuda_1_run_there_only(gpu):
     assert gpu.work == {1}
 
 
-@CORE
 def test_parameter_assignment_on_cuda_1_runs_there_only(gpu):
     """`p.data = values` and `p.grad = values` (host or device values) copy into the flat buffers on
     GPU 1. (`p.data[...] = values` is CuPy's own setitem, run on whichever device the caller has

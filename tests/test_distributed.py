@@ -152,8 +152,6 @@ def test_nccl_rank_1_on_cuda_1_of_the_cupy_double_runs_on_gpu_1_only(tmp_path, m
     assert_ranks_identical(results)
 
 
-@pytest.mark.xfail(strict=True, reason="needs local_device() to make the rank's GPU current for the whole "
-                                       "process (cupy.cuda.Device(i).use())")
 def test_nccl_rank_1_creates_no_cuda_context_on_gpu_0(tmp_path, monkeypatch):
     """Since CUDA 12, making a device current creates its context, and `with Device(1)` makes 0
     current again on leaving: a context (hundreds of MB) on GPU 0 for every rank."""
