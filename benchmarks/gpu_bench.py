@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from backprop.apps.bench import CONFIGS, Config, _us, make_data, our_network
+from backprop.apps.bench import CONFIGS, Config, _us, make_data, our_network, torch_model
 
 # Batches per timed block on a GPU: each block takes ~0.05-0.5 s on an H100-class GPU.
 GPU_STEPS = {"tiny": 300, "small": 300, "medium": 200, "large": 50}
@@ -92,15 +92,8 @@ def torch_step(config: Config, steps: int, blocks: int = BLOCKS, device: str = "
     import torch
 
     config = Config(**dict(config.__dict__, steps=steps))
-    layers = []
-    for i, (a, b) in enumerate(zip(config.widths[:-1], config.widths[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(config.widths) - 2:
-            layers.append(torch.nn.Sigmoid() if config.activation == "sigmoid" else torch.nn.ReLU())
-    if config.loss == "bce":
-        layers.append(torch.nn.Sigmoid())
-    model = torch.nn.Sequential(*layers).to(device)
-    criterion = torch.nn.BCELoss() if config.loss == "bce" else torch.nn.CrossEntropyLoss()
+    model, criterion = torch_model(config)
+    model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = make_data(config)
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
