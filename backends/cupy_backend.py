@@ -236,13 +236,18 @@ class CupyBackend(Backend):
 
     # ------------------------------------------------------------------ losses
 
-    def _elementwise_loss(self, kernel: str, pred, target, reduction: str, factor: float, sign: float):
-        """(loss, grad) of an elementwise loss kernel: grad = factor * d(reduction) * term'."""
+    def _elementwise_loss(self, kernel: str, pred, target, reduction: str, factor: float, sign: float,
+                          extra: tuple = ()):
+        """(loss, grad) of an elementwise loss kernel: grad = factor * d(reduction) * term';
+        `extra` are the loss's own parameters (Huber's delta)."""
         n = pred.size
         grid = _blocks(n, PARTIAL_GRID)
         grad, partials = self.empty(pred.shape), self.empty((grid,))
-        self._launch(kernel, grid, BLOCK, pred, target, grad, partials, n, factor * self._scale(n, reduction))
+        self._launch(kernel, grid, BLOCK, pred, target, grad, partials, n, factor * self._scale(n, reduction), *extra)
         return self._total(partials, grid, sign, n if reduction == "mean" else 1), grad
+
+    def huber_loss(self, pred, target, delta: float, reduction: str = "mean"):
+        return self._elementwise_loss("huber_loss", pred, target, reduction, 1.0, 1.0, (delta,))
 
     def mse_loss(self, pred, target, reduction: str = "mean"):
         return self._elementwise_loss("mse_loss", pred, target, reduction, 2.0, 1.0)
@@ -259,19 +264,31 @@ class CupyBackend(Backend):
     def hinge_loss(self, pred, target, reduction: str = "mean"):
         return self._elementwise_loss("hinge_loss", pred, target, reduction, 1.0, 1.0)
 
-    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
+    def _row_loss(self, kernel: str, logits, target, reduction: str):
+        """(loss, grad) of a block-per-row loss kernel (cross-entropy, its target as probability
+        rows or labels)."""
         rows, cols = logits.shape
         grid = _row_blocks(rows, PARTIAL_GRID)
         grad, partials = self.empty(logits.shape), self.empty((grid,))
-        self._launch("cross_entropy_loss", grid, _row_block(cols), logits, target, grad, partials, rows, cols,
+        self._launch(kernel, grid, _row_block(cols), logits, target, grad, partials, rows, cols,
                      self._scale(rows, reduction))
         return self._total(partials, grid, -1.0, rows if reduction == "mean" else 1), grad
+
+    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
+        return self._row_loss("cross_entropy_loss", logits, target, reduction)
+
+    def cross_entropy_labels_loss(self, logits, labels, reduction: str = "mean"):
+        return self._row_loss("cross_entropy_labels_loss", logits, labels, reduction)
 
     # ------------------------------------------------------------------ metrics
 
     def count_argmax_matches(self, scores, target):
         rows, cols = scores.shape
         return self._partial_sum("argmax_match_partials", rows, (scores, target), (cols,))
+
+    def count_label_matches(self, scores, labels):
+        rows, cols = scores.shape
+        return self._partial_sum("argmax_label_match_partials", rows, (scores, labels), (cols,))
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
         return self._partial_sum("threshold_match_partials", scores.size, (scores, target),
@@ -312,6 +329,21 @@ class CupyBackend(Backend):
         grad_x, grad_gamma, grad_beta = self.empty(grad_y.shape), self.empty((cols,)), self.empty((cols,))
         self._launch("batchnorm_bwd", _tiles(cols), BLOCK,
                      grad_y, xhat, gamma, inv_std, grad_x, grad_gamma, grad_beta, rows, cols)
+        return grad_x, grad_gamma, grad_beta
+
+    def layernorm_forward(self, x, gamma, beta, eps: float):
+        rows, cols = x.shape
+        y, xhat, inv_std = self.empty(x.shape), self.empty(x.shape), self.empty((rows, 1))
+        self._launch("layernorm_fwd", _row_blocks(rows, MAX_GRID), _row_block(cols), x, gamma, beta, y, xhat, inv_std,
+                     rows, cols, eps)
+        return y, xhat, inv_std
+
+    def layernorm_backward(self, grad_y, xhat, gamma, inv_std):
+        rows, cols = grad_y.shape
+        grad_x, grad_gamma, grad_beta = self.empty(grad_y.shape), self.empty((cols,)), self.empty((cols,))
+        self._launch("layernorm_bwd", _row_blocks(rows, MAX_GRID), _row_block(cols), grad_y, xhat, gamma, inv_std,
+                     grad_x, rows, cols)
+        self._launch("layernorm_param_grads", _tiles(cols), BLOCK, grad_y, xhat, grad_gamma, grad_beta, rows, cols)
         return grad_x, grad_gamma, grad_beta
 
     def update_running_stats(self, running_mean, running_var, mean, var, momentum: float, n: int):
