@@ -79,19 +79,25 @@ class Optimizer:
                 grad[...] = 0
 
     def step(self) -> None:
-        """One update of every parameter from its .grad."""
+        """One update of every parameter from its .grad, with the network's device current;
+        refused, before anything changes, while another thread uses the network."""
         self._check_device()
-        self.step_count += 1
-        if self._segment_arrays is None:  # views stay valid: a moved store is refused above
-            self._segment_arrays = [self._views(start, stop) for start, stop in self.segments]
         usage = self.store.owner.usage
         token = usage.begin_training("an optimizer step")  # never beside another thread's predict
         try:
             with self.store.backend.on_device():
-                for arrays in self._segment_arrays:
-                    self._update(*arrays)
+                self.update()
         finally:
             usage.end_training(token)
+
+    def update(self) -> None:
+        """The update itself, for a caller that already holds the network and its device and has
+        checked the optimizer against it (fit, every step)."""
+        self.step_count += 1
+        if self._segment_arrays is None:  # views stay valid: a moved store is refused by step and fit
+            self._segment_arrays = [self._views(start, stop) for start, stop in self.segments]
+        for arrays in self._segment_arrays:
+            self._update(*arrays)
 
     def _update(self, param, grad, *state) -> None:
         raise NotImplementedError
