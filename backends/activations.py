@@ -142,6 +142,27 @@ def _softplus_backward(xp, grad_y, y, x, slope):
     return grad_y * -xp.expm1(-y)
 
 
+def _silu_forward(xp, x, slope):
+    """y = x sigmoid(x) (SiLU, also called swish)."""
+    return x * sigmoid(xp, x)
+
+
+def _silu_backward(xp, grad_y, y, x, slope):
+    """dL/dx = dL/dy * s (1 + x (1 - s)), s = sigmoid(x)."""
+    s = sigmoid(xp, x)
+    return grad_y * (s * (1.0 + x * (1.0 - s)))
+
+
+def _elu_forward(xp, x, slope):
+    """y = x for x > 0, e^x - 1 below (ELU with alpha = 1, as PyTorch's and Keras's default)."""
+    return xp.where(x > 0, x, xp.expm1(xp.where(x > 0, xp.zeros_like(x), x)))
+
+
+def _elu_backward(xp, grad_y, y, x, slope):
+    """dL/dx = dL/dy * (1 if y > 0 else y + 1): below 0, d(e^x - 1)/dx = e^x = y + 1."""
+    return xp.where(y > 0, grad_y, grad_y * (y + 1.0))
+
+
 ACTIVATIONS: dict[str, Activation] = {}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -196,3 +217,5 @@ _builtin("leaky_relu", _leaky_relu_forward, _leaky_relu_backward, init="he_norma
 _builtin("gelu", _gelu_forward, _gelu_backward, needs_input=True, init="he_normal")
 _builtin("softmax", _softmax_forward, _softmax_backward, rowwise=True)
 _builtin("softplus", _softplus_forward, _softplus_backward, init="he_normal")
+_builtin("silu", _silu_forward, _silu_backward, needs_input=True, init="he_normal")
+_builtin("elu", _elu_forward, _elu_backward, init="he_normal")

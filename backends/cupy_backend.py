@@ -7,13 +7,20 @@ without it. Every op computes what `Backend` defines (tests compare them op by o
   launch each (a reduction adds one single-block launch that adds the per-block partials).
 - reductions are deterministic: fixed-order trees, no atomics.
 Arrays must be C-contiguous and of the backend's dtype; the launcher refuses anything else.
+
+Every public op, the reference ops inherited from `Backend` included, runs with the backend's
+GPU current (`_on_its_device`): the arrays it makes live there, and its kernels (looked up,
+compiled and loaded there too), GEMMs and CuPy operations run there. So `cuda:1` never runs
+work on GPU 0, whichever device the caller has current.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
-from backprop.backends.base import ACTIVATIONS, Backend, dropout_threshold
+from backprop.backends.activations import get_activation
+from backprop.backends.base import Backend, dropout_threshold
 from backprop.backends.device_names import parse_device
 from backprop.kernels.loader import KernelLibrary
 
@@ -21,12 +28,17 @@ BLOCK = 256          # threads per block (BP_MAX_BLOCK in the kernels)
 MAX_GRID = 4096      # elementwise grids stop here; the grid-stride loop does the rest
 PARTIAL_GRID = 1024  # blocks of a reduction, so one block of BLOCK threads adds the partials
 TILE = 32            # columns per block in column reductions (BP_TILE)
-ELEMENTWISE_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 
 
 def _blocks(n: int, cap: int) -> int:
     """Blocks of BLOCK threads covering n elements, at least 1, at most `cap`."""
     return max(1, min(cap, -(-n // BLOCK)))
+
+
+def _row_blocks(rows: int, cap: int) -> int:
+    """Blocks for a block-per-row kernel: one per row, at least 1 (the kernel then skips rows it
+    does not have), at most `cap` (the grid-stride loop does the rest)."""
+    return max(1, min(cap, rows))
 
 
 def _tiles(cols: int) -> int:
@@ -39,6 +51,29 @@ def _row_block(cols: int) -> int:
     return min(BLOCK, max(32, 1 << max(0, cols - 1).bit_length()))
 
 
+def _on_its_device(op):
+    """`op` run with the backend's GPU current (entered only when another one is, so nested ops
+    and a caller already inside `on_device()` pay one device query)."""
+
+    @functools.wraps(op)
+    def on_its_device(self, *args, **kwargs):
+        if self._is_current():
+            return op(self, *args, **kwargs)
+        with self._gpu:
+            return op(self, *args, **kwargs)
+
+    return on_its_device
+
+
+def _every_op_on_its_device(cls):
+    """Wraps every public op of `Backend` in `cls`, its own and the inherited ones alike."""
+    for name, member in vars(Backend).items():
+        if callable(member) and not name.startswith("_") and name != "on_device":
+            setattr(cls, name, _on_its_device(getattr(cls, name)))
+    return cls
+
+
+@_every_op_on_its_device
 class CupyBackend(Backend):
     """`Backend` on an NVIDIA GPU through CuPy and backprop's CUDA kernels."""
 
@@ -54,8 +89,9 @@ class CupyBackend(Backend):
         super().__init__(cupy, dtype=dtype, device=f"cuda:{index}")
         self._cupy = cupy
         self._cublas = cublas
+        self._runtime, self._index = cupy.cuda.runtime, index
         self._gpu = cupy.cuda.Device(index)
-        self._kernels = KernelLibrary(cupy)
+        self._kernels = KernelLibrary(cupy, index)
         self._suffix = "_f32" if dtype == "float32" else "_f64"
 
     # ------------------------------------------------------------------ plumbing
@@ -63,10 +99,11 @@ class CupyBackend(Backend):
     def on_device(self):
         return self._gpu
 
+    def _is_current(self) -> bool:
+        return self._runtime.getDevice() == self._index
+
     def _launch(self, kernel: str, grid: int, block: int, *args) -> None:
-        launcher = self._kernels(kernel + self._suffix)
-        with self._gpu:
-            launcher(grid, block, *args)
+        self._kernels(kernel + self._suffix)(grid, block, *args)
 
     def _out(self, out, shape):
         return self.empty(shape) if out is None else out
@@ -86,13 +123,15 @@ class CupyBackend(Backend):
 
     # ------------------------------------------------------------------ arrays and transfer
 
+    def _contiguous(self, array):
+        # CuPy's ascontiguousarray makes a 0-d array 1-d: only strided arrays go through it
+        return array if array.flags.c_contiguous else self._cupy.ascontiguousarray(array)
+
     def asarray(self, host_array):
-        with self._gpu:
-            return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self.dtype))
+        return self._contiguous(self._cupy.asarray(host_array, dtype=self.dtype))
 
     def asarray_int(self, host_array):
-        with self._gpu:
-            return self._cupy.ascontiguousarray(self._cupy.asarray(host_array, dtype=self._cupy.int64))
+        return self._contiguous(self._cupy.asarray(host_array, dtype=self._cupy.int64))
 
     def owns(self, x) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -101,21 +140,20 @@ class CupyBackend(Backend):
         return array.get()
 
     def zeros(self, shape):
-        with self._gpu:
-            return self._cupy.zeros(shape, dtype=self.dtype)
+        return self._cupy.zeros(shape, dtype=self.dtype)
 
     def empty(self, shape):
-        with self._gpu:
-            return self._cupy.empty(shape, dtype=self.dtype)
+        return self._cupy.empty(shape, dtype=self.dtype)
 
     def copy(self, x, out=None):
         if out is None:
-            with self._gpu:
-                return x.copy()
+            return x.copy()
         out[...] = x
         return out
 
     def take_rows(self, x, indices, out=None):
+        if x.ndim != 2 or x.dtype != self.dtype:  # labels (1-D int64): the reference's take
+            return super().take_rows(x, indices, out)
         rows, cols = indices.shape[0], x.shape[1]
         out = self._out(out, (rows, cols))
         self._launch("take_rows", _blocks(rows * cols, MAX_GRID), BLOCK, x, indices, out, rows, cols)
@@ -127,8 +165,7 @@ class CupyBackend(Backend):
         rows = a.shape[1] if transpose_a else a.shape[0]
         cols = b.shape[0] if transpose_b else b.shape[1]
         out = self._out(out, (rows, cols))
-        with self._gpu:
-            self._cublas.gemm("T" if transpose_a else "N", "T" if transpose_b else "N", a, b, out=out)
+        self._cublas.gemm("T" if transpose_a else "N", "T" if transpose_b else "N", a, b, out=out)
         return out
 
     def sum_rows(self, x, out=None):
@@ -150,58 +187,67 @@ class CupyBackend(Backend):
 
     # ------------------------------------------------------------------ activations
 
-    def _check_activation(self, activation: str) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-
     def bias_activation_forward(self, z, bias, activation: str, slope: float = 0.01, out=None):
-        self._check_activation(activation)
+        act = get_activation(activation)
+        if not act.builtin:  # a user's activation: its definition, on CuPy
+            return super().bias_activation_forward(z, bias, activation, slope, out)
         rows, cols = z.shape
         y = self._out(out, z.shape)
-        if activation == "softmax":
-            self._launch("bias_softmax_fwd", min(rows, MAX_GRID), _row_block(cols), z, bias, y, rows, cols)
+        if act.rowwise:
+            self._launch(f"bias_{act.name}_fwd", _row_blocks(rows, MAX_GRID), _row_block(cols), z, bias, y, rows,
+                         cols)
             return y, None
         grid = _blocks(z.size, MAX_GRID)
-        if activation == "gelu":
+        if act.needs_input:
             pre = self.empty(z.shape)
-            self._launch("bias_gelu_fwd", grid, BLOCK, z, bias, y, pre, rows, cols, slope)
+            self._launch(f"bias_{act.name}_fwd", grid, BLOCK, z, bias, y, pre, rows, cols, slope)
             return y, pre
-        self._launch(f"bias_{activation}_fwd", grid, BLOCK, z, bias, y, rows, cols, slope)
+        self._launch(f"bias_{act.name}_fwd", grid, BLOCK, z, bias, y, rows, cols, slope)
         return y, None
 
-    def _activation_pass(self, op: str, activation: str, inputs: tuple, slope: float, out):
-        """Launches `{activation}_{op}` over `inputs` (the first gives the shape) into `out`:
-        softmax one block per row, the others elementwise. "linear" is the identity: the first
+    def _activation_pass(self, op: str, act, inputs: tuple, slope: float, out):
+        """Launches `{act.name}_{op}` over `inputs` (the first gives the shape) into `out`: a row-wise
+        activation one block per row, the others elementwise. "linear" is the identity: the first
         input itself, or a copy of it in `out`."""
-        self._check_activation(activation)
         first = inputs[0]
-        if activation == "linear":
+        if act.name == "linear":
             return first if out is None else self.copy(first, out)
         result = self._out(out, first.shape)
-        if activation == "softmax":
+        if act.rowwise:
             rows, cols = first.shape
-            self._launch(f"softmax_{op}", min(rows, MAX_GRID), _row_block(cols), *inputs, result, rows, cols)
+            self._launch(f"{act.name}_{op}", _row_blocks(rows, MAX_GRID), _row_block(cols), *inputs, result, rows,
+                         cols)
         else:
-            self._launch(f"{activation}_{op}", _blocks(first.size, MAX_GRID), BLOCK, *inputs, result,
-                         first.size, slope)
+            self._launch(f"{act.name}_{op}", _blocks(first.size, MAX_GRID), BLOCK, *inputs, result, first.size, slope)
         return result
 
     def activation_forward(self, x, activation: str, slope: float = 0.01, out=None):
-        return self._activation_pass("fwd", activation, (x,), slope, out)
+        act = get_activation(activation)
+        if not act.builtin:
+            return super().activation_forward(x, activation, slope, out)
+        return self._activation_pass("fwd", act, (x,), slope, out)
 
     def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
-        # GELU's derivative needs the pre-activation; the others are written in terms of y.
-        return self._activation_pass("bwd", activation, (grad_y, pre if activation == "gelu" else y), slope, out)
+        act = get_activation(activation)
+        if not act.builtin:
+            return super().activation_backward(grad_y, y, pre, activation, slope, out)
+        # the kernel reads what the derivative is written in: the pre-activation or the output
+        return self._activation_pass("bwd", act, (grad_y, pre if act.needs_input else y), slope, out)
 
     # ------------------------------------------------------------------ losses
 
-    def _elementwise_loss(self, kernel: str, pred, target, reduction: str, factor: float, sign: float):
-        """(loss, grad) of an elementwise loss kernel: grad = factor * d(reduction) * term'."""
+    def _elementwise_loss(self, kernel: str, pred, target, reduction: str, factor: float, sign: float,
+                          extra: tuple = ()):
+        """(loss, grad) of an elementwise loss kernel: grad = factor * d(reduction) * term';
+        `extra` are the loss's own parameters (Huber's delta)."""
         n = pred.size
         grid = _blocks(n, PARTIAL_GRID)
         grad, partials = self.empty(pred.shape), self.empty((grid,))
-        self._launch(kernel, grid, BLOCK, pred, target, grad, partials, n, factor * self._scale(n, reduction))
+        self._launch(kernel, grid, BLOCK, pred, target, grad, partials, n, factor * self._scale(n, reduction), *extra)
         return self._total(partials, grid, sign, n if reduction == "mean" else 1), grad
+
+    def huber_loss(self, pred, target, delta: float, reduction: str = "mean"):
+        return self._elementwise_loss("huber_loss", pred, target, reduction, 1.0, 1.0, (delta,))
 
     def mse_loss(self, pred, target, reduction: str = "mean"):
         return self._elementwise_loss("mse_loss", pred, target, reduction, 2.0, 1.0)
@@ -218,19 +264,31 @@ class CupyBackend(Backend):
     def hinge_loss(self, pred, target, reduction: str = "mean"):
         return self._elementwise_loss("hinge_loss", pred, target, reduction, 1.0, 1.0)
 
-    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
+    def _row_loss(self, kernel: str, logits, target, reduction: str):
+        """(loss, grad) of a block-per-row loss kernel (cross-entropy, its target as probability
+        rows or labels)."""
         rows, cols = logits.shape
-        grid = min(rows, PARTIAL_GRID)
+        grid = _row_blocks(rows, PARTIAL_GRID)
         grad, partials = self.empty(logits.shape), self.empty((grid,))
-        self._launch("cross_entropy_loss", grid, _row_block(cols), logits, target, grad, partials, rows, cols,
+        self._launch(kernel, grid, _row_block(cols), logits, target, grad, partials, rows, cols,
                      self._scale(rows, reduction))
         return self._total(partials, grid, -1.0, rows if reduction == "mean" else 1), grad
+
+    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
+        return self._row_loss("cross_entropy_loss", logits, target, reduction)
+
+    def cross_entropy_labels_loss(self, logits, labels, reduction: str = "mean"):
+        return self._row_loss("cross_entropy_labels_loss", logits, labels, reduction)
 
     # ------------------------------------------------------------------ metrics
 
     def count_argmax_matches(self, scores, target):
         rows, cols = scores.shape
         return self._partial_sum("argmax_match_partials", rows, (scores, target), (cols,))
+
+    def count_label_matches(self, scores, labels):
+        rows, cols = scores.shape
+        return self._partial_sum("argmax_label_match_partials", rows, (scores, labels), (cols,))
 
     def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
         return self._partial_sum("threshold_match_partials", scores.size, (scores, target),
@@ -271,6 +329,21 @@ class CupyBackend(Backend):
         grad_x, grad_gamma, grad_beta = self.empty(grad_y.shape), self.empty((cols,)), self.empty((cols,))
         self._launch("batchnorm_bwd", _tiles(cols), BLOCK,
                      grad_y, xhat, gamma, inv_std, grad_x, grad_gamma, grad_beta, rows, cols)
+        return grad_x, grad_gamma, grad_beta
+
+    def layernorm_forward(self, x, gamma, beta, eps: float):
+        rows, cols = x.shape
+        y, xhat, inv_std = self.empty(x.shape), self.empty(x.shape), self.empty((rows, 1))
+        self._launch("layernorm_fwd", _row_blocks(rows, MAX_GRID), _row_block(cols), x, gamma, beta, y, xhat, inv_std,
+                     rows, cols, eps)
+        return y, xhat, inv_std
+
+    def layernorm_backward(self, grad_y, xhat, gamma, inv_std):
+        rows, cols = grad_y.shape
+        grad_x, grad_gamma, grad_beta = self.empty(grad_y.shape), self.empty((cols,)), self.empty((cols,))
+        self._launch("layernorm_bwd", _row_blocks(rows, MAX_GRID), _row_block(cols), grad_y, xhat, gamma, inv_std,
+                     grad_x, rows, cols)
+        self._launch("layernorm_param_grads", _tiles(cols), BLOCK, grad_y, xhat, grad_gamma, grad_beta, rows, cols)
         return grad_x, grad_gamma, grad_beta
 
     def update_running_stats(self, running_mean, running_var, mean, var, momentum: float, n: int):

@@ -279,23 +279,23 @@ class NumpyBackend(Backend):
 
     def _label_arrays(self, shape):
         rows, classes = shape
-        return np.arange(0, rows * classes, classes), np.empty(rows, np.int64), np.empty(rows, self.dtype)
+        return np.arange(0, rows * classes, classes), np.empty(rows, np.int64), self._const(1.0, (rows,))
 
     def cross_entropy_labels_loss(self, logits, labels, reduction: str = "mean"):
         # The one-hot path's numbers without the one-hot rows: the loss picks each row's
         # log softmax at its label; the gradient is softmax with 1 taken off at the label (the
-        # reference's softmax * 1 - 1 there, the same single rounding).
+        # reference's softmax * 1 - 1 there, the same single rounding). Plain indexing of the
+        # flat arrays: several times cheaper than np.take/np.put's wrappers here.
         rows = logits.shape[0]
         log_softmax, grad, row_sum, _ = self._log_softmax(logits)
-        row_starts, flat_index, picked = self._work("cross_entropy_labels", logits.shape, self._label_arrays)
+        row_starts, flat_index, one = self._work("cross_entropy_labels", logits.shape, self._label_arrays)
         np.add(row_starts, labels, out=flat_index)
-        np.take(log_softmax.reshape(-1), flat_index, out=picked)
-        loss = self._reduce(-np.add.reduce(picked, None), rows, reduction)
+        loss = self._reduce(-np.add.reduce(log_softmax.reshape(-1)[flat_index], None), rows, reduction)
         np.divide(grad, row_sum, out=grad)  # softmax
         flat_grad = grad.reshape(-1)
-        np.take(flat_grad, flat_index, out=picked)
-        np.subtract(picked, self._const(1.0, picked.shape), out=picked)
-        np.put(flat_grad, flat_index, picked)
+        at_labels = flat_grad[flat_index]
+        np.subtract(at_labels, one, out=at_labels)
+        flat_grad[flat_index] = at_labels
         self._scale_in_place(grad, self._scale(rows, reduction))
         return loss, grad
 

@@ -19,20 +19,29 @@ Version 1 (backprop 0.1.0's `.npz`: one flat parameter array, per-layer state ar
 records as a JSON byte array) keeps loading; the reader tells the two apart by their first bytes.
 
 Written atomically (a temporary file in the same folder, then a rename), so a crash mid-write
-leaves the previous file intact. Loading never unpickles and never runs code from the file: the
-safetensors header is read and checked before any tensor is, and the declared architecture's
-sizes are checked against the tensors' headers before anything is allocated.
+leaves the previous file intact. A file is hostile input until checked: loading never unpickles
+and never runs code from the file; the safetensors header (or each .npy member's header) is
+read and checked before any tensor is, the declared architecture's sizes are checked against
+the tensors' headers before anything is allocated, and every value loaded is checked (see
+`load`); whatever is wrong is a ValueError naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
+import re
+import reprlib
 import secrets
+import zipfile
 
 import numpy as np
 
+from backprop.backends import resolve_device
+from backprop.checks import check_int
 from backprop.layers import layer_from_config
 from backprop.network import Sequential, declared_network
 from backprop.optim import OPTIMIZERS, SCHEDULERS, LRScheduler, Optimizer
@@ -83,6 +92,7 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
 
     Everything is checked, and every layer's config() recorded, before a byte is written."""
     path = _check_save_arguments(net, path, optimizer, scheduler)
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     backend = net.backend
@@ -107,20 +117,35 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
                 "sha256": _digest(records, sorted(tensors), tensors.__getitem__)}
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise NotADirectoryError(f"cannot save to {path!r}: {folder!r} is not a folder")
         raise FileNotFoundError(f"cannot save to {path!r}: the folder {folder!r} does not exist")
-    tmp = _create_temporary(folder)
-    mode = os.stat(tmp).st_mode & 0o777  # 0o666 less the umask; safetensors writes its file 0o600
+    tmp = None
     try:
+        tmp = _create_temporary(folder)
+        mode = os.stat(tmp).st_mode & 0o777  # 0o666 less the umask; safetensors writes its file 0o600
         save_file(tensors, tmp, metadata=metadata)
         os.chmod(tmp, mode)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, (OSError, SafetensorError)):
+            raise _write_error(path, exc) from None
         raise
     return path
+
+
+def _write_error(path: str, exc: Exception) -> OSError:
+    """What failed while writing `path`, as an OSError naming it (PermissionError and the like
+    keep their kind): the temporary files, ours and the one safetensors writes before renaming
+    it onto ours, are no name the caller knows."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return OSError(exc.errno, f"cannot save to {path!r}: {exc.strerror}")
+    reason = re.sub(r' at path "[^"]*"', "", str(exc))  # safetensors' message ends with its temporary file
+    return OSError(f"cannot save to {path!r}: {reason}")
 
 
 def _digest(records: str, names, tensor) -> str:
@@ -154,18 +179,27 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
     `(network, optimizer, scheduler)` when `scheduler=True` (the schedule of that optimizer,
     None if none was saved).
 
-    A truncated, corrupted, foreign or inconsistent file raises ValueError naming it.
+    A file is hostile input until checked. A truncated, corrupted, foreign or inconsistent file
+    raises ValueError naming it, and so does any value training could not use: NaN or inf in a
+    tensor, a value a layer's buffer or the optimizer's state can never hold (BatchNorm's
+    running variance and Adam's second moments are never negative), a step count that is not a
+    non-negative integer, a hyperparameter out of range. The records and every tensor's header
+    are checked before the network is allocated, so a file costs memory in proportion to the
+    data it really holds.
     """
     if device is not None and not isinstance(device, str):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', or None, got "
                         f"{type(device).__name__} {device!r}")
+    device = resolve_device("cpu" if device is None else device)  # the caller's mistake, never the file's
+    for name, flag in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {type(flag).__name__} {flag!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name, got {type(path).__name__} {path!r}")
     with open(path, "rb") as handle:
         magic = handle.read(4)
-    reader = _VersionOne(path) if magic == _ZIP_MAGIC else _VersionTwo(path)
-    with reader:
-        net = reader.network("cpu" if device is None else device)
+    with (_VersionOne if magic == _ZIP_MAGIC else _VersionTwo)(path) as reader:
+        net = reader.network(device)
         if not (optimizer or scheduler):
             return net
         opt = reader.optimizer(net)
@@ -174,9 +208,14 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
         return net, opt, reader.scheduler(opt)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint refused; the message names the file and what is wrong with it."""
+
+
 class _Reader:
     """What both format versions share: the records, and the network, optimizer and schedule
-    rebuilt from them. Subclasses read the file: `record`, `tensor_shape(name)`, `tensor(name)`."""
+    rebuilt from them, every value checked. Subclasses read the file: `record`,
+    `tensor_shape(name)`, `tensor(name)`, `check_declared(net)`, `fill(net)`, `close()`."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -186,38 +225,56 @@ class _Reader:
         return self
 
     def __exit__(self, *exc):
+        self.close()
         return False
 
-    def invalid(self, what: str) -> ValueError:
-        return ValueError(f"{self.path} is not a valid backprop checkpoint: {what}")
+    def close(self) -> None:
+        pass
+
+    def invalid(self, what: str) -> CheckpointError:
+        return CheckpointError(f"{self.path} is not a valid backprop checkpoint: {what}")
+
+    def unreadable(self, exc: BaseException) -> CheckpointError:
+        return CheckpointError(f"{self.path} is not a readable backprop checkpoint ({_describe(exc)})")
+
+    @contextlib.contextmanager
+    def rebuilding(self, what: str):
+        """Rebuild something from the records: whatever a malformed record makes the library's
+        own checks raise (a value of the wrong JSON type or out of range, a missing key) is
+        refused as `what`, naming the file."""
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise self.invalid(f"{what} ({_describe(exc)})") from None
+
+    def parse_records(self, text: str) -> dict:
+        try:
+            record = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # bad JSON, nesting deeper than the parser goes, huge ints
+            raise self.invalid(f"its records are not valid JSON ({exc.__class__.__name__})") from None
+        if not isinstance(record, dict):
+            raise self.invalid("its records are not a JSON object")
+        return record
 
     # -- the network
 
-    def layers(self) -> list:
+    def network(self, device: str) -> Sequential:
         arch = self.record.get("architecture")
-        if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
+        if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list) or not arch["layers"]:
             raise self.invalid("it has no architecture record")
-        try:
-            return [layer_from_config(config) for config in arch["layers"]]
-        except (TypeError, ValueError) as exc:
-            raise self.invalid(f"a layer record is malformed ({exc})") from None
-
-    def network(self, device) -> Sequential:
-        arch = self.record.get("architecture", {})
-        layers = self.layers()
-        try:
+        with self.rebuilding("a layer record is malformed"):
+            layers = [layer_from_config(config) for config in arch["layers"]]
+        with self.rebuilding("its architecture record is inconsistent"):
             net = declared_network(layers, device, arch.get("dtype"), arch.get("seed"), arch.get("input_shape"))
-        except (TypeError, ValueError, KeyError) as exc:
-            if type(exc).__name__ == "DeviceUnavailableError":
-                raise
-            raise self.invalid(f"its architecture record is inconsistent ({exc})") from None
-        self.check_declared(net)
+        with self.rebuilding("an invalid epochs_trained record"):
+            epochs = check_int("epochs_trained", self.record.get("epochs_trained", 0), 0,
+                               wanted="a non-negative integer")
+        self.check_declared(net)  # the declared sizes against the tensors' headers, before allocating
         net._allocate()
         with net.backend.on_device():
             self.fill(net)
-        epochs = self.record.get("epochs_trained", 0)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise self.invalid(f"an invalid epochs_trained record {epochs!r}")
         net.epochs_trained = epochs
         net.eval()
         return net
@@ -229,9 +286,28 @@ class _Reader:
         if tuple(got) != tuple(shape):
             raise self.invalid(f"tensor {name!r} has shape {tuple(got)}, but the architecture declares {tuple(shape)}")
 
-    def finite(self, name: str, values: np.ndarray) -> np.ndarray:
-        if values.dtype.kind != "f" or not np.isfinite(values).all():
-            raise self.invalid(f"tensor {name!r} holds non-finite or non-numeric values")
+    def floats(self, name: str, dtype: str) -> np.ndarray:
+        """Tensor `name` in `dtype`; refused unless it holds floating-point numbers."""
+        values = self.tensor(name)
+        if values.dtype.kind != "f":
+            raise self.invalid(f"tensor {name!r} holds {values.dtype} values, not floating-point numbers")
+        with np.errstate(over="ignore"):  # what overflows becomes inf, refused by `finite_floats`
+            return values.astype(dtype, copy=False)
+
+    def finite_floats(self, name: str, dtype: str) -> np.ndarray:
+        """Tensor `name` in `dtype`; refused unless every value is finite there."""
+        values = self.floats(name, dtype)
+        if not np.isfinite(values).all():
+            raise self.invalid(f"tensor {name!r} holds non-finite values (NaN or inf in the network's dtype)")
+        return values
+
+    def layer_buffer(self, layer, index: int, key: str, name: str) -> np.ndarray:
+        """The values of buffer `name` of layer `index`, from tensor `key`, checked by the layer."""
+        values = self.finite_floats(key, layer.backend.dtype_name)
+        try:
+            layer.check_buffer(name, values)
+        except ValueError as exc:
+            raise self.invalid(f"tensor {key!r} (layer {index}): {exc}") from None
         return values
 
     # -- the optimizer and schedule
@@ -240,35 +316,60 @@ class _Reader:
         record = self.record.get("optimizer")
         if record is None:
             return None
-        try:
-            cls = OPTIMIZERS[record["type"]]
-            hyper = dict(record["hyperparameters"])
-            if "betas" in hyper:
-                hyper["betas"] = tuple(hyper["betas"])
-            opt = cls(net.parameters(), **hyper)
-            if [list(s) for s in opt.segments] != [list(s) for s in record["segments"]]:
-                raise self.invalid("the saved optimizer covered other parameters than the whole network; "
-                                   "rebuild it and load its state by hand")
+        with self.rebuilding("an invalid optimizer record"):
+            _expect_object(record, "the optimizer record")
+            _expect_object(record["hyperparameters"], "its hyperparameters")
+            segments = record["segments"]
+            opt = OPTIMIZERS[record["type"]](_covered_parameters(net, segments), **record["hyperparameters"])
+            if [list(s) for s in opt.segments] != segments:
+                raise ValueError(f"its segments {segments} do not fall on the network's parameters")
             state = {}
             for name in opt.state_names:
                 key = f"optimizer.{name}"
                 self.expect_tensor(key, (net.num_parameters(),))
-                state[name] = self.finite(key, self.tensor(key))
+                state[name] = self.floats(key, net.dtype)
             opt.load_state(record["step_count"], state)
-        except (KeyError, TypeError) as exc:
-            raise self.invalid(f"an invalid optimizer record ({exc.__class__.__name__}: {exc})") from None
         return opt
 
     def scheduler(self, opt):
         record = self.record.get("scheduler")
         if record is None or opt is None:
             return None
-        try:
+        with self.rebuilding("an invalid scheduler record"):
+            _expect_object(record, "the scheduler record")
+            _expect_object(record["hyperparameters"], "its hyperparameters")
             sched = SCHEDULERS[record["type"]](opt, **record["hyperparameters"])
             sched.load_state(record["base_lr"], record["epoch"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise self.invalid(f"an invalid scheduler record ({exc.__class__.__name__}: {exc})") from None
         return sched
+
+
+def _expect_object(value, what: str) -> None:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is {_short(value)}, not a JSON object")
+
+
+def _covered_parameters(net: Sequential, segments) -> list:
+    """The network's parameters inside the saved segments ([start, stop) ranges of the flat
+    buffer): all of them for an optimizer of the whole network, some for one of a few layers."""
+    pairs = isinstance(segments, list) and segments and all(
+        isinstance(s, list) and len(s) == 2 and all(type(v) is int for v in s) for s in segments)
+    if not pairs:
+        raise ValueError(f"segments must be a non-empty list of [start, stop] pairs, got {segments!r}")
+    covered = [p for p in net.parameters() if any(a <= p.offset and p.offset + p.size <= b for a, b in segments)]
+    if not covered:
+        raise ValueError(f"its segments {segments} hold none of the network's parameters")
+    return covered
+
+
+def _describe(exc: BaseException, limit: int = 300) -> str:
+    """"KeyError: 'type'": an exception in one line short enough to read, whatever a file held."""
+    text = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _short(value) -> str:
+    """A value from a file, shown briefly: reprlib cuts long and deeply nested ones short."""
+    return reprlib.repr(value)
 
 
 class _VersionTwo(_Reader):
@@ -281,34 +382,36 @@ class _VersionTwo(_Reader):
         try:
             self._file = safe_open(self.path, framework="numpy")
             self._handle = self._file.__enter__()
+        except Exception as exc:  # safetensors raises its own error kinds on damaged bytes
+            raise self.unreadable(exc) from None
+        try:
+            self._read_records()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_records(self) -> None:
+        try:
             metadata = self._handle.metadata() or {}
             self._keys = set(self._handle.keys())
-        except Exception as exc:  # safetensors raises its own error kinds on damaged bytes
-            raise ValueError(f"{self.path} is not a readable backprop checkpoint "
-                             f"({exc.__class__.__name__}: {exc})") from None
+        except Exception as exc:
+            raise self.unreadable(exc) from None
         if metadata.get("format") != FORMAT:
-            raise ValueError(f"{self.path} is not a backprop checkpoint (format {metadata.get('format')!r})")
+            raise CheckpointError(f"{self.path} is not a backprop checkpoint (format {metadata.get('format')!r})")
         if metadata.get("version") != str(FORMAT_VERSION):
-            raise ValueError(f"{self.path} has checkpoint format version {metadata.get('version')}; this backprop "
-                             f"reads versions 1 and {FORMAT_VERSION}")
+            raise CheckpointError(f"{self.path} has checkpoint format version {metadata.get('version')}; this backprop "
+                           f"reads versions 1 and {FORMAT_VERSION}")
         records = metadata.get("backprop", "")
         try:
             digest = _digest(records, sorted(self._keys), self.tensor)
         except Exception as exc:  # a tensor the header promises but the file does not hold
-            raise ValueError(f"{self.path} is not a readable backprop checkpoint "
-                             f"({exc.__class__.__name__}: {exc})") from None
+            raise self.unreadable(exc) from None
         if digest != metadata.get("sha256"):
-            raise ValueError(f"{self.path} is damaged: its contents do not match the checksum it was saved with")
-        try:
-            self.record = json.loads(records)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise self.invalid(f"its records are not valid JSON ({exc.__class__.__name__})") from None
-        if not isinstance(self.record, dict):
-            raise self.invalid("its records are not a JSON object")
+            raise CheckpointError(f"{self.path} is damaged: its contents do not match the checksum it was saved with")
+        self.record = self.parse_records(records)
 
-    def __exit__(self, *exc):
-        self._file.__exit__(*exc)
-        return False
+    def close(self) -> None:
+        self._file.__exit__(None, None, None)
 
     def tensor_shape(self, name: str):
         return self._handle.get_slice(name).get_shape() if name in self._keys else None
@@ -320,82 +423,127 @@ class _VersionTwo(_Reader):
         for param in net.parameters():
             self.expect_tensor(param.name, param.shape)
         for i, layer in enumerate(net.layers):
-            for name, (shape, _) in layer._buffer_specs.items():
+            for name, (shape, *_) in layer._buffer_specs.items():
                 self.expect_tensor(f"layers.{i}.{name}", shape)
 
     def fill(self, net) -> None:
         backend = net.backend
         for param in net.parameters():
-            param.data = self.finite(param.name, self.tensor(param.name))
+            param.data = self.finite_floats(param.name, net.dtype)
         counters = self.record.get("counters", [{}] * len(net.layers))
         if not isinstance(counters, list) or len(counters) != len(net.layers):
             raise self.invalid("its counters record does not match the layers")
         for i, layer in enumerate(net.layers):
             for name, buffer in layer.buffers().items():
-                key = f"layers.{i}.{name}"
-                buffer[...] = backend.asarray(self.finite(key, self.tensor(key)))
+                buffer[...] = backend.asarray(self.layer_buffer(layer, i, f"layers.{i}.{name}", name))
             _load_counters(self, layer, i, counters[i])
 
 
 class _VersionOne(_Reader):
-    """backprop 0.1.0's .npz: read whole (its arrays are small and it holds no pickles)."""
+    """backprop 0.1.0's .npz: a zip archive of .npy members, stored uncompressed (np.savez).
+
+    Every member's .npy header is read and checked against the archive when the file is opened
+    (objects refused, sizes matching the bytes really there); arrays are read only when needed,
+    the records first."""
 
     def __init__(self, path):
         super().__init__(path)
+        self._zip = None
         try:
-            with np.load(self.path, allow_pickle=False) as npz:
-                self._arrays = {key: npz[key] for key in npz.files}
+            self._zip = zipfile.ZipFile(self.path)
+            size = os.path.getsize(self.path)
+            self._members = {}
+            for info in self._zip.infolist():
+                if info.filename.endswith(".npy"):
+                    self._members[info.filename[:-4]] = self._header(info, size)
+            if "meta" not in self._members:
+                raise CheckpointError(f"{self.path} is not a backprop checkpoint: it has no 'meta' record")
+            meta = self.tensor("meta")
+            self._read_records(meta)
+        except CheckpointError:
+            self.close()
+            raise
         except Exception as exc:  # zipfile and NumPy raise many kinds on damaged bytes; all mean the same
-            why = ("it holds Python objects, which backprop never unpickles" if "allow_pickle" in str(exc)
-                   else f"{exc.__class__.__name__}: {exc}")
-            raise ValueError(f"{self.path} is not a readable backprop checkpoint ({why})") from None
-        if "meta" not in self._arrays:
-            raise ValueError(f"{self.path} is not a backprop checkpoint: it has no 'meta' record")
+            self.close()
+            raise self.unreadable(exc) from None
+
+    def _header(self, info: zipfile.ZipInfo, file_size: int) -> tuple:
+        """(info, shape, dtype) of one member, from its .npy header, checked against the archive."""
+        name = info.filename
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise self.invalid(f"member {name!r} is compressed, which backprop's .npz checkpoints never are")
+        if info.header_offset + info.compress_size > file_size:
+            raise self.invalid(f"member {name!r} reaches past the end of the file")
+        with self._zip.open(info) as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise self.invalid(f"member {name!r} is a .npy file of version {version}")
+            if dtype.hasobject:
+                raise CheckpointError(f"{self.path} is not a readable backprop checkpoint (it holds Python objects, "
+                               "which backprop never unpickles)")
+            data_bytes = math.prod(shape) * dtype.itemsize
+            if handle.tell() + data_bytes != info.file_size:
+                raise self.invalid(f"member {name!r} declares shape {shape} of {dtype} ({data_bytes} bytes), "
+                                   f"but holds {info.file_size - handle.tell()} bytes")
+        return info, shape, dtype
+
+    def _read_records(self, meta: np.ndarray) -> None:
         try:
-            meta = json.loads(self._arrays.pop("meta").tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise self.invalid(f"its metadata is not valid JSON ({exc.__class__.__name__})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{self.path} is not a backprop checkpoint")
-        if meta.get("version") != 1:
-            raise ValueError(f"{self.path} has checkpoint format version {meta.get('version')}; this backprop "
-                             f"reads versions 1 and {FORMAT_VERSION}")
-        self.record = meta  # the same records as version 2's, optimizer state as "optimizer.<name>" arrays
+            text = meta.tobytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.invalid("its records are not valid JSON (UnicodeDecodeError)") from None
+        record = self.parse_records(text)
+        if record.get("format") != FORMAT:
+            raise CheckpointError(f"{self.path} is not a backprop checkpoint")
+        if record.get("version") != 1:
+            raise CheckpointError(f"{self.path} has checkpoint format version {record.get('version')}; this backprop "
+                           f"reads versions 1 and {FORMAT_VERSION}")
+        self.record = record  # the same records as version 2's, optimizer state as "optimizer.<name>" arrays
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
 
     def tensor_shape(self, name: str):
-        return self._arrays[name].shape if name in self._arrays else None
+        return self._members[name][1] if name in self._members else None
 
     def tensor(self, name: str) -> np.ndarray:
-        return self._arrays[name]
+        with self._zip.open(self._members[name][0]) as handle:
+            return np.lib.format.read_array(handle, allow_pickle=False)
 
     def check_declared(self, net) -> None:
         self.expect_tensor("parameters", (net.num_parameters(),))
+        for i, layer in enumerate(net.layers):
+            names = {name[len(f"layer{i}."):] for name in self._members if name.startswith(f"layer{i}.")}
+            expected = set(layer._buffer_specs) | set(layer.counters)
+            if names != expected:
+                raise self.invalid(f"layer {i} state has {sorted(names)}, expected {sorted(expected)}")
+            for name, (shape, *_) in layer._buffer_specs.items():
+                self.expect_tensor(f"layer{i}.{name}", shape)
+            for name in layer.counters:
+                self.expect_tensor(f"layer{i}.{name}", ())
 
     def fill(self, net) -> None:
         backend = net.backend
-        net.store.data[...] = backend.asarray(self.finite("parameters", self.tensor("parameters")))
+        net.store.data[...] = backend.asarray(self.finite_floats("parameters", net.dtype))
         for i, layer in enumerate(net.layers):
-            prefix = f"layer{i}."
-            state = {k[len(prefix):]: v for k, v in self._arrays.items() if k.startswith(prefix)}
-            expected = set(layer._buffer_specs) | set(layer.counters)
-            if set(state) != expected:
-                raise self.invalid(f"layer {i} state has {sorted(state)}, expected {sorted(expected)}")
             for name, buffer in layer.buffers().items():
-                if state[name].shape != buffer.shape:
-                    raise self.invalid(f"layer {i} state {name!r} has shape {state[name].shape}, "
-                                       f"expected {buffer.shape}")
-                buffer[...] = backend.asarray(self.finite(f"layer{i}.{name}", state[name]))
-            _load_counters(self, layer, i, {name: state[name] for name in layer.counters})
+                buffer[...] = backend.asarray(self.layer_buffer(layer, i, f"layer{i}.{name}", name))
+            _load_counters(self, layer, i, {name: self.tensor(f"layer{i}.{name}") for name in layer.counters})
 
 
 def _load_counters(reader: _Reader, layer, index: int, values) -> None:
     """A layer's counters from the file: each a non-negative integer."""
     if not isinstance(values, dict) or set(values) != set(layer.counters):
-        raise reader.invalid(f"layer {index}'s counters are {values!r}, expected {list(layer.counters)}")
+        raise reader.invalid(f"layer {index}'s counters are {_short(values)}, expected {list(layer.counters)}")
     checked = {}
     for name, value in values.items():
         value = value.item() if isinstance(value, np.ndarray) and value.shape == () else value
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise reader.invalid(f"layer {index}'s counter {name!r} is {value!r}, not a non-negative integer")
+            raise reader.invalid(f"layer {index}'s counter {name!r} is {_short(value)}, not a non-negative integer")
         checked[name] = int(value)
     layer.set_counters(checked)

@@ -55,7 +55,14 @@ def local_device(prefer: str = "auto") -> str:
     node = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
     local = node.Get_rank()
     node.Free()
-    return f"cuda:{local % max(count, 1)}"
+    index = local % max(count, 1)
+    # The rank's GPU current for the whole process: leaving a `with Device(i)` makes GPU 0 current
+    # again, and since CUDA 12 making a device current creates its context (hundreds of MB on
+    # GPU 0 for every rank otherwise).
+    import cupy
+
+    cupy.cuda.Device(index).use()
+    return f"cuda:{index}"
 
 
 def run_on_ranks(command, args) -> int:
@@ -146,7 +153,9 @@ class NcclCommunicator(MpiCommunicator):
         if nccl is None:
             from cupy.cuda import nccl
             if not getattr(nccl, "available", True):
-                raise ImportError('NCCL is not installed; pip install "nvidia-nccl-cu12>=2.18"')
+                from backprop.backends.devices import LIBRARIES, install_hint
+
+                raise ImportError(f"{LIBRARIES['nccl']} did not load; {install_hint('nccl')}")
         self.nccl = nccl
         self.memory = _CupyMemory(device) if memory is None else memory
         unique_id = nccl.get_unique_id() if self.rank == 0 else None

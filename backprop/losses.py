@@ -117,7 +117,8 @@ class Loss:
                 check_finite(backend.to_host(pred), "pred")
             self.check_pred(pred)
             host = checked_target(self, target, pred.shape[0], pred.shape[1], "target", "pred", "rows")
-            loss, self._grad = self.value_and_grad(backend, pred, target_on_device(backend, host))
+            with np.errstate(divide="ignore"):  # BCELoss's log(0) = -inf is clamped by design: no warning
+                loss, self._grad = self.value_and_grad(backend, pred, target_on_device(backend, host))
             return backend.to_scalar(loss)
 
     def check_pred(self, pred) -> None:
@@ -220,8 +221,7 @@ class BCELoss(_Thresholded):
     L = -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100."""
 
     def value_and_grad(self, backend, pred, target):
-        with np.errstate(divide="ignore"):  # log(0) = -inf is clamped by design: no warning
-            return backend.bce_loss(pred, target, self.reduction)
+        return backend.bce_loss(pred, target, self.reduction)
 
     def check_pred(self, pred) -> None:
         if not is_cupy_array(pred):

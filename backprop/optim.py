@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from backprop.checks import check_int, check_real
 
 
@@ -17,6 +19,7 @@ class Optimizer:
     """Base: resolves the parameters into segments of one flat buffer and allocates state."""
 
     state_names: tuple[str, ...] = ()
+    state_minimum: dict[str, float] = {}  # the least value a state buffer can hold
 
     def __init__(self, params, lr: float):
         try:
@@ -76,19 +79,25 @@ class Optimizer:
                 grad[...] = 0
 
     def step(self) -> None:
-        """One update of every parameter from its .grad."""
+        """One update of every parameter from its .grad, with the network's device current;
+        refused, before anything changes, while another thread uses the network."""
         self._check_device()
-        self.step_count += 1
-        if self._segment_arrays is None:  # views stay valid: a moved store is refused above
-            self._segment_arrays = [self._views(start, stop) for start, stop in self.segments]
         usage = self.store.owner.usage
         token = usage.begin_training("an optimizer step")  # never beside another thread's predict
         try:
             with self.store.backend.on_device():
-                for arrays in self._segment_arrays:
-                    self._update(*arrays)
+                self.update()
         finally:
             usage.end_training(token)
+
+    def update(self) -> None:
+        """The update itself, for a caller that already holds the network and its device and has
+        checked the optimizer against it (fit, every step)."""
+        self.step_count += 1
+        if self._segment_arrays is None:  # views stay valid: a moved store is refused by step and fit
+            self._segment_arrays = [self._views(start, stop) for start, stop in self.segments]
+        for arrays in self._segment_arrays:
+            self._update(*arrays)
 
     def _update(self, param, grad, *state) -> None:
         raise NotImplementedError
@@ -102,14 +111,26 @@ class Optimizer:
         return {name: backend.to_host(buf) for name, buf in self.state.items()}
 
     def load_state(self, step_count: int, arrays: dict) -> None:
-        backend = self.store.backend
+        """Continue from saved state: the steps taken and each state buffer (host arrays over the
+        flat buffer). Everything is checked before anything is set: a step count that is not a
+        non-negative integer, or a buffer of the wrong shape, not finite or below its
+        `state_minimum` (Adam's exp_avg_sq is a mean of squares), is a ValueError or TypeError."""
+        step_count = check_int("step_count", step_count, 0, wanted="a non-negative integer")
         for name in self.state_names:
-            if name not in arrays or arrays[name].shape != (self.store.size,):
+            values = arrays.get(name)
+            if values is None or values.shape != (self.store.size,):
                 raise ValueError(f"optimizer state {name!r} is missing or has the wrong shape")
+            if values.dtype.kind != "f" or not np.isfinite(values).all():
+                raise ValueError(f"optimizer state {name!r} holds non-finite or non-numeric values")
+            minimum = self.state_minimum.get(name)
+            if minimum is not None and values.size and values.min() < minimum:
+                raise ValueError(f"optimizer state {name!r} must be >= {minimum:g} everywhere, "
+                                 f"got {float(values.min())!r}")
+        backend = self.store.backend
         for name in self.state_names:
             self.state[name] = backend.asarray(arrays[name])
         self._segment_arrays = None  # new state buffers: views of the old ones are stale
-        self.step_count = int(step_count)
+        self.step_count = step_count
 
     def __getstate__(self) -> dict:
         """Pickles and deep copies hold the state on the host; the parameters pickle as places in
@@ -174,6 +195,7 @@ class Adam(Optimizer):
     """
 
     state_names = ("exp_avg", "exp_avg_sq")
+    state_minimum = {"exp_avg_sq": 0.0}
     decoupled = False
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -223,8 +245,18 @@ class LRScheduler:
         self.epoch = 0
 
     def step(self) -> None:
-        self.epoch += 1
-        self.optimizer.lr = self.lr_at(self.epoch)
+        """Move to the next epoch and set its lr; a schedule whose lr there is not a finite
+        number (gamma 10 for 400 epochs) raises ValueError and changes nothing."""
+        epoch = self.epoch + 1
+        try:
+            lr = float(self.lr_at(epoch))
+        except OverflowError:  # Python's float ** raises where * would give inf
+            lr = math.inf
+        if not math.isfinite(lr):
+            settings = ", ".join(f"{k} {v!r}" for k, v in self.hyperparameters().items())
+            raise ValueError(f"{type(self).__name__}'s learning rate at epoch {epoch} would be {lr} "
+                             f"(base_lr {self.base_lr!r}, {settings}); choose a schedule that stays finite")
+        self.epoch, self.optimizer.lr = epoch, lr
 
     def lr_at(self, epoch: int) -> float:
         raise NotImplementedError

@@ -114,11 +114,12 @@ class Parameter:
             values = np.asarray(values)
         if values.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}.{what} must hold real numbers, got an array of dtype {values.dtype}")
-        if not isinstance(values, type(view)):
-            values = backend.asarray(values)
-        if what == "data" and not backend.all_finite(values):
-            raise ValueError(f"{self.name}.data must be finite, but the assigned value holds NaN or inf")
-        view[...] = values
+        with backend.on_device():  # the copy runs where the buffer lives
+            if not isinstance(values, type(view)):
+                values = backend.asarray(values)
+            if what == "data" and not backend.all_finite(values):
+                raise ValueError(f"{self.name}.data must be finite, but the assigned value holds NaN or inf")
+            view[...] = values
 
     def __repr__(self) -> str:
         return f"Parameter({self.name!r}, shape={self.shape})"

@@ -329,7 +329,7 @@ class _Trainer:
         a divergence there shows in the next step's loss, which is checked before its update."""
         backend, optimizer, store = self.backend, self.optimizer, self.net.store
         saved = [backend.copy(store.data)] + [backend.copy(buf) for buf in optimizer.state.values()]
-        optimizer.step()
+        optimizer.update()
         self._probed_lr = optimizer.lr
         if backend.all_finite(store.data):
             return
@@ -406,7 +406,7 @@ class _Trainer:
             if self.optimizer.lr != self._probed_lr:
                 self._probed_step(epoch, batch, history)
             else:
-                self.optimizer.step()
+                self.optimizer.update()
             share = _epoch_loss_share(loss, value, penalty, rows, batch_rows, n)
             loss_sum = share if loss_sum is None else loss_sum + share
             scored = None if pred is None else loss.count_correct(backend, pred, yb)

@@ -9,9 +9,10 @@
 // the activation, which moves the result by |act'(v)| u |v|.
 #include "common.cuh"
 
-// sqrt(2 / pi) and the cubic coefficient of the tanh form of GELU (base.GELU_K, base.GELU_C).
+// sqrt(2 / pi) and the cubic coefficient of the tanh form of GELU (activations.GELU_K, GELU_C).
 #define BP_GELU_K 0.7978845608028654
 #define BP_GELU_C 0.044715
+#define BP_GELU_CLIP 100.0  // activations.GELU_CLIP
 
 // bound[bias_linear_fwd] y: exact
 struct Linear {
@@ -90,11 +91,14 @@ struct Gelu {
         const T inner = T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x);
         return T(0.5) * x * (T(1) + bp_tanh(inner));
     }
-    // Takes the pre-activation x (not y): dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2))
+    // Takes the pre-activation x (not y): dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)),
+    // t and dt taken at x clipped to +-BP_GELU_CLIP, as the reference: beyond it t is +-1 exactly,
+    // and x^2 would overflow float32 at |x| >= 2e19 (0 * inf = NaN).
     template <typename T>
     static __device__ __forceinline__ T backward(T dy, T x, T) {
-        const T t = bp_tanh(T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x));
-        const T dt = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * x * x);
+        const T xc = x < T(-BP_GELU_CLIP) ? T(-BP_GELU_CLIP) : (x > T(BP_GELU_CLIP) ? T(BP_GELU_CLIP) : x);
+        const T t = bp_tanh(T(BP_GELU_K) * (xc + T(BP_GELU_C) * xc * xc * xc));
+        const T dt = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * xc * xc);
         return dy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt);
     }
 };
@@ -116,6 +120,42 @@ struct Softplus {
     // dL/dz = dL/dy * sigmoid(z) = dL/dy * -expm1(-y)
     template <typename T>
     static __device__ __forceinline__ T backward(T dy, T y, T) { return dy * -bp_expm1(-y); }
+};
+
+// Forward: s = sigmoid(x) within 7u s (Sigmoid above), the product rounds: 8u |y|. The rounding
+// of v adds |silu'(v)| u |v| <= u |y| (1 + |v|) (silu' = s (1 + v (1 - s))).
+// Backward, x the pre-activation: with s <= 1 and 1 - s <= 1, q = 1 + x (1 - s) is within
+// u (7|x| + 2|x| + |q|) of its value and s q within 9u (s |q| + |x|); the product with dy
+// rounds once: |dz - exact| <= u (10 |dz| + 9 |dy| |x|). Loose where s vanishes (x << 0).
+// bound[silu_fwd] y: 8 * u * abs(result)
+// bound[bias_silu_fwd] y: (9 + abs(z + bias)) * u * abs(result)
+// bound[bias_silu_fwd] pre: exact
+// bound[silu_bwd] dz: u * (10 * abs(result) + 9 * abs(dy) * abs(pre))
+struct Silu {
+    // y = x sigmoid(x)
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return x * bp_sigmoid(x); }
+    // Takes the pre-activation x: dL/dz = dL/dy * s (1 + x (1 - s)), s = sigmoid(x)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T x, T) {
+        const T s = bp_sigmoid(x);
+        return dy * (s * (T(1) + x * (T(1) - s)));
+    }
+};
+
+// Forward: x for x > 0 (exact), expm1(x) below (within 3u |y|). The rounding of v adds
+// |elu'(v)| u |v|: u |v| for v > 0, (y + 1) u |v| below.
+// Backward: dy for y > 0, else y + 1 and the product round once each: 2u relative.
+// bound[elu_fwd] y: 3 * u * abs(result)
+// bound[bias_elu_fwd] y: u * (3 * abs(result) + abs(z + bias) * where(z + bias > 0, 1, result + 1))
+// bound[elu_bwd] dz: 2 * u * abs(result)
+struct Elu {
+    // y = x for x > 0, e^x - 1 below (alpha = 1)
+    template <typename T>
+    static __device__ __forceinline__ T forward(T x, T) { return x > T(0) ? x : bp_expm1(x); }
+    // dL/dz = dL/dy * (1 if y > 0 else y + 1)
+    template <typename T>
+    static __device__ __forceinline__ T backward(T dy, T y, T) { return y > T(0) ? dy : dy * (y + T(1)); }
 };
 
 // y = act(z + b[col]) over a (rows, cols) matrix, b broadcast over rows; `pre` (z + b) is
@@ -148,7 +188,7 @@ __device__ void act_backward(const T* dy, const T* saved, T* grad_x, long long n
 }
 
 // ---- y = act(z + b): reads z, writes y: 2 * sizeof(T) bytes per element (b stays in cache);
-// GELU also writes z + b: 3 * sizeof(T).
+// GELU and SiLU also write z + b: 3 * sizeof(T).
 extern "C" __global__ void bias_linear_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Linear>(z, bias, y, (float*)0, rows, cols, slope); }
 extern "C" __global__ void bias_linear_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Linear>(z, bias, y, (double*)0, rows, cols, slope); }
 extern "C" __global__ void bias_sigmoid_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Sigmoid>(z, bias, y, (float*)0, rows, cols, slope); }
@@ -163,6 +203,10 @@ extern "C" __global__ void bias_gelu_fwd_f32(const float* z, const float* bias, 
 extern "C" __global__ void bias_gelu_fwd_f64(const double* z, const double* bias, double* y, double* pre, long long rows, long long cols, double slope) { bias_act_forward<Gelu>(z, bias, y, pre, rows, cols, slope); }
 extern "C" __global__ void bias_softplus_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Softplus>(z, bias, y, (float*)0, rows, cols, slope); }
 extern "C" __global__ void bias_softplus_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Softplus>(z, bias, y, (double*)0, rows, cols, slope); }
+extern "C" __global__ void bias_silu_fwd_f32(const float* z, const float* bias, float* y, float* pre, long long rows, long long cols, float slope) { bias_act_forward<Silu>(z, bias, y, pre, rows, cols, slope); }
+extern "C" __global__ void bias_silu_fwd_f64(const double* z, const double* bias, double* y, double* pre, long long rows, long long cols, double slope) { bias_act_forward<Silu>(z, bias, y, pre, rows, cols, slope); }
+extern "C" __global__ void bias_elu_fwd_f32(const float* z, const float* bias, float* y, long long rows, long long cols, float slope) { bias_act_forward<Elu>(z, bias, y, (float*)0, rows, cols, slope); }
+extern "C" __global__ void bias_elu_fwd_f64(const double* z, const double* bias, double* y, long long rows, long long cols, double slope) { bias_act_forward<Elu>(z, bias, y, (double*)0, rows, cols, slope); }
 
 // ---- y = act(x): reads x, writes y: 2 * sizeof(T) bytes per element.
 extern "C" __global__ void sigmoid_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Sigmoid>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
@@ -177,8 +221,12 @@ extern "C" __global__ void gelu_fwd_f32(const float* x, float* y, long long n, f
 extern "C" __global__ void gelu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Gelu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 extern "C" __global__ void softplus_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Softplus>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
 extern "C" __global__ void softplus_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Softplus>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void silu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Silu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void silu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Silu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
+extern "C" __global__ void elu_fwd_f32(const float* x, float* y, long long n, float slope) { bias_act_forward<Elu>(x, (const float*)0, y, (float*)0, n, 1LL, slope); }
+extern "C" __global__ void elu_fwd_f64(const double* x, double* y, long long n, double slope) { bias_act_forward<Elu>(x, (const double*)0, y, (double*)0, n, 1LL, slope); }
 
-// ---- dz = dy * act'(y): reads dy and y (GELU: the pre-activation), writes dz: 3 * sizeof(T).
+// ---- dz = dy * act'(y): reads dy and y (GELU, SiLU: the pre-activation), writes dz: 3 * sizeof(T).
 extern "C" __global__ void sigmoid_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
 extern "C" __global__ void sigmoid_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Sigmoid>(dy, y, dz, n, slope); }
 extern "C" __global__ void tanh_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Tanh>(dy, y, dz, n, slope); }
@@ -191,3 +239,7 @@ extern "C" __global__ void gelu_bwd_f32(const float* dy, const float* pre, float
 extern "C" __global__ void gelu_bwd_f64(const double* dy, const double* pre, double* dz, long long n, double slope) { act_backward<Gelu>(dy, pre, dz, n, slope); }
 extern "C" __global__ void softplus_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Softplus>(dy, y, dz, n, slope); }
 extern "C" __global__ void softplus_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Softplus>(dy, y, dz, n, slope); }
+extern "C" __global__ void silu_bwd_f32(const float* dy, const float* pre, float* dz, long long n, float slope) { act_backward<Silu>(dy, pre, dz, n, slope); }
+extern "C" __global__ void silu_bwd_f64(const double* dy, const double* pre, double* dz, long long n, double slope) { act_backward<Silu>(dy, pre, dz, n, slope); }
+extern "C" __global__ void elu_bwd_f32(const float* dy, const float* y, float* dz, long long n, float slope) { act_backward<Elu>(dy, y, dz, n, slope); }
+extern "C" __global__ void elu_bwd_f64(const double* dy, const double* y, double* dz, long long n, double slope) { act_backward<Elu>(dy, y, dz, n, slope); }

@@ -56,6 +56,14 @@ __device__ __forceinline__ double bp_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float bp_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double bp_abs(double x) { return fabs(x); }
 
+// The lowest finite value of T (NumPy's finfo(T).min).
+template <typename T>
+__device__ __forceinline__ T bp_lowest();
+template <>
+__device__ __forceinline__ float bp_lowest<float>() { return -3.402823466e38f; }
+template <>
+__device__ __forceinline__ double bp_lowest<double>() { return -1.7976931348623157e308; }
+
 // max(x, low) that keeps NaN, as NumPy's clip does.
 template <typename T>
 __device__ __forceinline__ T bp_clip_below(T x, T low) { return x < low ? low : x; }

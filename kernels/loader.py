@@ -3,10 +3,12 @@ CuPy, and a launcher that checks every argument against the kernel's C signature
 
 Why inline headers: CuPy's disk cache keys on the source text it is given, so a header pulled in
 with `#include` could change without the key changing; inlined, an edit to a header changes the
-text and so the key. Why check arguments: CuPy passes an array's raw pointer whatever its strides
-or dtype, a Python int as `long long` and a Python float as `double`, whatever the kernel
-declares; a mismatch is silent garbage on the GPU. The launcher refuses non-contiguous arrays and
-wrong dtypes, and casts each scalar to the exact C type of its parameter.
+text and so the key. Why check arguments: CuPy passes an array's raw pointer whatever its strides,
+dtype or device, a one-element host NumPy array by value, a Python int as `long long` and a
+Python float as `double`, whatever the kernel declares, and launches a grid of 0 blocks as 1; a
+mismatch is silent garbage on the GPU. The launcher refuses anything but a C-contiguous device
+array of the pointee's dtype on the kernel's GPU for a pointer, and grids or blocks outside what
+the kernel was sized for, and casts each scalar to the exact C type of its parameter.
 """
 
 from __future__ import annotations
@@ -111,15 +113,20 @@ def kernel_index() -> dict[str, tuple[str, tuple[Param, ...]]]:
     return index
 
 
-def convert_argument(kernel: str, param: Param, value):
-    """`value` as the kernel receives it: an array checked for C order and dtype, or a scalar cast
-    to the NumPy type of the parameter's C type. Raises TypeError/ValueError naming the kernel."""
+def convert_argument(kernel: str, param: Param, value, array_type=np.ndarray, device: int | None = None):
+    """`value` as the kernel receives it: an array of `array_type` (cupy.ndarray for a launch)
+    checked for C order, dtype and, unless `device` is None, that it lives on GPU `device`; or a
+    scalar cast to the NumPy type of the parameter's C type. Raises TypeError/ValueError naming
+    the kernel."""
     where = f"{kernel}: argument {param.name!r} ({param.ctype}{'*' if param.pointer else ''})"
     if param.pointer:
-        flags = getattr(value, "flags", None)
-        if flags is None:
-            raise TypeError(f"{where} must be a device array, got {type(value).__name__}")
-        if not flags.c_contiguous:
+        if not isinstance(value, array_type):
+            raise TypeError(f"{where} must be a device array ({array_type.__module__}.{array_type.__name__}), got "
+                            f"{type(value).__module__}.{type(value).__name__} (CuPy would pass a one-element host "
+                            "array by value)")
+        if device is not None and value.device.id != device:
+            raise ValueError(f"{where} lives on cuda:{value.device.id}, but the kernel runs on cuda:{device}")
+        if not value.flags.c_contiguous:
             raise ValueError(f"{where} must be C-contiguous: the kernel indexes it as a flat buffer "
                              f"(shape {value.shape}, strides {value.strides})")
         if value.dtype != POINTER_DTYPES[param.ctype]:
@@ -138,28 +145,43 @@ def convert_argument(kernel: str, param: Param, value):
     return scalar_type(float(value))
 
 
+MAX_BLOCK = 1024  # threads per block on every GPU CuPy supports
+
+
 class Launcher:
     """A compiled kernel: `launcher(grid, block, *args)` checks and converts every argument,
-    then launches a 1-D grid of 1-D blocks."""
+    then launches a 1-D grid of 1-D blocks. Arrays must be of `array_type` on GPU `device`.
 
-    def __init__(self, function, name: str, params: tuple[Param, ...]):
+    A grid of 0 blocks is refused, not launched as CuPy would launch it (as 1 block): a caller
+    that sized its outputs for 0 blocks (a reduction's partial sums) would get one written past
+    their end."""
+
+    def __init__(self, function, name: str, params: tuple[Param, ...], array_type=np.ndarray,
+                 device: int | None = None):
         self.function = function
         self.name = name
         self.params = params
+        self.array_type, self.device = array_type, device
 
     def __call__(self, grid: int, block: int, *args) -> None:
         if len(args) != len(self.params):
             raise TypeError(f"{self.name} takes {len(self.params)} arguments, got {len(args)}")
-        converted = tuple(convert_argument(self.name, p, a) for p, a in zip(self.params, args))
+        if not (isinstance(grid, numbers.Integral) and grid >= 1):
+            raise ValueError(f"{self.name}: the grid must be at least 1 block, got {grid!r}")
+        if not (isinstance(block, numbers.Integral) and 1 <= block <= MAX_BLOCK):
+            raise ValueError(f"{self.name}: a block must have 1 to {MAX_BLOCK} threads, got {block!r}")
+        converted = tuple(convert_argument(self.name, p, a, self.array_type, self.device)
+                          for p, a in zip(self.params, args))
         self.function((int(grid),), (int(block),), converted)
 
 
 class KernelLibrary:
     """Every kernel of the package, compiled on first use through `cupy.RawModule`, one module
-    per .cu file (CuPy caches the binaries on disk and per device)."""
+    per .cu file (CuPy caches the binaries on disk and per device), for arrays on GPU `device`.
+    Look kernels up with that GPU current: CuPy compiles and loads a module on the current one."""
 
-    def __init__(self, cupy):
-        self.cupy = cupy
+    def __init__(self, cupy, device: int):
+        self.cupy, self.device = cupy, device
         self._modules: dict = {}
         self._launchers: dict[str, Launcher] = {}
 
@@ -174,5 +196,6 @@ class KernelLibrary:
             if module is None:
                 module = self._modules[filename] = self.cupy.RawModule(
                     code=kernel_source(filename), options=OPTIONS)
-            launcher = self._launchers[name] = Launcher(module.get_function(name), name, params)
+            launcher = self._launchers[name] = Launcher(module.get_function(name), name, params,
+                                                        self.cupy.ndarray, self.device)
         return launcher

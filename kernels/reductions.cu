@@ -7,7 +7,7 @@
 // Algorithms, 2nd ed., section 4.2). The total of sum_partials is the one finalize_sum makes of
 // its partials (sign 1, divisor 1, both exact); counts are exact below 2^24.
 // bound[sum_partials] sum: (n - 1) * u * total(abs(x))
-// bound[nonfinite_partials threshold_match_partials argmax_match_partials] count: exact
+// bound[nonfinite_partials threshold_match_partials argmax_match_partials argmax_label_match_partials] count: exact
 #include "common.cuh"
 
 // partials[blockIdx.x] = the block's sum of f(i) over its grid-stride elements.
@@ -79,6 +79,14 @@ struct ArgmaxMatch {
     }
 };
 
+template <typename T>
+struct ArgmaxLabelMatch {
+    const T* scores;
+    const long long* labels;
+    long long cols;
+    __device__ T operator()(long long r) const { return row_argmax(scores + r * cols, cols) == labels[r] ? T(1) : T(0); }
+};
+
 // out[c] = sum_r x[r, c] (the bias gradient). A block takes tiles of BP_TILE columns; its
 // blockDim.x / BP_TILE groups of threads take every groups-th row; the groups are folded in
 // order. blockDim.x must be a multiple of BP_TILE. Reads x once, writes out: sizeof(T) per element.
@@ -146,6 +154,8 @@ extern "C" __global__ void threshold_match_partials_f32(const float* scores, con
 extern "C" __global__ void threshold_match_partials_f64(const double* scores, const double* target, double* partials, long long n, double score_threshold, double target_threshold) { block_partial_sum(partials, n, ThresholdMatch<double>{scores, target, score_threshold, target_threshold}); }
 extern "C" __global__ void argmax_match_partials_f32(const float* scores, const float* target, float* partials, long long rows, long long cols) { block_partial_sum(partials, rows, ArgmaxMatch<float>{scores, target, cols}); }
 extern "C" __global__ void argmax_match_partials_f64(const double* scores, const double* target, double* partials, long long rows, long long cols) { block_partial_sum(partials, rows, ArgmaxMatch<double>{scores, target, cols}); }
+extern "C" __global__ void argmax_label_match_partials_f32(const float* scores, const long long* labels, float* partials, long long rows, long long cols) { block_partial_sum(partials, rows, ArgmaxLabelMatch<float>{scores, labels, cols}); }
+extern "C" __global__ void argmax_label_match_partials_f64(const double* scores, const long long* labels, double* partials, long long rows, long long cols) { block_partial_sum(partials, rows, ArgmaxLabelMatch<double>{scores, labels, cols}); }
 extern "C" __global__ void penalty_partials_f32(const float* w, float* partials, long long n) { penalty_partials(w, partials, n); }
 extern "C" __global__ void penalty_partials_f64(const double* w, double* partials, long long n) { penalty_partials(w, partials, n); }
 

@@ -1,72 +1,248 @@
-"""A test double of the part of CuPy that CupyBackend uses, swapped in for the `cupy` module
-(`sys.modules["cupy"]`), so the whole backend runs in CI without a GPU.
+"""A test double of the part of CuPy that CupyBackend uses, so the whole backend runs in CI
+without a GPU. `modules()` gives the modules to put in `sys.modules` ("cupy", "cupy.cuda" and,
+when cuBLAS is "installed", "cupy.cublas"); `install(monkeypatch)` puts them there for one test.
 
-- Arrays: `ndarray`, a NumPy subclass that the rest of backprop takes for a CuPy array. As in
-  CuPy, arithmetic that mixes it with a host NumPy array is refused, results stay device arrays
-  (0-d ones too), `.get()` copies to the host, and `empty` is not zeroed (it holds NaN here, so
-  reading memory before writing it shows).
+As CuPy (14.2) does:
+- Imports: `import cupy` gives `cupy` and `cupy.cuda`; `cupy.cublas` is a submodule CuPy does
+  not import, which fails when the cuBLAS library is missing (`modules(cublas=False)`), and
+  NVRTC may be missing too (`modules(nvrtc=False)`).
+- Arrays: `ndarray`, a NumPy subclass that the rest of backprop takes for a CuPy array.
+  Arithmetic that mixes it with a host NumPy array is refused, results stay device arrays (0-d
+  ones too), `.get()` copies to the host, `empty` is not zeroed (it holds NaN here, so reading
+  memory before writing it shows), `ascontiguousarray` of a 0-d array has shape (1,), and
+  `copy()` copies from any device onto the current one. The Array API functions the reference
+  ops call (`sum`, `where`, `exp`, ...) run on the current device.
 - Kernels: `RawModule(code=..., options=...)` builds `code` for the host with g++ and
-  kernels/host_shim.h (tests/host_kernels.py); `get_function(name)` returns a kernel whose launch
-  refuses any argument a real launch would misread: a host array, an array of another dtype, or a
-  scalar whose C type (as CuPy would pass it) is not exactly the parameter's. Like CuPy, it does
-  not look at strides: a non-contiguous array must be refused before it gets here.
-- cuBLAS: `cublas.gemm(transa, transb, a, b, out=...)` with CuPy's checks, computed by NumPy.
-- Detection: one device; `cuda.runtime.getDeviceCount()` and `cuda.nvrtc.getVersion()` answer.
+  kernels/host_shim.h (tests/host_kernels.py), loaded on the device current at
+  `get_function`. A launch passes a device array as its pointer, a host NumPy array of one
+  element by value as a scalar of its dtype (larger ones are a TypeError), and runs a grid or
+  block of 0 as 1; it refuses any argument a real launch would misread: an array of another
+  dtype, a scalar whose C type (as CuPy would pass it) is not exactly the parameter's. Like
+  CuPy, it does not look at strides: a non-contiguous array must be refused before it gets here.
+- cuBLAS: `cublas.gemm(transa, transb, a, b, out=...)` with CuPy's checks, computed in another
+  summation order than NumPy's (split-K: the inner dimension cut into chunks whose products are
+  added in a tree), as cuBLAS picks its own order.
+- Launches are asynchronous: kernels and GEMMs are queued on their device and run at a sync
+  point (`get()`, `float()`, `Device.synchronize()`, `Event.synchronize()`, and any other
+  operation on that device, which runs after them in stream order); until then their outputs
+  hold what was there before. `get()` synchronizes the array's own device, as CuPy's does with
+  the default stream. `Event` and `get_elapsed_time` refuse to time unfinished work.
 
-One difference from CuPy remains: `np.asarray(device_array)` works here (a NumPy subclass cannot
-refuse it), where CuPy raises. CupyBackend does not import NumPy at all; it moves data to the host
-with `.get()` only.
+Stricter than CuPy, on purpose:
+- Several devices (2 by default). An array lives on the device that was current when it was
+  made; a kernel launch, a GEMM or an array operation given an array of another device raises
+  (CuPy would reach it through peer access, which hides exactly the bug of working on the wrong
+  device). `machine.work` records the devices where anything ran or was allocated,
+  `machine.contexts` those where a CUDA context was created (by that, or by making the device
+  current: `cudaSetDevice` creates one since CUDA 12, also when `with Device(1)` restores 0).
+
+One difference remains: `np.asarray(device_array)` works here (a NumPy subclass cannot refuse
+it), where CuPy raises. CupyBackend does not import NumPy at all; it moves data to the host with
+`.get()` only.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import types
 
 import numpy as np
 
-from host_kernels import HostModule
+from host_kernels import HostModule, c_type_of
 
 float32, float64, int64 = np.float32, np.float64, np.int64
-_DEVICES = 1
+SPLIT_K = 32  # inner-dimension chunk of the double's GEMM
+# What a pointer parameter points to, as C declares it.
+_POINTEES = {"float": np.float32, "double": np.float64, "long long": np.int64}
+
+
+class Machine:
+    """The GPUs of the double: which one is current, their queues of unfinished work, and where
+    work ran or contexts were created."""
+
+    def __init__(self, devices: int):
+        self.devices = devices
+        self.current = 0
+        self.queues: dict[int, list] = {d: [] for d in range(devices)}
+        self.work: set[int] = set()
+        self.contexts: set[int] = set()
+
+    def set_device(self, device: int) -> None:
+        """cudaSetDevice: makes `device` current and creates its context."""
+        if not 0 <= device < self.devices:
+            raise RuntimeError(f"cudaErrorInvalidDevice: device {device} of {self.devices}")
+        self.current = device
+        self.contexts.add(device)
+
+    def touch(self) -> None:
+        """Something runs on, or is allocated on, the current device."""
+        self.work.add(self.current)
+        self.contexts.add(self.current)
+
+    def run(self, work) -> None:
+        """An array operation on the current device, in stream order: what is queued there first,
+        then `work`, now. A GPU raises no floating-point errors, whatever NumPy's errstate says."""
+        self.touch()
+        self.synchronize(self.current)
+        with np.errstate(all="ignore"):
+            work()
+
+    def enqueue(self, work) -> None:
+        """A launch: `work` runs at the current device's next sync point."""
+        self.touch()
+        self.queues[self.current].append(work)
+
+    def synchronize(self, device: int) -> None:
+        queue = self.queues[device]
+        while queue:
+            queue.pop(0)()
+
+    def check(self, what: str, arrays) -> None:
+        """Every device array among `arrays` must live on the current device."""
+        for array in arrays:
+            if isinstance(array, ndarray) and array.device_id != self.current:
+                raise ValueError(f"{what}: an array of cuda:{array.device_id} was given while cuda:{self.current} "
+                                 "is current (the double refuses what CuPy would reach through peer access)")
+
+
+machine = Machine(2)
+_namespace: types.ModuleType | None = None  # the "cupy" module of the latest modules() call
 
 
 class Device:
-    """cupy.cuda.Device: a context manager selecting a GPU (here only device 0 exists)."""
+    """cupy.cuda.Device: `with Device(i)` makes GPU i current and restores the previous one."""
 
-    def __init__(self, device_id: int = 0):
-        if not 0 <= device_id < _DEVICES:
-            raise RuntimeError(f"cudaErrorInvalidDevice: device {device_id} of {_DEVICES}")
-        self.id = device_id
+    def __init__(self, device=None):
+        self.id = machine.current if device is None else int(device)
+        if not 0 <= self.id < machine.devices:
+            raise RuntimeError(f"cudaErrorInvalidDevice: device {self.id} of {machine.devices}")
+        self._previous: list[int] = []
 
     def __enter__(self):
+        self._previous.append(machine.current)
+        if self.id != machine.current:
+            machine.set_device(self.id)
         return self
 
     def __exit__(self, *exc):
+        machine.set_device(self._previous.pop())
         return False
 
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.id == self.id
 
-cuda = types.SimpleNamespace(
-    Device=Device,
-    runtime=types.SimpleNamespace(getDeviceCount=lambda: _DEVICES),
-    nvrtc=types.SimpleNamespace(getVersion=lambda: (12, 9)),
-)
+    def __hash__(self):
+        return hash(self.id)
+
+    def __repr__(self):
+        return f"<CUDA Device {self.id}>"
+
+    def use(self):
+        machine.set_device(self.id)
+        return self
+
+    def synchronize(self):
+        machine.synchronize(self.id)
+
+
+class Stream:
+    """The default (null) stream of the current device."""
+
+    ptr = 0
+
+    def synchronize(self):
+        machine.synchronize(machine.current)
+
+
+class Event:
+    """cupy.cuda.Event: `record()` marks the current device's queue; the mark completes when the
+    work before it has run."""
+
+    def __init__(self):
+        self.done, self.time, self.device = False, None, None
+
+    def record(self, stream=None):
+        self.done, self.device = False, machine.current
+
+        def complete():
+            self.done, self.time = True, time.perf_counter()
+
+        if machine.queues[machine.current]:
+            machine.queues[machine.current].append(complete)
+        else:
+            complete()
+
+    def synchronize(self):
+        if self.device is not None:
+            machine.synchronize(self.device)
+
+
+def get_elapsed_time(start: Event, end: Event) -> float:
+    """Milliseconds between two completed events; CUDA's cudaErrorNotReady while one is pending."""
+    if not (start.done and end.done):
+        raise RuntimeError("cudaErrorNotReady: an event has not completed (synchronize it first)")
+    return (end.time - start.time) * 1e3
+
+
+def _raise(exc):
+    raise exc
 
 
 class ndarray(np.ndarray):
-    """A device array: NumPy memory with CuPy's manners."""
+    """A device array: NumPy memory with CuPy's manners and the device it lives on."""
 
     __module__ = "cupy"  # backprop.boundary.is_cupy_array goes by the module name, as for CuPy's
 
-    def get(self):
-        return np.array(self.view(np.ndarray), copy=True)
+    def __array_finalize__(self, obj):
+        # a view keeps its base's device; anything else is made on the current one
+        self.device_id = getattr(obj, "device_id", machine.current)
 
     @property
     def device(self):
-        return Device(0)
+        return Device(self.device_id)
+
+    def _host(self) -> np.ndarray:
+        return self.view(np.ndarray)
+
+    def get(self):
+        machine.synchronize(self.device_id)
+        return np.array(self._host(), copy=True)
+
+    def item(self):
+        return self.get().item()
+
+    def __float__(self):
+        return float(self.get())
+
+    def __int__(self):
+        return int(self.get())
+
+    def __bool__(self):
+        return bool(self.get())
+
+    def copy(self, order="C"):
+        """A copy on the current device, from any device, as CuPy's (after the source's queued work)."""
+        machine.synchronize(self.device_id)
+        result = empty(self.shape, self.dtype)
+        machine.run(lambda: np.copyto(result._host(), self._host()))
+        return result
+
+    def astype(self, dtype, copy=True):
+        machine.check("astype", (self,))
+        result = empty(self.shape, dtype)
+        machine.run(lambda: np.copyto(result._host(), self._host(), casting="unsafe"))
+        return result
+
+    def __setitem__(self, key, value):
+        if isinstance(value, np.ndarray) and not isinstance(value, ndarray):
+            value = value.copy()  # a host value: copied to the device as CuPy does
+        machine.check("setitem", (self, value))
+        source = value._host() if isinstance(value, ndarray) else value
+        machine.run(lambda: self._host().__setitem__(key, source))
 
     def __array_namespace__(self, api_version=None):
-        return sys.modules[__name__]
+        return _namespace
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         outs = kwargs.get("out", ())
@@ -74,30 +250,43 @@ class ndarray(np.ndarray):
             if isinstance(x, np.ndarray) and not isinstance(x, ndarray):
                 raise TypeError(f"{ufunc.__name__}: a host NumPy array cannot meet a device array "
                                 "(CuPy refuses implicit transfers)")
-        host = [x.view(np.ndarray) if isinstance(x, ndarray) else x for x in inputs]
+        machine.check(ufunc.__name__, inputs + outs)
+        host = [x._host() if isinstance(x, ndarray) else x for x in inputs]
         if outs:
-            kwargs["out"] = tuple(o.view(np.ndarray) for o in outs)
-        result = getattr(ufunc, method)(*host, **kwargs)
+            kwargs["out"] = tuple(o._host() for o in outs)
+        results = []
+        machine.run(lambda: results.append(getattr(ufunc, method)(*host, **kwargs)))
         if outs:
             return outs[0] if len(outs) == 1 else outs
+        result = results[0]
         if isinstance(result, tuple):
             return tuple(np.asarray(r).view(ndarray) for r in result)
         return np.asarray(result).view(ndarray)
 
 
 def _device(values) -> ndarray:
-    return np.asarray(values).view(ndarray)
+    """A new array on the current device holding `values`."""
+    machine.touch()
+    return np.array(values, copy=True).view(ndarray)
 
 
-def asarray(a, dtype=None) -> ndarray:
-    if isinstance(a, ndarray) and (dtype is None or a.dtype == dtype):
-        return a
-    source = a.view(np.ndarray) if isinstance(a, ndarray) else a
-    return _device(np.array(source, dtype=dtype, copy=True))
+def asarray(a, dtype=None, copy=None) -> ndarray:
+    if isinstance(a, ndarray):
+        if copy:
+            return a.copy() if dtype is None else a.astype(dtype)
+        return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+    return _device(np.asarray(a, dtype=dtype))
 
 
 def ascontiguousarray(a) -> ndarray:
-    return a if a.flags.c_contiguous else _device(np.ascontiguousarray(a.view(np.ndarray)))
+    if a.ndim == 0:
+        return a.reshape((1,))  # CuPy's ravel of a 0-d array
+    if a.flags.c_contiguous:
+        return a
+    machine.check("ascontiguousarray", (a,))
+    result = empty(a.shape, a.dtype)
+    machine.run(lambda: np.copyto(result._host(), a._host()))
+    return result
 
 
 def empty(shape, dtype=float64) -> ndarray:
@@ -113,52 +302,112 @@ def reshape(a, shape) -> ndarray:
     return a.reshape(shape)
 
 
-# Ops the reference Backend calls on `xp` where CupyBackend keeps the reference (no kernel of
-# its own): batchnorm_backward_eval. Both exist in CuPy with these signatures.
-def sqrt(a) -> ndarray:
-    return _device(np.sqrt(a))
+def matrix_transpose(a) -> ndarray:
+    return np.swapaxes(a, -1, -2)
 
 
-def sum(a, axis=None) -> ndarray:  # noqa: A001 - the name CuPy uses
-    return _device(np.sum(a, axis=axis))
+def _operation(name: str):
+    """The Array API function `name` (NumPy's) as an operation on the current device: its array
+    arguments must live there and be device arrays; its result is a new array there."""
+    function = getattr(np, name)
+
+    def on_device(*args, **kwargs):
+        arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
+        if any(not isinstance(a, ndarray) for a in arrays):
+            raise TypeError(f"{name}: a host NumPy array cannot meet a device array (CuPy refuses implicit transfers)")
+        machine.check(name, arrays)
+        host = [a._host() if isinstance(a, ndarray) else a for a in args]
+        host_kwargs = {k: v._host() if isinstance(v, ndarray) else v for k, v in kwargs.items()}
+        results = []
+        machine.run(lambda: results.append(function(*host, **host_kwargs)))
+        return np.asarray(results[0]).view(ndarray)
+
+    on_device.__name__ = name
+    return on_device
+
+
+# What the reference Backend calls on `xp` for the ops CupyBackend leaves to it (and that users'
+# activations written with the Array API call), as CuPy provides them.
+_OPERATIONS = ("abs", "all", "arange", "argmax", "astype", "clip", "exp", "expm1", "full", "isfinite", "log",
+               "log1p", "matmul", "max", "maximum", "mean", "minimum", "ones_like", "sign", "sqrt", "square", "sum",
+               "take", "tanh", "where", "zeros_like")
+finfo, uint64, int32, uint32, bool_ = np.finfo, np.uint64, np.int32, np.uint32, np.bool_
+
+
+# ---------------------------------------------------------------------- cuBLAS
+
+
+def split_k_matmul(left: np.ndarray, right: np.ndarray, chunk: int = SPLIT_K) -> np.ndarray:
+    """left @ right with the inner dimension cut into chunks of `chunk` terms, each chunk's product
+    computed by NumPy, the chunk products added in a binary tree."""
+    k = left.shape[1]
+    parts = [left[:, s:s + chunk] @ right[s:s + chunk] for s in range(0, k, chunk)] or [left @ right]
+    while len(parts) > 1:
+        parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    return parts[0]
 
 
 def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
-    """out = op(a) @ op(b), with CuPy's checks (cupy/cublas.py); NumPy does the arithmetic."""
+    """out = op(a) @ op(b), with CuPy's checks (cupy/cublas.py), on the current device."""
     assert isinstance(a, ndarray) and isinstance(b, ndarray)
     assert a.ndim == b.ndim == 2 and a.dtype == b.dtype
     assert transa in ("N", "T") and transb in ("N", "T") and alpha == 1.0 and beta == 0.0
-    left = a.view(np.ndarray).T if transa == "T" else a.view(np.ndarray)
-    right = b.view(np.ndarray).T if transb == "T" else b.view(np.ndarray)
+    left = a._host().T if transa == "T" else a._host()
+    right = b._host().T if transb == "T" else b._host()
     assert left.shape[1] == right.shape[0]
     if out is None:
         out = empty((left.shape[0], right.shape[1]), dtype=a.dtype)
     assert out.shape == (left.shape[0], right.shape[1]) and out.dtype == a.dtype
-    np.matmul(left, right, out=out.view(np.ndarray))
+    machine.check("cublas.gemm", (a, b, out))
+    machine.enqueue(lambda: np.copyto(out._host(), split_k_matmul(left, right)))
     return out
 
 
-cublas = types.SimpleNamespace(gemm=_gemm)
+# ---------------------------------------------------------------------- kernels
 
 _built: dict[str, HostModule] = {}
 
 
+def _by_value(value):
+    """What CuPy passes for a kernel argument that is not a device array: a one-element host
+    array by value (as a scalar of its dtype), a larger one refused (cupy/cuda/function.pyx)."""
+    if isinstance(value, np.ndarray) and not isinstance(value, ndarray):
+        if value.size != 1:
+            raise TypeError(f"You are trying to pass a numpy.ndarray of shape {value.shape} as a kernel "
+                            "parameter. Only numpy.ndarrays of size one can be passed by value.")
+        return value.reshape(-1)[0]
+    return value
+
+
 class RawKernel:
-    """A kernel of a RawModule: kernel(grid, block, args) runs the host build."""
+    """A kernel of a RawModule: kernel(grid, block, args) queues the host build on the current device."""
 
     def __init__(self, function):
         self.function = function
+
+    def _check(self, args) -> None:
+        """What a GPU would misread, refused at launch as a CUDA launch would fail there."""
+        if len(args) != len(self.function.params):
+            raise TypeError(f"{self.function.name} takes {len(self.function.params)} arguments, got {len(args)}")
+        for i, (arg, (ctype, pointer)) in enumerate(zip(args, self.function.params)):
+            where = f"{self.function.name} argument {i} ({ctype}{'*' if pointer else ''})"
+            if pointer and not isinstance(arg, ndarray):
+                raise TypeError(f"{where}: got {type(arg).__name__} {arg!r}, which a launch passes by value")
+            if pointer and arg.dtype != _POINTEES[ctype]:
+                raise TypeError(f"{where}: array of {arg.dtype} would be read as {ctype}")
+            if not pointer and c_type_of(arg) != ctype:
+                raise TypeError(f"{where}: got {type(arg).__name__} {arg!r}, which a launch passes as {c_type_of(arg)}")
 
     def __call__(self, grid, block, args, shared_mem=0):
         if not (isinstance(grid, tuple) and isinstance(block, tuple) and isinstance(args, tuple)):
             raise TypeError("grid, block and args must be tuples, as CuPy requires")
         if len(grid) != 1 or len(block) != 1 or shared_mem != 0:
             raise ValueError("our kernels launch 1-D grids of 1-D blocks with static shared memory")
-        for i, arg in enumerate(args):
-            if isinstance(arg, np.ndarray) and not isinstance(arg, ndarray):
-                raise TypeError(f"{self.function.name} argument {i}: a host NumPy array cannot be "
-                                "passed to a GPU kernel")
-        self.function(grid[0], block[0], args)
+        args = tuple(_by_value(a) for a in args)
+        machine.check(f"kernel {self.function.name}", args)
+        self._check(args)
+        grid, block = max(1, grid[0]), max(1, block[0])  # as cupy.cuda.function.Function.__call__
+        machine.enqueue(lambda: self.function(grid, block, args))
 
 
 class RawModule:
@@ -170,6 +419,67 @@ class RawModule:
         self.code, self.options = code, options
 
     def get_function(self, name: str) -> RawKernel:
+        machine.touch()  # CuPy compiles and loads the module on the current device here
         if self.code not in _built:
             _built[self.code] = HostModule(self.code)
         return RawKernel(_built[self.code].function(name))
+
+
+# ---------------------------------------------------------------------- the modules
+
+
+def _properties(device: int) -> dict:
+    """cudaGetDeviceProperties, the fields our code reads (a made-up GPU)."""
+    Device(device)  # an invalid device raises
+    return {"name": b"CuPy double", "totalGlobalMem": 2**30, "major": 9, "minor": 0, "multiProcessorCount": 2,
+            "memoryClockRate": 1_000_000, "memoryBusWidth": 256}
+
+
+_CUPY_NAMES = ("ndarray", "asarray", "ascontiguousarray", "empty", "zeros", "reshape", "matrix_transpose",
+               "float32", "float64", "int64", "uint64", "int32", "uint32", "bool_", "finfo", "RawModule",
+               "RawKernel")
+
+
+def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True, driver: bool = True) -> dict:
+    """{name: module} for sys.modules: "cupy" (a package, as CuPy is), "cupy.cuda", and
+    "cupy.cublas" when cuBLAS is installed. Resets the machine to `devices` idle GPUs, 0 current.
+    Without `driver`, the runtime answers as it does where the driver is missing or too old."""
+    global machine, _namespace
+    machine = Machine(devices)
+    cuda = types.ModuleType("cupy.cuda")
+    cuda.__path__ = []
+    cuda.Device, cuda.Event, cuda.Stream, cuda.get_elapsed_time = Device, Event, Stream, get_elapsed_time
+    cuda.get_current_stream = lambda device=None: Stream()
+    count = (lambda: machine.devices) if driver else (lambda: _raise(RuntimeError(
+        "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")))
+    cuda.runtime = types.SimpleNamespace(
+        getDeviceCount=count, getDevice=lambda: machine.current, setDevice=machine.set_device,
+        deviceSynchronize=lambda: machine.synchronize(machine.current), getDeviceProperties=_properties,
+        runtimeGetVersion=lambda: 12090, driverGetVersion=lambda: 13000)
+    version = (lambda: (12, 9)) if nvrtc else (lambda: _raise(RuntimeError(  # cuda-pathfinder's, lines and all
+        'Failure finding "libnvrtc.so.13 or libnvrtc.so.12": No such file\n  listdir("nvidia/cu13/lib"):\n'
+        '    libcudart.so.13\n')))
+    cuda.nvrtc = types.SimpleNamespace(getVersion=version)
+    cupy = types.ModuleType("cupy")
+    cupy.__path__ = []
+    cupy.__version__ = "14.2.0"
+    for name in _CUPY_NAMES:
+        setattr(cupy, name, globals()[name])
+    for name in _OPERATIONS:  # not module globals here: sum, max, abs and all would hide Python's
+        setattr(cupy, name, _operation(name))
+    cupy.cuda = cuda
+    found = {"cupy": cupy, "cupy.cuda": cuda}
+    if cublas:
+        found["cupy.cublas"] = types.ModuleType("cupy.cublas")
+        found["cupy.cublas"].gemm = _gemm
+    _namespace = cupy
+    return found
+
+
+def install(monkeypatch, **options) -> Machine:
+    """`import cupy` gives the double (modules(**options)) until the test ends; the machine."""
+    for name in ("cupy", "cupy.cuda", "cupy.cublas"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    for name, module in modules(**options).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return machine

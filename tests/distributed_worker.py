@@ -104,15 +104,26 @@ def main(case: str, out_dir: str) -> None:
         from backprop.distributed import local_device
 
         case, device = case.split(":", 1)[1], local_device("cuda")
+    machine = None
+    if case.startswith("nccl_double_cuda:"):  # as below, on the rank's GPU of the CuPy double
+        import cupy_double
+        import host_kernels
+
+        from backprop.distributed import local_device
+
+        sys.modules.update(cupy_double.modules())
+        host_kernels._cache_dir = os.environ.get("BACKPROP_HOST_KERNELS_DIR", host_kernels._cache_dir)
+        machine, device = cupy_double.machine, local_device("cuda")
+        case = "nccl_double:" + case.split(":", 1)[1]
     if case.startswith("nccl_double:"):  # the NCCL communicator, driven through the double
-        from nccl_double import FakeNccl, HostMemory
+        from nccl_double import DeviceMemory, FakeNccl, HostMemory
 
         from backprop.distributed import NcclCommunicator
 
         case = case.split(":", 1)[1]
-        memory = HostMemory()
+        memory = HostMemory() if machine is None else DeviceMemory(int(device[5:]))
         nccl = FakeNccl(memory)
-        distributed = NcclCommunicator(device=0, nccl=nccl, memory=memory)
+        distributed = NcclCommunicator(device=0 if machine is None else int(device[5:]), nccl=nccl, memory=memory)
     net, opt, X, y, kwargs = build(case, rank, device)
     outcome = "finished"
     try:
@@ -131,8 +142,19 @@ def main(case: str, out_dir: str) -> None:
             result[f"layer{i}.seed_after_fit"] = layer._noise_seed
     if distributed is not True:
         result["nccl_calls"] = json.dumps(nccl.calls)
+    if machine is not None:  # where anything ran, and where CUDA contexts were created
+        result["work"], result["contexts"] = sorted(machine.work), sorted(machine.contexts)
     np.savez(Path(out_dir) / f"rank{rank}.npz", **result)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    try:
+        main(sys.argv[1], sys.argv[2])
+    except Exception:  # the other ranks would wait for this one in their next collective: stop them all
+        import traceback
+
+        from mpi4py import MPI
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)

@@ -3,10 +3,12 @@
 `FakeNccl` stands in for the `cupy.cuda.nccl` module: `get_unique_id`, `NcclCommunicator`, and
 the dtype and op constants (NCCL's own values). Its communicator checks every argument as NCCL
 would receive it (integers for addresses, counts, types and streams; send == receive for an
-in-place allreduce; the stream of the current device), reads and writes the memory at the raw
-address it is given, and does the collective over MPI. So a wrong address, count or dtype
-gives wrong numbers, not a pass. `HostMemory` stands in for CuPy's side: addresses of NumPy
-arrays, a stream handle, a device context.
+in-place allreduce; the stream of the current device, so the communicator's device must be
+current), reads and writes the memory at the raw address it is given after the work queued
+before it (stream order), and does the collective over MPI. So a wrong address, count or dtype
+gives wrong numbers, not a pass. The memory stands in for CuPy's side (addresses, a stream
+handle, the device): `HostMemory` for NumPy arrays, `DeviceMemory` for arrays of the CuPy double
+(tests/cupy_double.py) on one of its GPUs, which must hold every buffer.
 """
 
 from __future__ import annotations
@@ -33,12 +35,46 @@ class HostMemory:
         finally:
             self.in_device_context = False
 
+    def is_current(self) -> bool:
+        return self.in_device_context
+
     def address(self, array) -> int:
         assert array.flags.c_contiguous, "NCCL needs one contiguous buffer"
         return array.ctypes.data
 
     def stream(self) -> int:
         return STREAM
+
+    def synchronize(self) -> None:
+        """NumPy's work is done when it returns."""
+
+
+class DeviceMemory(HostMemory):
+    """Arrays of the CuPy double on its GPU `index`."""
+
+    def __init__(self, index: int):
+        import cupy_double
+
+        super().__init__()
+        self.double, self.index = cupy_double, index
+
+    def device(self):
+        return self.double.Device(self.index)
+
+    def is_current(self) -> bool:
+        return self.double.machine.current == self.index
+
+    def address(self, array) -> int:
+        assert array.device_id == self.index, f"a buffer of cuda:{array.device_id} given to cuda:{self.index}'s NCCL"
+        return super().address(array)
+
+    def stream(self) -> int:
+        """The current stream: of another device when another one is current."""
+        current = self.double.machine.current
+        return STREAM if current == self.index else STREAM + 1 + current
+
+    def synchronize(self) -> None:
+        self.double.machine.synchronize(self.index)
 
 
 class FakeNccl:
@@ -65,7 +101,7 @@ class FakeNccl:
 class _FakeComm:
     def __init__(self, nccl: FakeNccl, ndev, unique_id, rank):
         world = MPI.COMM_WORLD
-        assert nccl.memory.in_device_context, "the NCCL communicator must be built on the rank's device"
+        assert nccl.memory.is_current(), "the NCCL communicator must be built on the rank's device"
         assert (ndev, rank) == (world.Get_size(), world.Get_rank())
         assert len(unique_id) == 128
         assert world.allgather(unique_id) == [unique_id] * ndev, "every rank must get rank 0's unique id"
@@ -75,7 +111,8 @@ class _FakeComm:
         for value in (count, datatype, stream):
             assert isinstance(value, int) and not isinstance(value, bool), f"NCCL takes integers, got {value!r}"
         assert datatype in FakeNccl._ctypes, f"unknown NCCL datatype {datatype}"
-        assert stream == STREAM, "collectives go on the current stream"
+        assert stream == STREAM, "collectives go on the stream of the communicator's device, made current"
+        self.nccl.memory.synchronize()  # the collective runs after the work queued before it
 
     def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):  # noqa: N802
         self._check(count, datatype, stream)

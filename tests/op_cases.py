@@ -51,7 +51,7 @@ def _host(backend, values):
         elif isinstance(v, (int, float)):
             out.append(np.asarray(v))
         else:
-            out.append(np.asarray(backend.to_host(v)) if not isinstance(v, np.ndarray) else v.copy())
+            out.append(np.asarray(backend.to_host(v)))  # the backend's own way home (a device array's too)
     return tuple(out)
 
 

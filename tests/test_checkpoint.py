@@ -7,83 +7,15 @@ files of format version 1 (.npz) keep loading.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import shutil
 
 import numpy as np
 import pytest
-from safetensors import safe_open
+from checkpoint_helpers import DATA, OPTIMIZERS, X, Y, make, read, rewrite, rewrite_v1, saved, state, train, v1_copy
 from safetensors.numpy import save_file
 
 import backprop as bp
-from backprop.checkpoint import _digest
-
-DATA = pathlib.Path(__file__).parent / "data"
-rng = np.random.default_rng(0)
-X = rng.normal(size=(40, 5))
-Y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int)
-OPTIMIZERS = {
-    "sgd": lambda params: bp.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam": lambda params: bp.Adam(params, lr=0.01),
-    "adamw": lambda params: bp.AdamW(params, lr=0.01, betas=(0.8, 0.99)),
-}
-
-
-def make(optimizer="adam", dtype="float32"):
-    net = bp.Sequential(bp.Dense(5, 8, activation="relu"), bp.Dropout(0.3), bp.BatchNorm(8),
-                        bp.Dense(8, 2), dtype=dtype, seed=3)
-    return net, OPTIMIZERS[optimizer](net.parameters())
-
-
-N_PARAMS = make()[0].num_parameters()
-
-
-def train(net, opt, epochs):
-    return bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=epochs, batch_size=8,
-                  progress=False)
-
-
-def state(net, opt=None) -> list:
-    """Everything that decides the next step, as bytes."""
-    parts = [net.store.data.tobytes(), net.dtype, net.seed, net.epochs_trained, net.config()]
-    parts += [(k, np.asarray(v).tobytes()) for layer in net.layers for k, v in sorted(layer.state().items())]
-    if opt is not None:
-        parts += [type(opt), opt.hyperparameters(), opt.step_count]
-        parts += [(name, buf.tobytes()) for name, buf in sorted(opt.state.items())]
-    return parts
-
-
-def saved(tmp_path, name="model.safetensors", epochs=2, **kwargs) -> pathlib.Path:
-    net, opt = make(**kwargs)
-    train(net, opt, epochs)
-    return pathlib.Path(bp.save(net, tmp_path / name, optimizer=opt))
-
-
-def read(path) -> tuple[dict, dict, dict]:
-    """(metadata, records, tensors) of a version-2 file."""
-    with safe_open(str(path), framework="numpy") as f:
-        metadata = f.metadata()
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
-    return metadata, json.loads(metadata["backprop"]), tensors
-
-
-def rewrite(path, record=None, tensors=None, drop=(), metadata=None, sign=True):
-    """Re-save a checkpoint with some records, tensors or metadata replaced (a crafted file),
-    signed with a valid checksum unless `sign` is False: the checks behind the checksum are
-    what such a file meets."""
-    meta, records, contents = read(path)
-    records.update(record or {})
-    contents.update(tensors or {})
-    for key in drop:
-        del contents[key]
-    meta["backprop"] = json.dumps(records)
-    if sign:
-        meta["sha256"] = _digest(meta["backprop"], sorted(contents), contents.__getitem__)
-    meta.update(metadata or {})
-    save_file(contents, str(path), metadata=meta)
-
 
 # ---------------------------------------------------------------------- round trip and resume
 
@@ -203,7 +135,7 @@ def test_a_users_own_optimizer_or_schedule_class_is_refused_by_name_before_writi
     ({"type": "step", "hyperparameters": {"step_size": 0}, "base_lr": 0.01, "epoch": 1}, "step_size must be"),
     ({"type": "step", "hyperparameters": {"step_size": 2}, "base_lr": "0.01", "epoch": 1}, "base_lr must be a real"),
     ({"type": "step", "hyperparameters": {"step_size": 2}, "base_lr": 0.01, "epoch": -1}, "epoch must be a non-negative"),
-    ([1, 2], "TypeError: list indices"),
+    ([1, 2], r"TypeError: the scheduler record is \[1, 2\], not a JSON object"),
 ], ids=["type", "hyperparameter", "base_lr", "epoch", "not-an-object"])
 def test_an_invalid_schedule_record_is_refused(tmp_path, record, match):
     net, opt = make()
@@ -319,10 +251,10 @@ def test_no_flipped_byte_is_loaded_silently(tmp_path):
     (lambda p: rewrite(p, tensors={"layers.2.running_mean": np.zeros(3, dtype=np.float32)}),
      r"tensor 'layers.2.running_mean' has shape \(3,\), but the architecture declares \(8,\)"),
     (lambda p: rewrite(p, tensors={"layers.3.bias": np.full(2, np.nan, dtype=np.float32)}),
-     "tensor 'layers.3.bias' holds non-finite or non-numeric values"),
+     "tensor 'layers.3.bias' holds non-finite values"),
     (lambda p: rewrite(p, tensors={"optimizer.exp_avg": np.zeros(5, dtype=np.float32)}),
      r"tensor 'optimizer.exp_avg' has shape \(5,\), but the architecture declares"),
-    (lambda p: rewrite(p, record={"epochs_trained": -2}), "invalid epochs_trained record -2"),
+    (lambda p: rewrite(p, record={"epochs_trained": -2}), "invalid epochs_trained record .*got -2"),
 ], ids=["text", "foreign-safetensors", "other-format", "version", "checksum", "parameter-shape", "missing-tensor",
         "architecture-mismatch", "unknown-layer", "bad-layer-config", "layer-not-an-object", "counters",
         "buffer-shape", "non-finite", "optimizer-state", "epochs_trained"])
@@ -346,12 +278,6 @@ class _Marker:
 # ---------------------------------------------------------------------- format version 1 (.npz)
 
 
-def v1_copy(tmp_path) -> pathlib.Path:
-    path = tmp_path / "v1.npz"
-    shutil.copy(DATA / "checkpoint_v1.npz", path)
-    return path
-
-
 def test_a_version_1_checkpoint_keeps_loading_and_resumes_bit_for_bit(tmp_path):
     """tests/data/checkpoint_v1.npz was written by backprop 0.1.0 (format version 1): a float64
     Dense/BatchNorm/Dropout/GELU network, Adam, a StepLR schedule, after 3 epochs. It loads with
@@ -367,22 +293,9 @@ def test_a_version_1_checkpoint_keeps_loading_and_resumes_bit_for_bit(tmp_path):
     assert read(tmp_path / "v2.safetensors")[0]["version"] == "2"
 
 
-def rewrite_v1(path, meta=None, arrays=None, drop=()):
-    with np.load(path, allow_pickle=False) as npz:
-        contents = {key: npz[key] for key in npz.files}
-    record = json.loads(contents["meta"].tobytes())
-    record.update(meta or {})
-    contents["meta"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
-    contents.update(arrays or {})
-    for key in drop:
-        del contents[key]
-    with open(path, "wb") as handle:
-        np.savez(handle, **contents)
-
-
 @pytest.mark.parametrize("craft, match", [
     (lambda p: np.savez(p, parameters=np.zeros(3)), "not a backprop checkpoint: it has no 'meta' record"),
-    (lambda p: rewrite_v1(p, arrays={"meta": np.frombuffer(b"{oops", dtype=np.uint8)}), "metadata is not valid JSON"),
+    (lambda p: rewrite_v1(p, arrays={"meta": np.frombuffer(b"{oops", dtype=np.uint8)}), "records are not valid JSON"),
     (lambda p: rewrite_v1(p, arrays={"parameters": np.zeros(7)}), r"tensor 'parameters' has shape \(7,\)"),
     (lambda p: rewrite_v1(p, drop=["layer2.step"]), r"layer 2 state has \[\], expected \['step'\]"),
     (lambda p: rewrite_v1(p, meta={"version": 3}), "has checkpoint format version 3"),

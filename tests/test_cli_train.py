@@ -233,3 +233,120 @@ def test_ctrl_c_stops_saves_and_exits_130(tmp_path):
     record = json.loads((tmp_path / "history.json").read_text())
     assert record["interrupted"] is True and 2 <= record["epochs"] < 100000
     assert bp.load(tmp_path / "model.safetensors").epochs_trained == record["epochs"]
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def npz_bytes(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes() + array.tobytes()
+
+
+GOOD_NPZ = npz_bytes(X=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 2)
+IMAGES, LABELS = digit_like_images(40, np.random.default_rng(0))
+DAMAGED = {
+    # name: (file name, its bytes, what the one line must say)
+    "npz-truncated": ("data.npz", truncated(GOOD_NPZ), "is not a readable .npz file"),
+    "npz-empty-file": ("data.npz", b"", "is not an .npz file"),
+    "npz-random-bytes": ("data.npz", np.random.default_rng(1).bytes(5000), "is not an .npz file"),
+    "npz-of-objects": ("data.npz", npz_bytes(X=np.array([object()] * 4), y=np.zeros(4)),
+                       "holds Python objects, which backprop never unpickles"),
+    "npz-of-strings": ("data.npz", npz_bytes(X=np.array([["a", "b"]] * 4), y=np.zeros(4)), "features must be numbers"),
+    "npz-no-arrays": ("data.npz", npz_bytes(), "has no array 'X' (it holds nothing)"),
+    "gz-truncated": ("train-images.gz", truncated(gzip.compress(idx_bytes(IMAGES))), "is not a readable gzip file"),
+    "gz-random-bytes": ("train-images.gz", np.random.default_rng(2).bytes(300), "is not a readable gzip file"),
+    "idx-truncated": ("train-images", truncated(idx_bytes(IMAGES)), "the IDX header promises shape (40, 6, 6)"),
+    "idx-header-cut": ("train-images", idx_bytes(IMAGES)[:9], "the IDX header promises 3 sizes but the file ends"),
+    "idx-sizes-of-2**31": ("train-images", bytes([0, 0, 8, 3]) + np.full(3, 2**31, ">u4").tobytes(),
+                           "the IDX header promises shape (2147483648, 2147483648, 2147483648)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED))
+def test_a_damaged_data_file_is_one_line_naming_it_and_leaves_no_folder(tmp_path, name):
+    """Truncated, empty or random files, of every kind `train` reads: one line, status 2, never
+    a traceback (nor NumPy's advice about allow_pickle=), and no run folder."""
+    file_name, data, fragment = DAMAGED[name]
+    path = tmp_path / file_name
+    path.write_bytes(data)
+    if file_name.endswith(".npz"):
+        dataset = f"npz:{path}"
+    else:
+        (tmp_path / "train-labels").write_bytes(idx_bytes(LABELS))
+        dataset = f"idx:{path},{tmp_path / 'train-labels'}"
+    status, _, err = run_cli("train", "--dataset", dataset, "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, str(path), fragment)
+    assert "allow_pickle" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_absurd_size_is_one_line_with_status_2(tmp_path):
+    status, _, err = run_cli("train", "--dataset", "xor", "--hidden", "10000000000000", "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, "--hidden 10000000000000: a network of 50,000,000,000,002 parameters "
+                                       "does not fit in the memory of cpu", "choose smaller widths")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("samples, empty", [(3, "the test and validation sets would be empty"),
+                                            (8, "the validation set would be empty")])
+def test_a_data_set_too_small_to_split_says_so(tmp_path, samples, empty):
+    """Not "validation_data[0] is empty", an argument the user never gave."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "small.npz", X=rng.normal(size=(samples, 2)), y=np.arange(samples) % 2)
+    status, _, err = run_cli("train", "--dataset", f"npz:{tmp_path / 'small.npz'}", "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, f"npz:{tmp_path / 'small.npz'} has {samples} samples, too few to split class "
+                                       "by class into training (70 %), validation (10 %), test (20 %)", empty)
+    assert "validation_data" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_idx_training_set_too_small_for_a_validation_set_says_so(tmp_path):
+    images, labels = digit_like_images(4, np.random.default_rng(3))
+    for part in ("train", "t10k"):
+        write_idx(tmp_path / f"{part}-images", images)
+        write_idx(tmp_path / f"{part}-labels", labels)
+    status, _, err = run_cli("train", "--dataset", f"idx:{tmp_path}", "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, "has 4 samples, too few to split class by class into training (90 %), "
+                                       "validation (10 %): the validation set would be empty")
+
+
+def test_labels_of_one_class_are_refused(tmp_path):
+    np.savez(tmp_path / "one.npz", X=np.random.default_rng(0).normal(size=(50, 2)), y=np.full(50, 7))
+    status, _, err = run_cli("train", "--dataset", f"npz:{tmp_path / 'one.npz'}", "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, "the labels hold 1 class (7); a classifier needs at least two")
+
+
+@pytest.mark.parametrize("labels, name", [(np.array([0.0, 1e20]), "100000000000000000000"),
+                                          (np.array([0, 2**64 - 1], dtype=np.uint64), "18446744073709551615"),
+                                          (np.array([-3.0, 2.0]), "-3")])
+def test_npz_labels_are_named_as_given(tmp_path, labels, name):
+    """Not -9223372036854775808 and -1, what a cast to int64 makes of 1e20 and 2**64-1."""
+    rng = np.random.default_rng(4)
+    y = labels[np.arange(60) % 2]
+    np.savez(tmp_path / "data.npz", X=rng.normal(size=(60, 3)) + (y == labels[1])[:, None], y=y)
+    status, out, err = run_cli("train", "--dataset", f"npz:{tmp_path / 'data.npz'}", "--hidden", "4", "--epochs", "1",
+                               "--out", str(tmp_path / "run"))
+    assert status == 0, err
+    names = json.loads((tmp_path / "run" / "history.json").read_text())["class_names"]
+    assert name in names and len(names) == 2
+    assert re.search(rf"^\s+{name}\s+\d+", out, re.M), out
+
+
+def test_a_failed_run_removes_only_the_folders_it_created(tmp_path):
+    """--out a/b/run with a/ missing: a run that fails before writing leaves none of a, a/b, a/b/run;
+    a folder that was there before (empty or not) stays."""
+    diverging = ("train", "--dataset", "xor", "--optimizer", "sgd", "--lr", "1e9", "--epochs", "3")
+    status, _, _ = run_cli(*diverging, "--out", str(tmp_path / "a" / "b" / "run"))
+    assert status == 1 and list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    status, _, _ = run_cli(*diverging, "--out", str(tmp_path / "mine"))
+    assert status == 1 and (tmp_path / "mine").is_dir()

@@ -129,6 +129,36 @@ def test_nccl_communicator_through_the_double_equals_one_process(tmp_path):
     assert calls.count(("allReduce", size, float64)) == steps
 
 
+def _ranks_on_cupy_double_gpus(tmp_path, monkeypatch) -> list[dict]:
+    """nccl_double:mean_float64 with rank r's network on cuda:r of the CuPy double (each rank
+    starts with device 0 current, as every process does); the host builds of the kernels are
+    made here once and shared with the ranks."""
+    from backprop.kernels import loader
+    import host_kernels
+
+    host_kernels.build_all(loader.kernel_source(name) for name in loader.source_names())
+    monkeypatch.setenv("BACKPROP_HOST_KERNELS_DIR", host_kernels._session_dir())
+    results = run_ranks("nccl_double_cuda:mean_float64", tmp_path)
+    net, _, _ = one_process("mean_float64")
+    np.testing.assert_allclose(results[0]["params"], bp.to_numpy(net.store.data), rtol=1e-12, atol=1e-12)
+    return results
+
+
+def test_nccl_rank_1_on_cuda_1_of_the_cupy_double_runs_on_gpu_1_only(tmp_path, monkeypatch):
+    results = _ranks_on_cupy_double_gpus(tmp_path, monkeypatch)
+    assert [list(r.pop("work")) for r in results] == [[0], [1]]
+    for result in results:
+        result.pop("contexts")
+    assert_ranks_identical(results)
+
+
+def test_nccl_rank_1_creates_no_cuda_context_on_gpu_0(tmp_path, monkeypatch):
+    """Since CUDA 12, making a device current creates its context, and `with Device(1)` makes 0
+    current again on leaving: a context (hundreds of MB) on GPU 0 for every rank."""
+    results = _ranks_on_cupy_double_gpus(tmp_path, monkeypatch)
+    assert [list(r["contexts"]) for r in results] == [[0], [1]]
+
+
 def test_nccl_is_chosen_for_cuda_networks(monkeypatch):
     built = []
 

@@ -18,7 +18,7 @@ DEVICES = [pytest.param(device, dtype, id=f"{device}-{dtype}", marks=[pytest.mar
 REFERENCE = Backend(np, "float64")
 
 
-@pytest.fixture(params=["reference-float32", "reference-float64"] + [p.id for p in DEVICES])
+@pytest.fixture(params=["reference-float32", "reference-float64"] + [pytest.param(p.id, marks=p.marks) for p in DEVICES])
 def backend(request):
     device, dtype = request.param.rsplit("-", 1)
     return Backend(np, dtype) if device == "reference" else bp.get_backend(device, dtype)

@@ -77,3 +77,27 @@ def test_arrays_must_be_c_contiguous_and_of_the_pointee_dtype():
         convert_argument("k", Param("x", "double", True), x)
     with pytest.raises(TypeError, match="device array"):
         convert_argument("k", Param("x", "float", True), 1.0)
+
+
+def test_a_pointer_takes_only_an_array_of_the_device_array_type():
+    """A host NumPy array of one element would reach the kernel by value, not as a pointer."""
+
+    class DeviceArray(np.ndarray):
+        pass
+
+    host = np.zeros(1, dtype=np.float32)
+    device = host.view(DeviceArray)
+    assert convert_argument("k", Param("x", "float", True), device, array_type=DeviceArray) is device
+    with pytest.raises(TypeError, match="k: argument 'x' .* must be a device array .*got numpy.ndarray"):
+        convert_argument("k", Param("x", "float", True), host, array_type=DeviceArray)
+
+
+@pytest.mark.parametrize("grid, block", [(0, 32), (-1, 32), (1, 0), (1, 1025), (1.0, 32)])
+def test_launch_shapes_no_kernel_is_sized_for_are_refused_before_launching(grid, block):
+    launched = []
+    launcher = loader.Launcher(lambda *args: launched.append(args), "k", ())
+    with pytest.raises(ValueError, match="k: "):
+        launcher(grid, block)
+    assert not launched
+    launcher(1, 1024)
+    assert launched == [((1,), (1024,), ())]

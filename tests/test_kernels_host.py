@@ -352,6 +352,36 @@ def loss_case(kernel: str, reduction: str) -> Case:
                 (ROWS, WIDE) if rows_kernel else (SHAPE,), reduction)
 
 
+def huber_case(reduction: str) -> Case:
+    delta = 1.5  # |pred - target| of normal draws falls on both sides of it
+
+    def args(d):
+        divisor = d.n if reduction == "mean" else 1
+        return {"pred": d.normal(), "target": d.normal(), "grad": d.output(), "partials": d.output((d.grid,)),
+                "n": d.n, "grad_scale": d.scalar(1.0 / divisor), "delta": d.scalar(delta), **summed(d, 1.0, divisor)}
+
+    def want(ref, arg):
+        loss, grad = ref.huber_loss(arg.pred, arg.target, delta, reduction)
+        return {"loss": loss, "grad": grad}
+
+    return Case("huber_loss", args, want, total_of_partials("loss"), ("finalize_sum",), label=reduction)
+
+
+def labels_cross_entropy_case(reduction: str) -> Case:
+    def args(d):
+        divisor = d.rows if reduction == "mean" else 1
+        return {"logits": d.normal(), "labels": d.indices(d.cols, d.rows), "grad": d.output(),
+                "partials": d.output((d.grid,)), "rows": d.rows, "cols": d.cols,
+                "grad_scale": d.scalar(1.0 / divisor), **summed(d, -1.0, divisor)}
+
+    def want(ref, arg):
+        loss, grad = ref.cross_entropy_labels_loss(arg.logits, arg.labels, reduction)
+        return {"loss": loss, "grad": grad}
+
+    return Case("cross_entropy_labels_loss", args, want, total_of_partials("loss"), ("finalize_sum",),
+                (ROWS, WIDE), reduction)
+
+
 def penalty_finish(kernels, draw, args):
     out = draw.output((1,))
     kernels.launch("penalty_finalize", 1, draw.block, {**args, "out": out, "count": draw.grid})
@@ -372,6 +402,11 @@ REDUCTION_CASES = [
          lambda d: {"scores": d.normal(), "target": d.uniform(0.001, 0.999), "partials": d.output((d.grid,)),
                     "n": d.n, "score_threshold": d.scalar(0.0), "target_threshold": d.scalar(0.5), **summed(d)},
          lambda ref, arg: {"count": ref.count_threshold_matches(arg.scores, arg.target, 0.0, 0.5)},
+         total_of_partials("count"), ("finalize_sum",)),
+    Case("argmax_label_match_partials",  # rounded scores tie: argmax must pick the first maximum
+         lambda d: {"scores": d.input(np.round(d.rng.normal(0.0, 2.0, d.shape))), "labels": d.indices(d.cols, d.rows),
+                    "partials": d.output((d.grid,)), "rows": d.rows, "cols": d.cols, **summed(d)},
+         lambda ref, arg: {"count": ref.count_label_matches(arg.scores, arg.labels)},
          total_of_partials("count"), ("finalize_sum",)),
     Case("argmax_match_partials",  # rounded scores tie: argmax must pick the first maximum
          lambda d: {"scores": d.input(np.round(d.rng.normal(0.0, 2.0, d.shape))), "target": d.onehot(),
@@ -477,6 +512,37 @@ BATCHNORM_CASES = [
          running_stats, shapes=(SHAPE, TALL)),
 ]
 
+LN_EPS = 1e-5
+
+
+def layernorm_inputs(d):
+    """(xhat, inv_std) of a layer norm forward pass, as backward receives them."""
+    x = d.rng.normal(1.5, 2.0, size=d.shape).astype(d.dtype)
+    _, xhat, inv_std = d.reference.layernorm_forward(x, np.ones(d.cols, d.dtype), np.zeros(d.cols, d.dtype), LN_EPS)
+    return d.input(xhat), d.input(inv_std)
+
+
+LAYERNORM_CASES = [
+    Case("layernorm_fwd",
+         lambda d: {"x": d.normal(mean=1.5), "gamma": d.uniform(0.5, 1.5, (d.cols,)), "beta": d.normal((d.cols,)),
+                    "y": d.output(), "xhat": d.output(), "inv_std": d.output((d.rows, 1)), "rows": d.rows,
+                    "cols": d.cols, "eps": d.scalar(LN_EPS)},
+         lambda ref, arg: dict(zip(("y", "xhat", "inv_std"), ref.layernorm_forward(arg.x, arg.gamma, arg.beta, LN_EPS))),
+         shapes=(ROWS, WIDE)),
+    Case("layernorm_bwd",
+         lambda d: dict(zip(("xhat", "inv_std"), layernorm_inputs(d)), dy=d.normal(),
+                        gamma=d.uniform(0.5, 1.5, (d.cols,)), grad_x=d.output(), rows=d.rows, cols=d.cols),
+         lambda ref, arg: {"grad_x": ref.layernorm_backward(arg.dy, arg.xhat, arg.gamma, arg.inv_std)[0]},
+         shapes=(ROWS, WIDE)),
+    Case("layernorm_param_grads",
+         lambda d: {"dy": d.normal(), "xhat": layernorm_inputs(d)[0], "grad_gamma": d.output((d.cols,)),
+                    "grad_beta": d.output((d.cols,)), "rows": d.rows, "cols": d.cols},
+         lambda ref, arg: dict(zip(("grad_gamma", "grad_beta"),
+                                   ref.layernorm_backward(arg.dy, arg.xhat, np.ones(arg.dy.shape[1]),
+                                                          np.ones((arg.dy.shape[0], 1)))[1:])),
+         shapes=(SHAPE, TALL)),
+]
+
 LR = 0.1
 
 
@@ -539,9 +605,12 @@ CASES = [
     *[case for activation in ACTIVATIONS for case in activation_cases(activation)],
     *SOFTMAX_CASES,
     *[loss_case(kernel, reduction) for kernel in LOSSES for reduction in ("mean", "sum")],
+    *[huber_case(reduction) for reduction in ("mean", "sum")],
+    *[labels_cross_entropy_case(reduction) for reduction in ("mean", "sum")],
     *REDUCTION_CASES,
     *ELEMENTWISE_CASES,
     *BATCHNORM_CASES,
+    *LAYERNORM_CASES,
     *OPTIMIZER_CASES,
 ]
 
@@ -680,3 +749,25 @@ def test_a_mistyped_scalar_is_refused():
         add_scaled(1, 32, (x, x, out, 10, 1.0))
     with pytest.raises(TypeError, match="float64 would be read as float"):
         add_scaled(1, 32, (x, x, np.zeros(10), 10, np.float32(1.0)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_edge_numerics_on_the_host_build(builds, dtype):
+    """As the reference (tests/test_extreme.py): cross-entropy on logits spanning the float32
+    range with the right class is a loss of 0 (the clamped x - max); GELU's backward at
+    |x| >= 2e19 is 1 far right and 0 far left (tanh's argument at the clipped x)."""
+    kernels = Kernels(builds("host"), dtype)
+    big = float(np.finfo(np.float32).max) * 0.9
+    logits = np.array([[big, -big, 0.0], [-big, big, -big]], dtype=dtype)
+    grad, partials, out = np.full_like(logits, np.nan), np.full(2, np.nan, dtype), np.full(1, np.nan, dtype)
+    with np.errstate(over="ignore"):
+        kernels.launch("cross_entropy_labels_loss", 2, 32, {"logits": logits, "labels": np.array([0, 1]), "grad": grad,
+                                                             "partials": partials, "rows": 2, "cols": 3,
+                                                             "grad_scale": dtype(0.5)})
+    kernels.launch("finalize_sum", 1, 32, {"partials": partials, "out": out, "count": 2, "sign": dtype(-1.0),
+                                          "divisor": dtype(2.0)})
+    assert out[0] == 0.0 and np.all(grad == 0.0)
+    x = np.array([2e19, -2e19, 3e38, -3e38], dtype=dtype)
+    dz = np.full_like(x, np.nan)
+    kernels.launch("gelu_bwd", 1, 32, {"dy": np.ones_like(x), "pre": x, "dz": dz, "n": 4, "slope": dtype(0.0)})
+    assert dz.tolist() == [1.0, 0.0, 1.0, 0.0]

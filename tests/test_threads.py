@@ -117,12 +117,13 @@ def test_fit_while_another_thread_predicts_is_refused_before_anything_changes():
     predictor.start()
     try:
         assert inside.wait(10)
+        opt = bp.SGD(net.parameters(), lr=0.1)
         for train in (lambda: bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), epochs=1, progress=False),
-                      lambda: bp.SGD(net.parameters(), lr=0.1).step(),
-                      lambda: net.train()(X[:4])):
+                      opt.step, lambda: net.train()(X[:4])):
             with pytest.raises(RuntimeError, match="refused: another thread is running inference on this network"):
                 train()
         np.testing.assert_array_equal(net.store.data, weights)
+        assert opt.step_count == 0  # the refused step is not counted
     finally:
         release.set()
         predictor.join()

@@ -291,11 +291,11 @@ def handwritten_step(config: Config, blocks: int) -> dict:
     return {"times": _median_block(loop, blocks), "blas": blas_info()}
 
 
-def torch_step(config: Config, blocks: int, threads: int) -> dict:
-    """Seconds per step of PyTorch's canonical eager loop over the same batches."""
+def torch_model(config: Config):
+    """The config's network in PyTorch (Linear layers, the hidden activation, a sigmoid output
+    for BCE) and its criterion: the same network as our_network's."""
     import torch
 
-    torch.set_num_threads(threads)
     layers = []
     for i, (a, b) in enumerate(zip(config.widths[:-1], config.widths[1:])):
         layers.append(torch.nn.Linear(a, b))
@@ -303,8 +303,16 @@ def torch_step(config: Config, blocks: int, threads: int) -> dict:
             layers.append(torch.nn.Sigmoid() if config.activation == "sigmoid" else torch.nn.ReLU())
     if config.loss == "bce":
         layers.append(torch.nn.Sigmoid())
-    model = torch.nn.Sequential(*layers)
     criterion = torch.nn.BCELoss() if config.loss == "bce" else torch.nn.CrossEntropyLoss()
+    return torch.nn.Sequential(*layers), criterion
+
+
+def torch_step(config: Config, blocks: int, threads: int) -> dict:
+    """Seconds per step of PyTorch's canonical eager loop over the same batches."""
+    import torch
+
+    torch.set_num_threads(threads)
+    model, criterion = torch_model(config)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = make_data(config)
     x, y = torch.from_numpy(x), torch.from_numpy(y)

@@ -19,7 +19,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import gzip
+import math
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -90,15 +93,20 @@ def read_idx(path: str) -> np.ndarray:
     """An IDX file (MNIST's format, optionally gzipped): magic 0 0 type ndim, ndim big-endian
     uint32 sizes, then the values big-endian in C order."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or not gzip at all
+        raise ValueError(f"{path} is not a readable gzip file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (it does not start with the IDX magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: the IDX header promises {ndim} sizes but the file ends after {len(raw)} bytes")
     shape = tuple(int(s) for s in np.frombuffer(raw[4:header], dtype=">u4")) if ndim else ()
     dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: sizes of 2**31 do not wrap
     if len(raw) != expected:
         raise ValueError(f"{path}: the IDX header promises shape {shape} ({expected} bytes) but the file "
                          f"has {len(raw)} bytes")
@@ -145,39 +153,81 @@ def _features(X: np.ndarray, source: str) -> np.ndarray:
 
 
 def _labels(y: np.ndarray, rows: int, source: str) -> np.ndarray:
+    """The class labels as given (whole numbers of any integer or float type; `_as_classes`
+    maps them to 0..k-1 and keeps their values as the class names)."""
     y = np.asarray(y).reshape(-1) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else np.asarray(y)
     if y.ndim != 1 or y.shape[0] != rows:
         raise ValueError(f"{source}: expected {rows} labels in a 1-D array, got shape {y.shape}")
-    if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
+    whole = y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    if not whole:
         raise ValueError(f"{source}: labels must be whole numbers (class labels), got dtype {y.dtype}")
-    return y.astype(np.int64)
+    return y
+
+
+# The first bytes of a zip archive (an .npz), and of an empty one.
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"npz:{path}: no such file")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in ("X", "y") if k not in data.files]
-        if missing:
-            raise ValueError(f"npz:{path} has no array {missing[0]!r} (it holds {', '.join(data.files) or 'nothing'}); "
-                             "it needs X (samples, features) and y (labels)")
-        X, y = data["X"], data["y"]
-    X = _features(X, f"npz:{path} X")
-    return X, _labels(y, X.shape[0], f"npz:{path} y")
+    source = f"npz:{path}"
+    with open(path, "rb") as handle:
+        if handle.read(4) not in ZIP_MAGICS:  # np.load would try it as a pickle and suggest allow_pickle=
+            raise ValueError(f"{source} is not an .npz file (a zip archive of arrays, as np.savez writes)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("X", "y") if k not in data.files]
+            if missing:
+                raise ValueError(f"{source} has no array {missing[0]!r} (it holds {', '.join(data.files) or 'nothing'}); "
+                                 "it needs X (samples, features) and y (labels)")
+            X, y = data["X"], data["y"]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise ValueError(f"{source} holds Python objects, which backprop never unpickles; save numeric arrays "
+                         "(np.savez(path, X=X.astype(float), y=y))") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged or truncated archive
+        raise ValueError(f"{source} is not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
+    X = _features(X, f"{source} X")
+    return X, _labels(y, X.shape[0], f"{source} y")
 
 
 # ---------------------------------------------------------------------- splitting and naming
 
 
 def _split(name, X, y, seed, class_names) -> Dataset:
-    test, val, train = stratified_split(y, (TEST_FRACTION, VAL_FRACTION), seed)
+    test, val, train = _split_parts(name, y, {"test": TEST_FRACTION, "validation": VAL_FRACTION}, seed)
     return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names)
 
 
-def _as_classes(*label_arrays: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
-    """Labels mapped to 0..k-1 over all parts; the original values as the class names."""
+def _split_parts(name: str, y: np.ndarray, fractions: dict[str, float], seed: int) -> list[np.ndarray]:
+    """stratified_split into the named fractions and the training rest; a set too small for
+    every part to get a sample is refused, saying so."""
+    parts = stratified_split(y, tuple(fractions.values()), seed)
+    shares = {**fractions, "training": 1.0 - sum(fractions.values())}
+    empty = [part for part, indices in zip(shares, parts) if len(indices) == 0]
+    if empty:
+        split = ", ".join(f"{part} ({round(100 * shares[part])} %)" for part in reversed(shares))
+        raise ValueError(f"{name} has {len(y)} samples, too few to split class by class into {split}: "
+                         f"the {' and '.join(empty)} set{'s' if len(empty) > 1 else ''} would be empty; "
+                         "use a larger data set")
+    return parts
+
+
+def _as_classes(name: str, *label_arrays: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+    """Labels mapped to 0..k-1 over all parts; the original values, as given, as the class names
+    (1e20 is "100000000000000000000", never an int64 that wrapped)."""
     values = np.unique(np.concatenate(label_arrays))
-    return [np.searchsorted(values, y) for y in label_arrays], [str(v) for v in values]
+    if len(values) < 2:
+        raise ValueError(f"{name}: the labels hold {len(values)} class{'es' if len(values) != 1 else ''} "
+                         f"({', '.join(_label_name(v) for v in values) or 'none'}); a classifier needs at least two")
+    return [np.searchsorted(values, y) for y in label_arrays], [_label_name(v) for v in values]
+
+
+def _label_name(value) -> str:
+    """A whole-number label as the integer it is, whatever its type (3.0 is "3")."""
+    return str(int(value))
 
 
 def load_dataset(spec: str, seed: int = 0) -> Dataset:
@@ -192,7 +242,7 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
         return _split(kind, X, y, seed, ["0", "1"])
     if kind == "npz" and path:
         X, y = _read_npz(path)
-        (y,), names = _as_classes(y)
+        (y,), names = _as_classes(spec, y)
         return _split(spec, X, y, seed, names)
     if kind == "idx" and path:
         parts = []
@@ -203,12 +253,12 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
             X = _features(read_idx(images), images)
             parts.append((X, _labels(read_idx(labels), X.shape[0], labels)))
         if len(parts) == 1:
-            (y,), names = _as_classes(parts[0][1])
+            (y,), names = _as_classes(spec, parts[0][1])
             return _split(spec, parts[0][0], y, seed, names)
         (X, y), (X_test, y_test) = parts
         if X.shape[1] != X_test.shape[1]:
             raise ValueError(f"idx:{path}: train images have {X.shape[1]} pixels but test images {X_test.shape[1]}")
-        (y, y_test), names = _as_classes(y, y_test)
-        val, train = stratified_split(y, (VAL_FRACTION,), seed)
+        (y, y_test), names = _as_classes(spec, y, y_test)
+        val, train = _split_parts(spec, y, {"validation": VAL_FRACTION}, seed)
         return Dataset(spec, X[train], y[train], X[val], y[val], X_test, y_test, names)
     raise ValueError(f"unknown dataset {spec!r}; choose one of {', '.join(NAMES)}")

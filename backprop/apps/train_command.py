@@ -38,7 +38,7 @@ class UsageError(ValueError):
     """A combination of flags that makes no sense; reported as one line, exit status 2."""
 
 
-def build_network(args, features: int, classes: int, device: str) -> bp.Sequential:
+def build_layers(args, features: int, classes: int) -> list:
     """features -> [Dense(h, act) -> BatchNorm(h)? -> Dropout(p)?] per hidden width -> Dense(classes)."""
     layers, width = [], features
     for hidden in args.hidden:
@@ -49,7 +49,19 @@ def build_network(args, features: int, classes: int, device: str) -> bp.Sequenti
             layers.append(bp.Dropout(args.dropout))
         width = hidden
     layers.append(bp.Dense(width, classes))
-    return bp.Sequential(*layers, device=device, dtype=args.dtype, seed=args.seed)
+    return layers
+
+
+def build_training(args, features: int, classes: int, device: str) -> tuple[bp.Sequential, bp.Optimizer]:
+    """The network and its optimizer; a size that does not fit in memory is a UsageError saying so."""
+    layers = build_layers(args, features, classes)
+    try:
+        net = bp.Sequential(*layers, device=device, dtype=args.dtype, seed=args.seed)
+        return net, build_optimizer(args, net)
+    except MemoryError as exc:  # CuPy's OutOfMemoryError is one too
+        count = sum(p.size for layer in layers for p in layer.parameters())  # declared before allocating
+        raise UsageError(f"--hidden {','.join(map(str, args.hidden))}: a network of {count:,} parameters does not "
+                         f"fit in the memory of {device} ({' '.join(str(exc).split())}); choose smaller widths") from None
 
 
 def build_optimizer(args, net) -> bp.Optimizer:
@@ -86,6 +98,28 @@ def new_run_folder(base: str = "runs") -> str:
 
 
 @contextlib.contextmanager
+def run_folder(path: str, create: bool = True):
+    """Create `path` (and the folders above it that are missing) before training, so that a
+    folder that cannot be written fails at once; if the run fails before writing anything, the
+    folders it created are removed again (an empty run folder is no record of anything)."""
+    if not create:
+        yield
+        return
+    created, folder = [], os.path.abspath(path)
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    os.makedirs(path, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first; rmdir removes only what is still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+
+
+@contextlib.contextmanager
 def sigint_ignored():
     """While the run's files are written, a second Ctrl-C must not leave them half done."""
     if threading.current_thread() is not threading.main_thread():
@@ -101,8 +135,7 @@ def sigint_ignored():
 def run(args) -> int:
     device, device_note = pick_device(args.device)
     data = load_dataset(args.dataset, seed=args.seed)
-    net = build_network(args, data.features, data.classes, device)
-    opt = build_optimizer(args, net)
+    net, opt = build_training(args, data.features, data.classes, device)
     loss = bp.CrossEntropyLoss()
     writes_files = not args.distributed or _is_root()
     out = args.out or new_run_folder()
@@ -116,9 +149,11 @@ def run(args) -> int:
     print(f"training  {describe_optimizer(opt)}, batch {args.batch_size}, up to {args.epochs} epochs, "
           f"{patience}, seed {args.seed}")
     print(f"device    {net.device} ({net.dtype}{'; ' + device_note if device_note else ''})", flush=True)
-    if writes_files:
-        os.makedirs(out, exist_ok=True)
+    with run_folder(out, create=writes_files):
+        return _train_and_report(args, data, net, opt, loss, out, writes_files)
 
+
+def _train_and_report(args, data, net, opt, loss, out: str, writes_files: bool) -> int:
     interrupted = False
     start = time.perf_counter()
     try:
@@ -131,10 +166,6 @@ def run(args) -> int:
         if history is None:  # stopped before training began: nothing to save
             raise
         interrupted = True
-    except bp.TrainingDivergedError:
-        if writes_files and not os.listdir(out):
-            os.rmdir(out)  # nothing worth keeping was written
-        raise
     seconds = time.perf_counter() - start
 
     with sigint_ignored():

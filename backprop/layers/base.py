@@ -25,6 +25,9 @@ and, where they apply,
     label()              its words in `summary()`
     config()             its constructor arguments; by default read from the attributes named
                          like `__init__`'s parameters
+    check_buffer(name, values)
+                         refuse values a buffer can never hold (checkpoints call it); by default
+                         the `minimum` declared with `add_buffer` (BatchNorm's running_var: 0)
 
 then register it (`@bp.register_layer`) so that checkpoints can rebuild it by name. Every array
 operation goes through `self.backend` (its ops, or `self.backend.xp`, the array namespace: NumPy
@@ -43,11 +46,13 @@ State beyond the parameters comes in two kinds, because training treats them dif
 from __future__ import annotations
 
 import inspect
+import math
 import threading
 
 import numpy as np
 
 from backprop.backends.base import dropout_key
+from backprop.checks import check_real
 from backprop.initializers import check_init
 from backprop.parameters import Parameter
 
@@ -98,7 +103,7 @@ class Layer:
     def __init__(self):
         self.backend = None
         self.params: dict[str, Parameter] = {}
-        self._buffer_specs: dict[str, tuple] = {}  # name -> (shape, fill), from add_buffer
+        self._buffer_specs: dict[str, tuple] = {}  # name -> (shape, fill, minimum), from add_buffer
         self._threads = _PerThread()
         self._noise_seed = 0
         self.position = 0
@@ -153,12 +158,15 @@ class Layer:
         self.params[name] = param
         return param
 
-    def add_buffer(self, name: str, shape, fill: float = 0.0) -> None:
+    def add_buffer(self, name: str, shape, fill: float = 0.0, minimum: float | None = None) -> None:
         """Declare a state buffer (see the module docstring) of `shape`, starting at `fill`; once
-        the network is built it is the attribute `name`, an array of its device and dtype."""
+        the network is built it is the attribute `name`, an array of its device and dtype.
+        `minimum` is the least value it can ever hold (a variance: 0), checked by `check_buffer`."""
         if name in self._buffer_specs:
             raise ValueError(f"{type(self).__name__} already has a buffer {name!r}")
-        self._buffer_specs[name] = (tuple(int(s) for s in shape), float(fill))
+        if minimum is not None:
+            minimum = check_real("minimum", minimum, -math.inf)
+        self._buffer_specs[name] = (tuple(int(s) for s in shape), float(fill), minimum)
 
     def workspace(self, name: str, shape):
         """A reusable array of `shape` for the intermediate `name`, reallocated only when the
@@ -187,8 +195,17 @@ class Layer:
 
     def allocate_buffers(self) -> None:
         """Create the declared buffers on the backend (the network calls it once, after build)."""
-        for name, (shape, fill) in self._buffer_specs.items():
+        for name, (shape, fill, _) in self._buffer_specs.items():
             setattr(self, name, self.backend.asarray(np.full(shape, fill)))
+
+    def check_buffer(self, name: str, values: np.ndarray) -> None:
+        """Refuse host `values` that buffer `name` can never hold (a checkpoint calls it before
+        loading them): ValueError naming the buffer. The default checks the `minimum` declared
+        with add_buffer; a layer whose buffers obey more overrides it."""
+        minimum = self._buffer_specs[name][2]
+        if minimum is not None and values.size and values.min() < minimum:
+            raise ValueError(f"{type(self).__name__}'s {name} must be >= {minimum:g} everywhere, "
+                             f"got {float(values.min())!r}")
 
     def buffers(self) -> dict:
         """{name: array} of the state buffers (live arrays, not copies)."""

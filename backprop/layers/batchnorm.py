@@ -35,7 +35,7 @@ class BatchNorm(Layer):
         self.gamma = self.add_parameter("gamma", (n,), "ones")
         self.beta = self.add_parameter("beta", (n,), "zeros")
         self.add_buffer("running_mean", (n,), 0.0)
-        self.add_buffer("running_var", (n,), 1.0)
+        self.add_buffer("running_var", (n,), 1.0, minimum=0.0)  # a variance
         return self.input_shape
 
     def forward(self, x, training: bool):
