@@ -8,8 +8,10 @@
                                                 (loss, accuracy, val_loss, val_accuracy)
     on_train_end()                              once, however fit ends (also on errors)
 
-Override the ones you need. `fit(progress=True)` adds a `ProgressBar`. In data-parallel
-training only rank 0 calls them.
+Override the ones you need. A callback that sets its `stop_training` to True (in on_epoch_end,
+say) ends fit after the epoch, as early stopping does (`history.stopped_early`). `fit(progress=
+True)` adds a `ProgressBar`. In data-parallel training only rank 0 calls them, and its decision
+to stop is every rank's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import time
 
 
 class Callback:
-    """Base of fit's callbacks: every hook does nothing."""
+    """Base of fit's callbacks: every hook does nothing; `stop_training = True` ends fit after
+    the current epoch."""
+
+    stop_training = False
 
     def on_train_begin(self, epochs: int, batches_per_epoch: int) -> None:
         pass

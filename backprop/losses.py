@@ -112,17 +112,20 @@ class Loss:
             raise ValueError(f"pred must be a non-empty 2-D array (rows, outputs), got shape {tuple(pred.shape)}")
         backend = backend_for(pred)
         with backend.on_device():
-            pred = backend.asarray(pred)
-            if not backend.all_finite(pred):
-                check_finite(backend.to_host(pred), "pred")
-            self.check_pred(pred)
+            if not pred.flags.c_contiguous:
+                pred = backend.asarray(pred)
+            self.check_pred(backend, pred)
             host = checked_target(self, target, pred.shape[0], pred.shape[1], "target", "pred", "rows")
             with np.errstate(divide="ignore"):  # BCELoss's log(0) = -inf is clamped by design: no warning
                 loss, self._grad = self.value_and_grad(backend, pred, target_on_device(backend, host))
             return backend.to_scalar(loss)
 
-    def check_pred(self, pred) -> None:
-        """Refuse predictions outside the loss's domain (only BCELoss has one)."""
+    def check_pred(self, backend, pred) -> None:
+        """Refuse predictions the loss cannot take: non-finite ones (and, for BCELoss, values
+        outside [0, 1])."""
+        if not backend.all_finite(pred):
+            check_finite(backend.to_host(pred), "pred")
+            raise ValueError("pred must be finite, but it holds NaN or inf")
 
     def backward(self):
         """dL/dpred of the latest call."""
@@ -201,7 +204,7 @@ class HuberLoss(Loss):
 
 
 def _check_binary(host: np.ndarray, name: str) -> None:
-    if host.size and (host.min() < 0 or host.max() > 1):
+    if host.size and (np.minimum.reduce(host, None) < 0 or np.maximum.reduce(host, None) > 1):
         raise ValueError(f"{name} must hold values in [0, 1], got values from {host.min()} to {host.max()}")
 
 
@@ -223,8 +226,13 @@ class BCELoss(_Thresholded):
     def value_and_grad(self, backend, pred, target):
         return backend.bce_loss(pred, target, self.reduction)
 
-    def check_pred(self, pred) -> None:
-        if not is_cupy_array(pred):
+    def check_pred(self, backend, pred) -> None:
+        if is_cupy_array(pred):  # finiteness only: the range would cost a read-back per call
+            super().check_pred(backend, pred)
+            return
+        # One check for both: NaN fails every comparison, so a non-finite value is named below.
+        if not (0.0 <= np.minimum.reduce(pred, None) and np.maximum.reduce(pred, None) <= 1.0):
+            check_finite(pred, "pred")
             _check_binary(pred, "pred (probabilities for BCELoss)")
 
     def check_target(self, target, outputs, name="target"):

@@ -311,7 +311,7 @@ class Usage:
             if trainer is not None and trainer[0] != me:
                 raise RuntimeError(f"{what} refused: another thread is training this network ({trainer[1]}); "
                                    "a network trains in one thread at a time")
-            if any(thread != me for thread in self._readers):
+            if self._readers and any(thread != me for thread in self._readers):
                 raise RuntimeError(f"{what} refused: another thread is running inference on this network; "
                                    "training changes the weights it reads, so train when it is done "
                                    "(or train a copy: copy.deepcopy(net))")
@@ -319,8 +319,7 @@ class Usage:
         return trainer
 
     def end_training(self, token) -> None:
-        with self._lock:
-            self._trainer = token
+        self._trainer = token  # one assignment: atomic, and a racing begin_* sees either value
 
     def begin_inference(self) -> None:
         me = threading.get_ident()

@@ -206,7 +206,8 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
       of the network's life (`net.epochs_trained`, kept in checkpoints) is shuffled from
       (seed, e) alone, so the same seed gives the same training, and a resumed run continues
       exactly as an uninterrupted one.
-    - `progress=True` shows a ProgressBar; `callbacks` are more bp.Callback objects.
+    - `progress=True` shows a ProgressBar; `callbacks` are more bp.Callback objects (one that
+      sets its `stop_training` ends fit after the epoch).
     - If the loss or a gradient becomes NaN/inf, raises TrainingDivergedError before the update
       that would poison the weights (layer state is taken back to the last finite step too).
       Ctrl-C stops after the current step and re-raises KeyboardInterrupt; `net.history` holds
@@ -290,6 +291,9 @@ def _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuf
                 if parallel.any(interrupt.requested):
                     history.interrupted = True
                     raise KeyboardInterrupt
+                if parallel.any(any(callback.stop_training for callback in callbacks)):
+                    history.stopped_early = True  # a callback's rule (rank 0's, on every rank)
+                    break
                 if early_stopping is not None:
                     if metrics[monitor] < best_value:
                         best_value, best_state, waited = metrics[monitor], _snapshot(net), 0

@@ -347,3 +347,25 @@ def test_early_stopping_restores_weights_but_dropout_keeps_counting():
                      early_stopping=2, progress=False)
     assert history.stopped_early and history.best_epoch < history.epochs
     assert net.layers[1].step == history.epochs * 4  # 4 steps per epoch, every one counted
+
+
+def test_a_callback_ends_fit_after_the_epoch_it_sets_stop_training_in():
+    class StopAtLossBelow(bp.Callback):
+        def __init__(self, threshold):
+            self.threshold, self.epochs = threshold, []
+
+        def on_epoch_end(self, epoch, metrics):
+            self.epochs.append(epoch)
+            self.stop_training = metrics["loss"] < self.threshold
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(64, 3)), rng.integers(0, 2, size=64)
+    net = bp.Sequential(bp.Dense(3, 8, activation="relu"), bp.Dense(8, 2), seed=0)
+    full = bp.fit(bp.Sequential(bp.Dense(3, 8, activation="relu"), bp.Dense(8, 2), seed=0), X, y,
+                  loss=bp.CrossEntropyLoss(), epochs=30, progress=False)
+    threshold = full["loss"][9]  # reached at epoch 11 (the losses fall)
+    stopper = StopAtLossBelow(threshold + 1e-12)
+    history = bp.fit(net, X, y, loss=bp.CrossEntropyLoss(), epochs=30, progress=False, callbacks=[stopper])
+    first_below = next(i for i, value in enumerate(full["loss"], start=1) if value < threshold + 1e-12)
+    assert history.epochs == first_below == stopper.epochs[-1] and history.stopped_early
+    assert history["loss"] == full["loss"][:first_below]

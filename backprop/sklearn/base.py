@@ -55,10 +55,6 @@ AUTO_BATCH = 200
 ADAPTIVE_LR_FLOOR = 1e-6
 
 
-class _Stop(Exception):
-    """Raised by the epoch-end callback to end `bp.fit` when scikit-learn's rules stop training."""
-
-
 class _EpochEnd(Callback):
     """Hands each epoch's loss to the estimator's rules, and ends fit when they say so."""
 
@@ -68,7 +64,7 @@ class _EpochEnd(Callback):
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         if self.estimator._end_epoch(metrics["loss"], self.samples, self.validation, self.incremental):
-            raise _Stop
+            self.stop_training = True
 
 
 def _check_bool(name: str, value) -> bool:
@@ -381,8 +377,6 @@ class MLPBase(BaseEstimator):
                 optimizer=self._optimizer, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                 shuffle=self.shuffle, progress=False,
                 callbacks=[_EpochEnd(self, X_train.shape[0], validation, incremental)])
-        except _Stop:
-            pass
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:
