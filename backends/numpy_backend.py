@@ -27,6 +27,16 @@ from backprop.backends.base import BCE_GRAD_EPS, BCE_LOG_FLOOR, Backend
 _IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
 
 
+# Up to this many elements, a Python loop over the values beats isfinite(x).all()'s two NumPy
+# calls several times over (a single example's input, a tiny network's output).
+SMALL = 16
+
+
+def all_finite_small(x) -> bool:
+    """True when no element of a small array is NaN or +-inf (see SMALL)."""
+    return all(map(math.isfinite, x.flat))
+
+
 class _Recent(dict):
     """A cache that forgets its oldest entries beyond `entries` of them or `size` bytes, so
     that batches of ever new shapes cost bounded memory. Lookups are plain dict lookups (the
@@ -153,6 +163,8 @@ class NumpyBackend(Backend):
     def all_finite(self, x) -> bool:
         if not x.shape:  # a loss value: no reduction needed
             return math.isfinite(x)
+        if x.size <= SMALL:
+            return all_finite_small(x)
         # x . x (one BLAS pass, 2-3x faster than isfinite) is finite exactly when every element
         # is, barring an overflow of the sum itself, which the exact check then settles. Only for
         # the flat gradient buffer, which fit checks under np.errstate: np.dot warns on overflow.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop.backends.numpy_backend import SMALL, all_finite_small
+
 
 def is_cupy_array(x) -> bool:
     module = type(x).__module__
@@ -44,7 +46,7 @@ def host_numeric(x, name: str) -> np.ndarray:
 def check_finite(host: np.ndarray, name: str, given: np.ndarray | None = None, dtype: str | None = None) -> None:
     """ValueError naming the first NaN/inf element of `host`. When `host` is `given` converted
     to `dtype`, the message shows the value as given (finite there, too large for `dtype`)."""
-    if host.dtype.kind == "f" and not np.isfinite(host).all():
+    if host.dtype.kind == "f" and not (all_finite_small(host) if host.size <= SMALL else np.isfinite(host).all()):
         bad = tuple(np.argwhere(~np.isfinite(host))[0])
         where = ", ".join(str(int(i)) for i in bad)
         value = host[bad] if given is None else given[bad]

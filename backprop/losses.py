@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from backprop.backends import get_backend
+from backprop.backends.numpy_backend import SMALL
 from backprop.boundary import check_finite, host_numeric, is_cupy_array
 from backprop.checks import check_real
 
@@ -116,8 +117,7 @@ class Loss:
                 pred = backend.asarray(pred)
             self.check_pred(backend, pred)
             host = checked_target(self, target, pred.shape[0], pred.shape[1], "target", "pred", "rows")
-            with np.errstate(divide="ignore"):  # BCELoss's log(0) = -inf is clamped by design: no warning
-                loss, self._grad = self.value_and_grad(backend, pred, target_on_device(backend, host))
+            loss, self._grad = self.value_and_grad(backend, pred, target_on_device(backend, host))
             return backend.to_scalar(loss)
 
     def check_pred(self, backend, pred) -> None:
@@ -203,8 +203,15 @@ class HuberLoss(Loss):
         return f"HuberLoss(delta={self.delta!r}, reduction={self.reduction!r})"
 
 
+def _in_unit_interval(values: np.ndarray) -> bool:
+    """Every value in [0, 1] (False for NaN, which fails every comparison)."""
+    if values.size <= SMALL:  # a Python loop beats two NumPy reductions here
+        return all(0.0 <= v <= 1.0 for v in values.flat)
+    return bool(0.0 <= np.minimum.reduce(values, None) and np.maximum.reduce(values, None) <= 1.0)
+
+
 def _check_binary(host: np.ndarray, name: str) -> None:
-    if host.size and (np.minimum.reduce(host, None) < 0 or np.maximum.reduce(host, None) > 1):
+    if not _in_unit_interval(host):
         raise ValueError(f"{name} must hold values in [0, 1], got values from {host.min()} to {host.max()}")
 
 
@@ -223,6 +230,10 @@ class BCELoss(_Thresholded):
     """Binary cross-entropy on probabilities (a sigmoid output), PyTorch's clamped logs:
     L = -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100."""
 
+    def __call__(self, pred, target) -> float:
+        with np.errstate(divide="ignore"):  # log(0) = -inf is clamped by design: no warning
+            return super().__call__(pred, target)
+
     def value_and_grad(self, backend, pred, target):
         return backend.bce_loss(pred, target, self.reduction)
 
@@ -231,7 +242,7 @@ class BCELoss(_Thresholded):
             super().check_pred(backend, pred)
             return
         # One check for both: NaN fails every comparison, so a non-finite value is named below.
-        if not (0.0 <= np.minimum.reduce(pred, None) and np.maximum.reduce(pred, None) <= 1.0):
+        if not _in_unit_interval(pred):
             check_finite(pred, "pred")
             _check_binary(pred, "pred (probabilities for BCELoss)")
 
@@ -320,11 +331,12 @@ def class_targets(host: np.ndarray, classes: int, name: str) -> np.ndarray:
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
             raise ValueError(f"{name} holds class labels, which must be whole numbers; got "
                              f"{labels[labels != np.round(labels)][:3]}")
-        outside = (labels < 0) | (labels >= classes)
-        if outside.any():
+        # two reductions for the common case; the first label outside is found only to name it
+        if labels.size and (np.minimum.reduce(labels, None) < 0 or np.maximum.reduce(labels, None) >= classes):
+            outside = (labels < 0) | (labels >= classes)
             raise ValueError(f"{name} labels must be in [0, {classes - 1}] for {classes} classes, got "
                              f"{labels[outside][0].item()}")
-        return labels.astype(np.int64)
+        return labels.astype(np.int64, copy=False)
     if host.ndim == 2 and host.shape[1] == classes:
         if host.size and host.min() < 0:
             raise ValueError(f"{name} rows must be probabilities (>= 0), got {host.min()}")
