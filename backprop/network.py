@@ -32,7 +32,12 @@ class Sequential:
     def __init__(self, *layers: Layer, device="cpu", dtype: str = "float32", seed: int | None = None,
                  input_shape=None):
         self._setup(layers, device, dtype, seed, input_shape)
-        self._allocate()
+        try:
+            self._allocate()
+        except BaseException:  # no memory for the buffers, say: the layers stay free to reuse
+            for layer in self.layers:
+                layer.detach()
+            raise
 
     def _setup(self, layers, device, dtype, seed, input_shape) -> None:
         """Everything but the allocation: arguments checked, shapes inferred, parameters and
@@ -76,8 +81,12 @@ class Sequential:
             layer.attach(self.backend, i, self.seed)
             try:
                 shape = tuple(int(s) for s in layer.build(shape))
-            except ValueError as exc:
-                raise ValueError(f"layer {i} ({type(layer).__name__}): {exc}") from None
+            except BaseException as exc:
+                for attached in self.layers[:i + 1]:  # a refused network leaves its layers free to reuse
+                    attached.detach()
+                if isinstance(exc, ValueError):
+                    raise ValueError(f"layer {i} ({type(layer).__name__}): {exc}") from None
+                raise
             self._layer_shapes.append(shape)
         for i, layer in enumerate(self.layers):
             for param in layer.parameters():

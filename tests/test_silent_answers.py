@@ -112,3 +112,11 @@ def test_fit_on_data_that_overlaps_the_networks_buffers_is_refused(what):
     with pytest.raises(ValueError, match=r"X shares memory with the network's own buffers .*pass a copy \(X.copy\(\)\)"):
         bp.fit(net, X_alias, np.zeros((4, 2)), loss=bp.MSELoss(), optimizer=opt, epochs=1, progress=False)
     assert weights(net) == before
+
+
+def test_a_network_refused_while_being_built_leaves_its_layers_free_to_reuse():
+    first, second = bp.Dense(3, 4, activation="tanh"), bp.Dense(5, 2)  # 4 outputs feed 5 inputs
+    with pytest.raises(ValueError, match="layer 1 .*expects 5 inputs but the layer before it gives 4"):
+        bp.Sequential(first, second)
+    net = bp.Sequential(first, bp.Dense(4, 2), seed=0)  # the refusal changed nothing in `first`
+    assert net.layers[0] is first and first.weight.shape == (3, 4) and len(first.parameters()) == 2

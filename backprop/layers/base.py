@@ -193,6 +193,12 @@ class Layer:
         self.position = position
         self._noise_seed = noise_seed
 
+    def detach(self) -> None:
+        """Leave a network that was refused while being built: the layer is as new again."""
+        self.backend = None
+        self.params = {}
+        self._buffer_specs = {}
+
     def allocate_buffers(self) -> None:
         """Create the declared buffers on the backend (the network calls it once, after build)."""
         for name, (shape, fill, _) in self._buffer_specs.items():
