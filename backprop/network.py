@@ -32,11 +32,15 @@ class Sequential:
     def __init__(self, *layers: Layer, device="cpu", dtype: str = "float32", seed: int | None = None,
                  input_shape=None):
         self._setup(layers, device, dtype, seed, input_shape)
+        count = self.num_parameters()
         try:
             self._allocate()
-        except BaseException:  # no memory for the buffers, say: the layers stay free to reuse
+        except BaseException as exc:  # no memory for the buffers, say: the layers stay free to reuse
             for layer in self.layers:
                 layer.detach()
+            if isinstance(exc, MemoryError):  # CuPy's OutOfMemoryError is one too
+                raise MemoryError(f"a network of {count:,} parameters does not fit in the memory of {self.device} "
+                                  f"({' '.join(str(exc).split())})") from None
             raise
 
     def _setup(self, layers, device, dtype, seed, input_shape) -> None:

@@ -120,3 +120,11 @@ def test_a_network_refused_while_being_built_leaves_its_layers_free_to_reuse():
         bp.Sequential(first, second)
     net = bp.Sequential(first, bp.Dense(4, 2), seed=0)  # the refusal changed nothing in `first`
     assert net.layers[0] is first and first.weight.shape == (3, 4) and len(first.parameters()) == 2
+
+
+def test_a_network_too_large_for_memory_says_how_large_and_leaves_its_layers_free():
+    huge = bp.Dense(10**7, 10**7)
+    with pytest.raises(MemoryError, match=r"a network of 100,000,010,000,000 parameters does not fit in the memory "
+                                          r"of cpu"):
+        bp.Sequential(huge)
+    assert huge.backend is None and not huge.parameters()

@@ -58,10 +58,8 @@ def build_training(args, features: int, classes: int, device: str) -> tuple[bp.S
     try:
         net = bp.Sequential(*layers, device=device, dtype=args.dtype, seed=args.seed)
         return net, build_optimizer(args, net)
-    except MemoryError as exc:  # CuPy's OutOfMemoryError is one too
-        count = sum(p.size for layer in layers for p in layer.parameters())  # declared before allocating
-        raise UsageError(f"--hidden {','.join(map(str, args.hidden))}: a network of {count:,} parameters does not "
-                         f"fit in the memory of {device} ({' '.join(str(exc).split())}); choose smaller widths") from None
+    except MemoryError as exc:  # the network's message says how many parameters, on which device
+        raise UsageError(f"--hidden {','.join(map(str, args.hidden))}: {exc}; choose smaller widths") from None
 
 
 def build_optimizer(args, net) -> bp.Optimizer:
