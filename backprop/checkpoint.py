@@ -43,6 +43,7 @@ import numpy as np
 from backprop.backends import resolve_device
 from backprop.checks import check_int
 from backprop.layers import layer_from_config
+from backprop.layers.base import check_registered
 from backprop.network import Sequential, declared_network
 from backprop.optim import OPTIMIZERS, SCHEDULERS, LRScheduler, Optimizer
 
@@ -67,9 +68,12 @@ def _saved_name(obj, registry: dict, what: str) -> str:
 def _check_save_arguments(net, path, optimizer, scheduler) -> str:
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a Sequential, got {type(net).__name__}")
+    for layer in net.layers:
+        check_registered(layer)
     if optimizer is not None:
         if not isinstance(optimizer, Optimizer) or optimizer.store is not net.store:
             raise ValueError("optimizer must be an optimizer of this network's parameters")
+        optimizer._check_device()  # built before net.to(): its state is on the old device
         _saved_name(optimizer, OPTIMIZERS, "optimizer")
     if scheduler is not None:
         if not isinstance(scheduler, LRScheduler):
@@ -96,9 +100,11 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
     from safetensors.numpy import save_file
 
     backend = net.backend
-    record = {"architecture": net.config(), "epochs_trained": net.epochs_trained,
-              "counters": net.counter_values(), "device": net.device}
-    with backend.on_device():
+    # read as inference: never half an update of another thread's training
+    with net.usage.inference(), backend.on_device():
+        # "device" is where it was saved, for whoever reads the file; load puts it where asked.
+        record = {"architecture": net.config(), "epochs_trained": net.epochs_trained,
+                  "counters": net.counter_values(), "device": net.device}
         tensors = {p.name: backend.to_host(p.data) for p in net.parameters()}
         for i, layer in enumerate(net.layers):
             for name, buffer in layer.buffers().items():

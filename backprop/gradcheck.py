@@ -50,7 +50,8 @@ def gradcheck(net, loss_fn, x, y, eps: float = 1e-5, floor: float = 1e-4,
     for name, value in (("eps", eps), ("floor", floor)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    net64 = float64_copy(net)
+    with net.usage.inference():  # the copy reads the network: never beside another thread's training
+        net64 = float64_copy(net)
     backend = net64.backend
     with backend.on_device():
         # a copy: the differences below perturb x in place

@@ -53,8 +53,9 @@ def backend_for(array):
 
 
 def target_on_device(backend, host: np.ndarray):
-    """A checked target on the backend's device: class labels as int64, anything else in its dtype."""
-    return backend.asarray_int(host) if host.dtype.kind in "iu" else backend.asarray(host)
+    """A checked target on the backend's device: class labels (one integer per row) as int64,
+    anything else (rows of values, integer or not) in the backend's float dtype."""
+    return backend.asarray_int(host) if host.ndim == 1 and host.dtype.kind in "iu" else backend.asarray(host)
 
 
 class Loss:
@@ -301,7 +302,7 @@ class CrossEntropyLoss(Loss):
     """
 
     def value_and_grad(self, backend, pred, target):
-        if target.dtype.kind in "iu":
+        if target.ndim == 1:  # one label per row
             return backend.cross_entropy_labels_loss(pred, target, self.reduction)
         return backend.cross_entropy_loss(pred, target, self.reduction)
 
@@ -312,7 +313,7 @@ class CrossEntropyLoss(Loss):
         return class_targets(target, outputs, name)
 
     def count_correct(self, backend, pred, target):
-        if target.dtype.kind in "iu":
+        if target.ndim == 1:  # one label per row
             return backend.count_label_matches(pred, target), pred.shape[0]
         return backend.count_argmax_matches(pred, target), pred.shape[0]
 

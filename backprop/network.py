@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import warnings
@@ -146,12 +147,12 @@ class Sequential:
         backend = get_backend(device, self.dtype)
         if backend is self.backend:
             return self
-        with backend.on_device():
+        with self.usage.training("net.to()"), backend.on_device():
             self.store.move_to(backend)
             for layer in self.layers:
                 layer.move_to(backend)
-        self.backend = backend
-        self._last_output_shape = None
+            self.backend = backend
+            self._last_output_shape = None
         return self
 
     def parameters(self) -> list:
@@ -236,17 +237,18 @@ class Sequential:
         (overwriting it, regularization included). Returns None, as PyTorch's loss.backward();
         with `input_grad=True`, returns dL/dx of the forward's input as a new device array.
         The forward must have been this thread's: the layers keep one forward's activations."""
-        shape = self._last_output_shape
-        if shape is None:
-            raise RuntimeError("backward needs a forward of the same batch just before it; call net(x) "
-                               "again (predict, evaluate and fit run their own forwards)")
-        if self._last_forward_thread != threading.get_ident():
-            raise RuntimeError("backward needs this thread's forward just before it, but the latest forward "
-                               "ran in another thread; a network keeps one forward's activations, so train "
-                               "it from one thread at a time")
         backend = self.backend
+        # The guard first: no other thread's forward can then replace the activations checked below.
         token = self.usage.begin_training("backward")
         try:
+            shape = self._last_output_shape
+            if shape is None:
+                raise RuntimeError("backward needs a forward of the same batch just before it; call net(x) "
+                                   "again (predict, evaluate and fit run their own forwards)")
+            if self._last_forward_thread != threading.get_ident():
+                raise RuntimeError("backward needs this thread's forward just before it, but the latest forward "
+                                   "ran in another thread; a network keeps one forward's activations, so train "
+                                   "it from one thread at a time")
             with backend.on_device():
                 grad = as_batch(backend, grad_output, shape[1:], "grad_output", rows=shape[0])
                 grad_x = self.backward_internal(grad, need_input_grad=input_grad)
@@ -293,7 +295,7 @@ class Sequential:
     def __reduce__(self):
         """Pickling and deep copies rebuild the network from its record (as a checkpoint does),
         on its device, or on the CPU with a warning where that device is not usable."""
-        with self.backend.on_device():
+        with self.usage.inference(), self.backend.on_device():
             record = {"config": self.config(), "classes": [type(layer) for layer in self.layers],
                       "device": self.device, "data": self.backend.to_host(self.store.data),
                       "grad": self.backend.to_host(self.store.grad),
@@ -342,6 +344,24 @@ class Usage:
                 raise RuntimeError(f"inference refused: another thread is training this network ({trainer[1]}); "
                                    "predict when it is done, or on a copy (copy.deepcopy(net))")
             self._readers[me] = self._readers.get(me, 0) + 1
+
+    @contextlib.contextmanager
+    def training(self, what: str):
+        """`with usage.training("net.to()"):` begin_training and end_training around a block."""
+        token = self.begin_training(what)
+        try:
+            yield
+        finally:
+            self.end_training(token)
+
+    @contextlib.contextmanager
+    def inference(self):
+        """`with usage.inference():` begin_inference and end_inference around a block."""
+        self.begin_inference()
+        try:
+            yield
+        finally:
+            self.end_inference()
 
     def end_inference(self) -> None:
         me = threading.get_ident()

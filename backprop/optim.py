@@ -73,7 +73,7 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set the gradients of this optimizer's parameters to zero (backward overwrites them anyway)."""
-        with self.store.backend.on_device():
+        with self.store.owner.usage.training("zero_grad"), self.store.backend.on_device():
             for start, stop in self.segments:
                 grad = self._views(start, stop)[1]
                 grad[...] = 0

@@ -114,11 +114,13 @@ class Parameter:
             values = np.asarray(values)
         if values.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}.{what} must hold real numbers, got an array of dtype {values.dtype}")
-        with backend.on_device():  # the copy runs where the buffer lives
-            if not isinstance(values, type(view)):
-                values = backend.asarray(values)
+        with self.store.owner.usage.training("a parameter assignment"), backend.on_device():  # where it lives
+            if not isinstance(values, type(view)) or values.dtype != view.dtype:
+                with np.errstate(over="ignore"):  # too large for the dtype: inf, refused just below
+                    values = backend.asarray(values)
             if what == "data" and not backend.all_finite(values):
-                raise ValueError(f"{self.name}.data must be finite, but the assigned value holds NaN or inf")
+                raise ValueError(f"{self.name}.data must be finite in {backend.dtype_name}, but the assigned value "
+                                 "holds NaN or inf, or values too large for it")
             view[...] = values
 
     def __repr__(self) -> str:

@@ -88,21 +88,42 @@ def examples_and_targets(net, loss: Loss, X, y, x_name: str = "X", y_name: str =
     return X_host, Y_host
 
 
-def _split(X_host, Y_host, validation_split: float, validation_data, net, loss, seed: int):
-    """(X_train, Y_train, X_val, Y_val) on the host; the validation part None when there is none."""
-    if validation_split:
-        n = X_host.shape[0]
-        n_val = int(round(validation_split * n))
-        if n_val == 0 or n_val == n:
-            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation samples out "
-                             f"of {n}; choose a split that keeps both parts non-empty")
-        order = np.random.default_rng(seed).permutation(n)
-        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        return X_host[train_idx], Y_host[train_idx], X_host[val_idx], Y_host[val_idx]
+def _checked_data(net, loss, optimizer, X, y, validation_data) -> tuple:
+    """(X, y, X_val, y_val) checked on the host (the validation part None without validation_data)."""
+    X_host, Y_host = examples_and_targets(net, loss, X, y)
+    X_val = Y_val = None
     if validation_data is not None:
         X_val, Y_val = examples_and_targets(net, loss, *validation_data, "validation_data[0]", "validation_data[1]")
-        return X_host, Y_host, X_val, Y_val
-    return X_host, Y_host, None, None
+    _check_no_overlap(net, optimizer, {"X": X_host, "y": Y_host, "validation_data[0]": X_val,
+                                       "validation_data[1]": Y_val})
+    return X_host, Y_host, X_val, Y_val
+
+
+def _agreed(comm, check):
+    """check()'s result, or a refusal on every rank: a rank refusing its data alone would leave
+    the others waiting in the first collective."""
+    try:
+        result, refused = check(), None
+    except (TypeError, ValueError) as exc:
+        result, refused = None, exc
+    if comm.any(refused is not None):
+        if refused is not None:
+            raise refused
+        raise ValueError("another rank refused its data (its own error says why); every rank must call fit "
+                         "with the same data")
+    return result
+
+
+def _split(X_host, Y_host, validation_split: float, seed: int):
+    """(X_train, Y_train, X_val, Y_val): that fraction of the samples, drawn with `seed`, held out."""
+    n = X_host.shape[0]
+    n_val = int(round(validation_split * n))
+    if n_val == 0 or n_val == n:
+        raise ValueError(f"validation_split={validation_split} leaves {n_val} validation samples out "
+                         f"of {n}; choose a split that keeps both parts non-empty")
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return X_host[train_idx], Y_host[train_idx], X_host[val_idx], Y_host[val_idx]
 
 
 # ---------------------------------------------------------------------- arguments, checked once
@@ -233,11 +254,11 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
 def _fit_on_device(net, loss, optimizer, X, y, epochs, batch_size, shuffle, validation_data, validation_split,
                    early_stopping, progress, seed, scheduler, distributed, callbacks) -> History:
     backend = net.backend
-    parallel = DataParallel(net, optimizer, loss, seed, _communicator(net, distributed))
-    X_host, Y_host = examples_and_targets(net, loss, X, y)
-    X_host, Y_host, X_val, Y_val = _split(X_host, Y_host, validation_split, validation_data, net, loss, parallel.seed)
-    _check_no_overlap(net, optimizer, {"X": X_host, "y": Y_host, "validation_data[0]": X_val,
-                                       "validation_data[1]": Y_val})
+    comm = _communicator(net, distributed)
+    X_host, Y_host, X_val, Y_val = _agreed(comm, lambda: _checked_data(net, loss, optimizer, X, y, validation_data))
+    parallel = DataParallel(net, optimizer, loss, seed, comm)  # from here every rank starts as rank 0
+    if validation_split:
+        X_host, Y_host, X_val, Y_val = _split(X_host, Y_host, validation_split, parallel.seed)
     parallel.begin(X_host.shape[0], batch_size, epochs=epochs, shuffle=shuffle,
                    validation=None if X_val is None else X_val.shape[0], early_stopping=early_stopping)
     if progress and parallel.is_root:
@@ -265,6 +286,7 @@ def _check_no_overlap(net, optimizer, data: dict) -> None:
 
 def _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
            parallel, callbacks) -> History:
+    backend = net.backend
     history = History()
     net.history = history
     trainer = _Trainer(net, loss, optimizer, batch_size, parallel)
@@ -278,6 +300,8 @@ def _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuf
             for epoch in range(1, epochs + 1):
                 order = _epoch_order(parallel.seed, net.epochs_trained, n) if shuffle else None
                 metrics = trainer.run_epoch(*train, order, epoch, history, interrupt, callbacks)
+                if not backend.all_finite(net.store.data):  # an update after the checked first one overflowed
+                    trainer.diverged(epoch, trainer.batches_per_epoch(n), history, "weights")
                 net.epochs_trained += 1
                 if val is not None:
                     val_metrics = _evaluate_device(net, loss, *val, batch_size=max(batch_size, 1024))
@@ -347,6 +371,20 @@ class _Trainer:
             f"(lr={optimizer.lr} is too large for {self.net.dtype}); the network keeps the weights it had "
             "before this step. Lower the learning rate.", epoch, batch, history)
 
+    def diverged(self, epoch: int, batch: int, history, what: str, detail: str = ""):
+        """Raise TrainingDivergedError for a non-finite `what` at (epoch, batch), saying what the
+        network holds: the weights of the last finite step, or, when an update after a learning
+        rate's first step overflowed them (only the first is taken on a copy), weights that are
+        not finite themselves."""
+        lr = self.optimizer.lr
+        if self.backend.all_finite(self.net.store.data):
+            kept = "the network keeps the weights of the last finite step"
+        else:
+            kept = ("an update overflowed the weights, which are not finite now (only the first step at a "
+                    "learning rate is kept to undo): reload or rebuild the network")
+        raise TrainingDivergedError(f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite"
+                                    f"{detail}; {kept}. Lower the learning rate (lr={lr}).", epoch, batch, history)
+
     def batches_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
 
@@ -402,11 +440,8 @@ class _Trainer:
             parallel.reduce_gradients(step_loss, rows, batch_rows)  # the whole batch's gradient on every rank
             if not backend.step_finite(step_loss, grad_buffer):
                 self._layer_state.restore()
-                what = "loss" if not backend.all_finite(step_loss) else "gradient"
-                raise TrainingDivergedError(
-                    f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite "
-                    f"(loss {backend.to_scalar(step_loss)}); the network keeps the weights of the last finite "
-                    f"step. Lower the learning rate (lr={self.optimizer.lr}).", epoch, batch, history)
+                self.diverged(epoch, batch, history, "loss" if not backend.all_finite(step_loss) else "gradient",
+                              f" (loss {backend.to_scalar(step_loss)})")
             if self.optimizer.lr != self._probed_lr:
                 self._probed_step(epoch, batch, history)
             else:

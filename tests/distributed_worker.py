@@ -82,6 +82,12 @@ def build(case: str, rank: int = 0, device: str = "cpu"):
         opt = bp.SGD(net.parameters(), lr=0.1)
         X, y = X[:16], y[:16]
         kwargs.update(epochs=1, batch_size=16, shuffle=False)
+    elif case == "bad_data_on_one_rank":  # rank 1's copy of X holds a NaN: refused on every rank
+        net = _mlp("float64")
+        opt = bp.SGD(net.parameters(), lr=0.1)
+        if rank == 1:
+            X = X.copy()
+            X[7, 2] = np.nan
     elif case == "custom":  # the README's own activation, stateful layer and loss; one step an epoch
         from readme_extensions import LogCoshLoss, Recenter
 
@@ -132,7 +138,9 @@ def main(case: str, out_dir: str) -> None:
         outcome = f"diverged at epoch {exc.epoch}, batch {exc.batch}"
     except KeyboardInterrupt:
         outcome = "interrupted"
-    history = net.history.to_dict()
+    except ValueError as exc:
+        outcome = f"refused: {exc}"
+    history = net.history.to_dict() if hasattr(net, "history") else {}
     result = {"params": bp.to_numpy(net.store.data), "history": json.dumps(history), "outcome": outcome,
               "steps": opt.step_count, "epochs_trained": net.epochs_trained}
     for i, layer in enumerate(net.layers):

@@ -102,6 +102,17 @@ def test_two_ranks_at_half_batch_equal_one_process(case, rtol, tmp_path):
     assert int(results[0]["steps"]) == opt.step_count
 
 
+def test_data_refused_on_one_rank_is_refused_on_every_rank_before_anything_changes(tmp_path):
+    """Checked before the ranks share anything: a rank refusing alone would leave the others
+    waiting in the first collective (the test's timeout would fail it)."""
+    results = run_ranks("bad_data_on_one_rank", tmp_path)
+    assert results[1]["outcome"].startswith("refused: X must be finite, but X[7, 2] is nan")
+    assert results[0]["outcome"].startswith("refused: another rank refused its data")
+    net, _, _, _, _ = build("bad_data_on_one_rank")
+    for result in results:
+        np.testing.assert_array_equal(result["params"], bp.to_numpy(net.store.data))  # untouched
+
+
 def test_a_users_own_activation_layer_and_loss_train_on_two_ranks(tmp_path):
     """The README's softsign, Recenter and LogCoshLoss on 2 ranks: Recenter's buffer (a running
     mean, used before it is updated) is averaged over the ranks each epoch, so with one step an

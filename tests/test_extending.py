@@ -30,7 +30,14 @@ def everything(net) -> list:
 
 
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
+    from backprop.backends.activations import ACTIVATIONS
+    from backprop.layers import LAYERS
+
     monkeypatch.chdir(tmp_path)
+    # Running the README registers its own Recenter and softsign again: the other tests keep
+    # the ones of readme_extensions.
+    monkeypatch.setitem(LAYERS, "Recenter", LAYERS["Recenter"])
+    monkeypatch.setitem(ACTIVATIONS, "softsign", ACTIVATIONS["softsign"])
     namespace: dict = {}
     for block in extending_blocks():
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
@@ -103,6 +110,7 @@ def test_a_checkpoint_naming_an_unregistered_layer_is_refused(tmp_path):
 
 
 def test_a_layer_whose_config_cannot_be_read_says_what_to_do():
+    @bp.register_layer(name="tests.Scale")
     class Scale(bp.Layer):
         def __init__(self, factor):
             super().__init__()
@@ -146,3 +154,34 @@ def test_the_readme_lists_exactly_the_built_in_activations():
     line = next(line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("Activations: "))
     listed = [name.split(" (")[0].strip() for name in line[len("Activations: "):].rstrip(".").split(",")]
     assert sorted(listed) == sorted(name for name, act in ACTIVATIONS.items() if act.builtin)
+
+
+def test_a_subclass_of_a_registered_layer_is_saved_under_its_own_name_or_refused(tmp_path):
+    """A Dense subclass recorded as "Dense" came back as a plain Dense: now its own
+    registration names it, and an unregistered subclass is refused before anything is written."""
+
+    class Doubled(bp.Dense):
+        def forward(self, x, training):
+            return 2 * super().forward(x, training)
+
+    net = bp.Sequential(Doubled(3, 2), seed=0)
+    with pytest.raises(TypeError, match=r"Doubled is not registered, so a checkpoint could not rebuild it"):
+        bp.save(net, tmp_path / "m.safetensors")
+    assert not list(tmp_path.iterdir())
+    bp.register_layer(Doubled, name="tests.Doubled")
+    bp.save(net, tmp_path / "m.safetensors")
+    loaded = bp.load(tmp_path / "m.safetensors")
+    assert type(loaded.layers[0]) is Doubled
+    np.testing.assert_array_equal(bp.predict(loaded, X[:4]), bp.predict(net, X[:4]))
+
+
+def test_saving_with_an_optimizer_built_before_the_network_moved_is_refused(tmp_path):
+    net = bp.Sequential(bp.Dense(3, 2), seed=0)
+    opt = bp.Adam(net.parameters())
+    net.to("cpu")  # the same backend: nothing moves, the optimizer is still good
+    bp.save(net, tmp_path / "ok.safetensors", optimizer=opt)
+    net64 = bp.Sequential(bp.Dense(3, 2), seed=0)
+    opt64 = bp.Adam(net64.parameters())
+    net64.store.generation += 1  # what net.to(another device) does to the buffers the optimizer holds
+    with pytest.raises(RuntimeError, match="Adam was built before the network moved"):
+        bp.save(net64, tmp_path / "m.safetensors", optimizer=opt64)

@@ -81,10 +81,13 @@ def test_nan_assigned_to_a_parameter_is_refused():
     before = weights(net)
     bad = np.zeros((3, 2))
     bad[1, 1] = np.nan
-    with pytest.raises(ValueError, match=r"layers.0.weight.data must be finite, but the assigned value holds NaN or inf"):
+    with pytest.raises(ValueError, match=r"layers.0.weight.data must be finite in float32, but the assigned value "
+                                         r"holds NaN or inf, or values too large for it"):
         net.layers[0].weight.data = bad
     with pytest.raises(ValueError, match="must be finite"):
         net.layers[0].bias.data = [0.0, np.inf]
+    with pytest.raises(ValueError, match="must be finite in float32"):  # finite in float64, inf in float32
+        net.layers[0].bias.data = np.full(2, 1e308)
     assert weights(net) == before
 
 
@@ -128,3 +131,17 @@ def test_a_network_too_large_for_memory_says_how_large_and_leaves_its_layers_fre
                                           r"of cpu"):
         bp.Sequential(huge)
     assert huge.backend is None and not huge.parameters()
+
+
+def test_an_update_overflowing_after_the_first_step_is_reported_truthfully():
+    """The first step at a learning rate is undone when its update overflows; a later one is not
+    (a copy of every weight each step would cost too much), so fit says what the network holds,
+    and never returns with non-finite weights."""
+    X = np.array([[1e-3], [1e18], [1.0]])
+    y = np.zeros((3, 1))
+    for rows in (3, 2):  # with a third step to notice it, and with the epoch ending first
+        net = bp.Sequential(bp.Dense(1, 1), seed=0)  # float32: the second update overflows it
+        with pytest.raises(bp.TrainingDivergedError, match=r"an update overflowed the weights, which are not finite "
+                                                            r"now .*reload or rebuild the network"):
+            bp.fit(net, X[:rows], y[:rows], loss=bp.MSELoss(), optimizer=bp.SGD(net.parameters(), lr=1000.0),
+                   epochs=1, batch_size=1, shuffle=False, progress=False)

@@ -87,13 +87,12 @@ def test_predict_during_another_threads_fit_is_refused():
             if not seen:
                 seen.extend(run_threads(lambda i: bp.predict(net, X[:4]), 1))
 
-    before = None
     bp.fit(net, X, Y, loss=bp.CrossEntropyLoss(), epochs=1, batch_size=64, progress=False,
            callbacks=[PredictFromAnotherThread()])
     (error,) = seen
     assert isinstance(error, RuntimeError), error
     assert "inference refused: another thread is training this network (fit)" in str(error)
-    assert before is None and bp.predict(net, X[:4]).shape == (4, 5)  # fine once fit is done
+    assert bp.predict(net, X[:4]).shape == (4, 5)  # fine once fit is done
 
 
 def test_fit_while_another_thread_predicts_is_refused_before_anything_changes():
@@ -159,3 +158,54 @@ def test_two_threads_training_one_network_are_refused():
     finally:
         release.set()
         trainer.join()
+
+
+def test_a_users_own_layer_written_as_the_readme_shows_predicts_correctly_from_several_threads():
+    from readme_extensions import Recenter
+
+    net = bp.Sequential(bp.Dense(16, 8, activation="softsign"), Recenter(), bp.Dense(8, 5), seed=0)
+    bp.fit(net, X, rng.normal(size=(512, 5)), loss=bp.MSELoss(), epochs=1, progress=False)
+    rows = [X[i::4][:16] for i in range(4)]
+    expected = [bp.to_numpy(net(r)) for r in rows]
+
+    def forward_many(i):
+        return [bp.to_numpy(net(rows[i])) for _ in range(300)]
+
+    for i, outputs in enumerate(run_threads(forward_many, 4)):
+        assert not isinstance(outputs, BaseException), outputs
+        for out in outputs:
+            np.testing.assert_array_equal(out, expected[i])
+
+
+def test_saving_copying_and_changing_a_network_another_thread_trains_are_refused(tmp_path):
+    """A checkpoint, a pickle or a gradient check of a network under training would read half an
+    update; an assignment or zero_grad would write under it."""
+    import pickle
+
+    net = make()
+    opt = bp.SGD(net.parameters(), lr=0.1)
+    started, release = threading.Event(), threading.Event()
+
+    class Pause(bp.Callback):
+        def on_batch_end(self):
+            if not started.is_set():
+                started.set()
+                release.wait(10)
+
+    trainer = threading.Thread(target=bp.fit, args=(net, X, Y),
+                               kwargs=dict(loss=bp.CrossEntropyLoss(), optimizer=opt, epochs=1, progress=False,
+                                           callbacks=[Pause()]))
+    trainer.start()
+    try:
+        assert started.wait(10)
+        for read in (lambda: bp.save(net, tmp_path / "m.safetensors"), lambda: pickle.dumps(net),
+                     lambda: bp.gradcheck(net, bp.CrossEntropyLoss(), X[:2], Y[:2])):
+            with pytest.raises(RuntimeError, match=r"inference refused: another thread is training this network \(fit\)"):
+                read()
+        for write in (opt.zero_grad, lambda: setattr(net.layers[0].bias, "data", np.zeros(64))):
+            with pytest.raises(RuntimeError, match=r"refused: another thread is training this network \(fit\)"):
+                write()
+    finally:
+        release.set()
+        trainer.join()
+    assert not list(tmp_path.iterdir())

@@ -369,3 +369,25 @@ def test_a_callback_ends_fit_after_the_epoch_it_sets_stop_training_in():
     first_below = next(i for i, value in enumerate(full["loss"], start=1) if value < threshold + 1e-12)
     assert history.epochs == first_below == stopper.epochs[-1] and history.stopped_early
     assert history["loss"] == full["loss"][:first_below]
+
+
+@pytest.mark.parametrize("loss, last, y", [
+    (bp.MSELoss(), None, np.arange(20).reshape(10, 2) % 3),
+    (bp.MSELoss(), "relu", np.arange(20).reshape(10, 2) % 3),
+    (bp.HuberLoss(), None, np.arange(20).reshape(10, 2) % 3),
+    (bp.BCEWithLogitsLoss(), None, np.arange(20).reshape(10, 2) % 2),
+    (bp.HingeLoss(), "tanh", 2 * (np.arange(20).reshape(10, 2) % 2) - 1),
+    (bp.CrossEntropyLoss(), None, np.eye(2, dtype=np.int64)[np.arange(10) % 2]),
+], ids=["mse", "mse-relu", "huber", "bce-logits", "hinge", "cross-entropy-one-hot"])
+def test_integer_targets_train_as_numbers_of_the_networks_dtype(loss, last, y):
+    """Integer y (counts, 0/1 flags, -1/+1, one-hot rows) is a target of numbers: it trains a
+    float32 network as the same values in float would (only cross-entropy's one label per row
+    stays integer)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 3))
+    nets = [bp.Sequential(bp.Dense(3, 4, activation="tanh"), bp.Dense(4, 2, activation=last), seed=1) for _ in range(2)]
+    runs = [bp.fit(net, X, target, loss=loss, epochs=2, batch_size=4, progress=False)
+            for net, target in zip(nets, (y, y.astype(np.float32)))]
+    assert runs[0].history == runs[1].history
+    np.testing.assert_array_equal(nets[0].store.data, nets[1].store.data)
+    assert bp.evaluate(nets[0], X, y, loss=loss) == bp.evaluate(nets[1], X, y.astype(np.float32), loss=loss)

@@ -10,7 +10,10 @@ To write a layer, subclass `Layer` and override
         Called once, by the network: check the shape of one example (no batch axis), declare the
         parameters (`add_parameter`) and state buffers (`add_buffer`), return the output shape.
     forward(x, training) -> y
-        `x` has shape (rows, *input_shape); keep what backward needs on `self`.
+        `x` has shape (rows, *input_shape); keep what backward needs on `self`, and never read
+        it back in forward (several threads may run an eval-mode forward of one network at
+        once: what one stores, another may overwrite; intermediates go in local variables or
+        in `self.workspace`, which is per thread).
     backward(grad_y, need_input_grad) -> dL/dx or None
         Write (overwrite) every parameter's `.grad`; return dL/dx when `need_input_grad`.
 
@@ -92,6 +95,14 @@ def layer_from_config(config: dict) -> "Layer":
     return LAYERS[kind](**kwargs)
 
 
+def check_registered(layer: "Layer") -> None:
+    """TypeError unless a checkpoint can rebuild `layer`: its class registered under its name."""
+    name = type(layer).type_name()
+    if LAYERS.get(name) is not type(layer):
+        raise TypeError(f"{type(layer).__name__} is not registered, so a checkpoint could not rebuild it; decorate "
+                        "the class with @bp.register_layer (and import it before bp.load)")
+
+
 class Layer:
     """Base of every layer; see the module docstring for the protocol."""
 
@@ -141,7 +152,13 @@ class Layer:
                 raise TypeError(f"{type(self).__name__}.config(): __init__ takes {name!r} but the layer has no "
                                 f"attribute {name!r}; store it as self.{name} or define config()")
             values[name] = _plain(getattr(self, name), f"{type(self).__name__}.{name}")
-        return {"type": self.registered_name or type(self).__name__, **values}
+        return {"type": self.type_name(), **values}
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The name a checkpoint records this class under: the one it was registered with (its
+        own registration, not a parent's), else the class name."""
+        return cls.__dict__.get("registered_name") or cls.__name__
 
     # ------------------------------------------------------------------ what a layer calls
 

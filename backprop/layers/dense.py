@@ -82,5 +82,5 @@ class Dense(Layer):
         # An init function is not recorded (None: the activation's default): it only drew the
         # first weights, and a checkpoint holds the weights themselves.
         init = self.init if isinstance(self.init, str) else None
-        return {"type": "Dense", "in_features": self.in_features, "out_features": self.out_features,
+        return {"type": self.type_name(), "in_features": self.in_features, "out_features": self.out_features,
                 "activation": self.activation, "l1": self.l1, "l2": self.l2, "init": init, "slope": self.slope}
