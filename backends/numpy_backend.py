@@ -1,16 +1,16 @@
 """The CPU backend: the reference ops on NumPy, with hot ops overridden to run in place.
 
 Every override computes exactly what `Backend` defines (a test compares them op by op); only
-the speed differs. Where time goes, measured on this project's 2-core machine:
-- Small networks are bound by the number of NumPy calls (~0.5-1 us each), so each op here is
+the speed differs. Where time goes (benchmarks/RESULTS.md has the measurements):
+- Small networks are bound by the number of NumPy calls (each costs about a microsecond), so each op here is
   the fewest ufunc calls that evaluate the reference's formula in the reference's order, writing
   into `out=` or a reused scratch array instead of allocating temporaries.
 - Large networks are bound by GEMM: transposes go to BLAS as views (a flag, never a copy) and
   elementwise work is a few streaming passes.
-- Measured idioms: a ufunc against a preallocated constant array is 2-5x faster than against a
-  Python scalar that NumPy must convert every call; `ones @ dz` beats `dz.sum(axis=0)` 2-3x;
-  selecting by a mask with arithmetic or bit operations beats `where`/`copyto(where=)` 5-10x
-  (those branch per element).
+- Measured idioms: a ufunc against a preallocated constant array is faster than against a
+  Python scalar that NumPy must convert every call; `ones @ dz` beats `dz.sum(axis=0)`;
+  selecting by a mask with arithmetic or bit operations beats `where`/`copyto(where=)` (those
+  branch per element).
 Ops that no benchmark touches keep the reference.
 """
 
@@ -28,7 +28,7 @@ _IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
 
 
 # Up to this many elements, a Python loop over the values beats isfinite(x).all()'s two NumPy
-# calls several times over (a single example's input, a tiny network's output).
+# calls (a single example's input, a tiny network's output).
 SMALL = 16
 
 
@@ -41,7 +41,9 @@ class _Recent(dict):
     """A cache that forgets its oldest entries beyond `entries` of them or `size` bytes, so
     that batches of ever new shapes cost bounded memory. Lookups are plain dict lookups (the
     hot path); only an insertion may evict. The entries a training loop reuses every step are
-    far fewer than the bound, so none of them is evicted while it runs."""
+    far fewer than the bound; and the byte bound is at least four times the largest entry, so a
+    step whose few arrays are large (an optimizer's scratch over millions of parameters) keeps
+    them instead of making them again every step."""
 
     def __init__(self, entries: int = 64, size: int = 64 * 2**20):
         super().__init__()
@@ -49,7 +51,9 @@ class _Recent(dict):
 
     def put(self, key, value):
         self[key] = value
-        self.held += _nbytes(value)
+        nbytes = _nbytes(value)
+        self.held += nbytes
+        self.size = max(self.size, 4 * nbytes)
         while len(self) > self.entries or (self.held > self.size and len(self) > 1):
             oldest = next(iter(self))
             self.held -= _nbytes(self.pop(oldest))
@@ -108,9 +112,9 @@ class NumpyBackend(Backend):
         return array
 
     def _scalar(self, name: str, value: float):
-        """`value` in the 0-d array kept for `name`, rewritten in place (0.06 us): a ufunc takes
-        it 0.4 us faster than a Python float, which NumPy must inspect every call, and the result
-        is the same (the float is cast to the dtype either way). One slot per name, so changing
+        """`value` in the 0-d array kept for `name`, rewritten in place: a ufunc takes it faster
+        than a Python float, which NumPy must inspect every call, and the result is the same
+        (the float is cast to the dtype either way). One slot per name, so changing
         values (Adam's bias corrections, scheduled learning rates) allocate nothing."""
         scalars = self._thread.scalars
         slot = scalars.get(name)
@@ -149,32 +153,39 @@ class NumpyBackend(Backend):
 
     def matmul(self, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None):
         # .T is a view: BLAS reads it with a transpose flag, no copy is made. np.dot calls the
-        # same sgemm/gemv as np.matmul (bit-identical results) with 0.5 us less overhead a call.
+        # same sgemm/gemv as np.matmul (bit-identical results) with less overhead a call.
         return np.dot(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
 
     def sum_rows(self, x, out=None):
-        # ones @ x is one GEMV, 2-3x faster than x.sum(axis=0) here; the sum's order differs
+        # ones @ x is one GEMV, faster than x.sum(axis=0) here; the sum's order differs
         # (error <= rows * eps * sum|x|, as for any order).
         return np.dot(self._const(1.0, (x.shape[0],)), x, out=out)
 
     def sum_all(self, x):
-        return np.add.reduce(x, None)  # axis positional: 0.3 us less than axis=None
+        return np.add.reduce(x, None)  # axis positional: less overhead than axis=None
 
     def all_finite(self, x) -> bool:
         if not x.shape:  # a loss value: no reduction needed
             return math.isfinite(x)
         if x.size <= SMALL:
             return all_finite_small(x)
-        # x . x (one BLAS pass, 2-3x faster than isfinite) is finite exactly when every element
-        # is, barring an overflow of the sum itself, which the exact check then settles. Only for
-        # the flat gradient buffer, which fit checks under np.errstate: np.dot warns on overflow.
-        if x.ndim == 1 and math.isfinite(np.dot(x, x)):
-            return True
+        # x . x (one BLAS pass, cheaper than isfinite's two) is finite exactly when every
+        # element is, barring an overflow of the sum itself, which the exact check then
+        # settles; that overflow is no news to the caller: no warning for it.
+        if x.ndim == 1:
+            with np.errstate(over="ignore"):
+                if math.isfinite(np.dot(x, x)):
+                    return True
         return bool(np.isfinite(x).all())
 
     def step_finite(self, loss, grad) -> bool:
-        # No device to wait for: the two exact checks cost less than summing the gradient.
-        return self.all_finite(loss) and self.all_finite(grad)
+        # No device to wait for: the two exact checks cost less than summing the gradient. fit
+        # calls this under np.errstate: the dot below needs no errstate of its own.
+        if not self.all_finite(loss):
+            return False
+        if math.isfinite(np.dot(grad, grad)):
+            return True
+        return bool(np.isfinite(grad).all())
 
     # ------------------------------------------------------------------ activations
 
@@ -264,7 +275,7 @@ class NumpyBackend(Backend):
     def _log_softmax(self, logits):
         """(log softmax(x), e = exp(x - m), sum_k e_k, log of that sum) of each row, as the
         reference computes them: x - m clamped at the lowest finite number, e summed by a GEMV
-        (2-3x faster than add.reduce(axis=1)). All but e are scratch arrays."""
+        (faster than add.reduce(axis=1)). All but e are scratch arrays."""
         shifted, row_max, row_max_flat, row_sum, ones, lowest = self._work(
             "cross_entropy", logits.shape, self._cross_entropy_arrays)
         # into a 1-D view, arguments positional: keepdims=/out= keywords cost more than the max
@@ -297,7 +308,7 @@ class NumpyBackend(Backend):
         # The one-hot path's numbers without the one-hot rows: the loss picks each row's
         # log softmax at its label; the gradient is softmax with 1 taken off at the label (the
         # reference's softmax * 1 - 1 there, the same single rounding). Plain indexing of the
-        # flat arrays: several times cheaper than np.take/np.put's wrappers here.
+        # flat arrays: cheaper than np.take/np.put's wrappers here.
         rows = logits.shape[0]
         log_softmax, grad, row_sum, _ = self._log_softmax(logits)
         row_starts, flat_index, one = self._work("cross_entropy_labels", logits.shape, self._label_arrays)

@@ -41,7 +41,7 @@ import zipfile
 import numpy as np
 
 from backprop.backends import resolve_device
-from backprop.checks import check_int
+from backprop.checks import check_bool, check_int
 from backprop.layers import layer_from_config
 from backprop.layers.base import check_registered
 from backprop.network import Sequential, declared_network
@@ -197,9 +197,8 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', or None, got "
                         f"{type(device).__name__} {device!r}")
     device = resolve_device("cpu" if device is None else device)  # the caller's mistake, never the file's
-    for name, flag in (("optimizer", optimizer), ("scheduler", scheduler)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be True or False, got {type(flag).__name__} {flag!r}")
+    check_bool("optimizer", optimizer)
+    check_bool("scheduler", scheduler)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name, got {type(path).__name__} {path!r}")
     with open(path, "rb") as handle:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 
 def check_int(name: str, value, minimum: int = 1, wanted: str | None = None) -> int:
     """`value` as an int >= minimum. `wanted` words the expectation ("a positive integer")."""
@@ -21,14 +23,26 @@ def check_int(name: str, value, minimum: int = 1, wanted: str | None = None) -> 
     return int(value)
 
 
-def check_real(name: str, value, low: float = 0.0, high: float = math.inf, high_open: bool = False) -> float:
-    """`value` as a finite float in [low, high] (or [low, high) when `high_open`)."""
+def check_real(name: str, value, low: float = 0.0, high: float = math.inf, high_open: bool = False,
+               low_open: bool = False) -> float:
+    """`value` as a finite float in [low, high]; `low_open`/`high_open` exclude that end
+    ("a finite number > 0": low_open=True)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
     above = value >= high if high_open else value > high
-    if not math.isfinite(value) or value < low or above:
-        bracket = ")" if high_open else "]"
-        wanted = f"a finite number >= {low}" if high == math.inf else f"in [{low}, {high}{bracket}"
+    below = value <= low if low_open else value < low
+    if not math.isfinite(value) or below or above:
+        if high == math.inf:
+            wanted = f"a finite number {'>' if low_open else '>='} {low}"
+        else:
+            wanted = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be {wanted}, got {value}")
     return value
+
+
+def check_bool(name: str, value) -> bool:
+    """`value` as a bool: True or False (NumPy's too), nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)

@@ -14,12 +14,10 @@ so a float32 network is checked without float32 rounding swamping the difference
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from backprop.boundary import as_batch
+from backprop.checks import check_real
 from backprop.losses import check_loss
 from backprop.network import Sequential
 
@@ -47,9 +45,8 @@ def gradcheck(net, loss_fn, x, y, eps: float = 1e-5, floor: float = 1e-4,
     The network itself is not changed.
     """
     check_loss(loss_fn, net)
-    for name, value in (("eps", eps), ("floor", floor)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    eps = check_real("eps", eps, low_open=True)
+    floor = check_real("floor", floor, low_open=True)
     with net.usage.inference():  # the copy reads the network: never beside another thread's training
         net64 = float64_copy(net)
     backend = net64.backend

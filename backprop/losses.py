@@ -193,9 +193,7 @@ class HuberLoss(Loss):
 
     def __init__(self, delta: float = 1.0, reduction: str = "mean"):
         super().__init__(reduction)
-        self.delta = check_real("delta", delta)
-        if self.delta == 0.0:
-            raise ValueError("delta must be > 0, got 0.0")
+        self.delta = check_real("delta", delta, low_open=True)
 
     def value_and_grad(self, backend, pred, target):
         return backend.huber_loss(pred, target, self.delta, self.reduction)

@@ -57,12 +57,12 @@ class Sequential:
                 raise TypeError(f"layer {i} must be a backprop layer (a bp.Layer such as bp.Dense), "
                                 f"got {type(layer).__name__}")
             if id(layer) in seen:
-                raise ValueError(f"layer {i} is the same object as layer {seen[id(layer)]} ({layer!r}); "
+                raise ValueError(f"layer {i} is the same object as layer {seen[id(layer)]} ({type(layer).__name__}); "
                                  "a layer keeps what its backward needs, so each position needs its own "
                                  "layer object: create another")
             seen[id(layer)] = i
             if layer.backend is not None:
-                raise ValueError(f"layer {i} ({layer!r}) already belongs to a network; create a new layer")
+                raise ValueError(f"layer {i} ({type(layer).__name__}) already belongs to a network; create a new layer")
         seed = _fresh_seed() if seed is None else check_int("seed", seed, 0, wanted="a non-negative integer or None")
         self.input_shape = _example_shape(layers, input_shape)
         self.layers = list(layers)

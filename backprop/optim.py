@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from backprop.checks import check_int, check_real
+from backprop.checks import check_bool, check_int, check_real
 
 
 class Optimizer:
@@ -167,8 +167,7 @@ class SGD(Optimizer):
         self.momentum = check_real("momentum", momentum, 0.0, 1.0, high_open=True)
         self.dampening = check_real("dampening", dampening, 0.0, 1.0)
         self.weight_decay = check_real("weight_decay", weight_decay)
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        nesterov = check_bool("nesterov", nesterov)
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0 (as in PyTorch), "
                              f"got momentum={self.momentum}, dampening={self.dampening}")

@@ -18,7 +18,6 @@ Everything runs with the network's device current.
 from __future__ import annotations
 
 import math
-import numbers
 import signal
 import threading
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from backprop.boundary import host_examples
 from backprop.callbacks import Callback, ProgressBar
-from backprop.checks import check_int
+from backprop.checks import check_int, check_real
 from backprop.losses import Loss, check_loss, checked_target, target_on_device
 from backprop.optim import Adam, LRScheduler, Optimizer
 from backprop.parallel import DataParallel, SingleProcess
@@ -146,9 +145,7 @@ def _check_fit_arguments(net, loss, optimizer, epochs, batch_size, validation_da
     optimizer._check_device()
     if early_stopping is not None:
         early_stopping = check_int("early_stopping", early_stopping, wanted="a positive integer")
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-            or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+    validation_split = check_real("validation_split", validation_split, 0.0, 1.0, high_open=True)
     if validation_data is not None:
         if validation_split:
             raise ValueError("give validation_data or validation_split, not both")

@@ -157,8 +157,8 @@ def test_the_readme_lists_exactly_the_built_in_activations():
 
 
 def test_a_subclass_of_a_registered_layer_is_saved_under_its_own_name_or_refused(tmp_path):
-    """A Dense subclass recorded as "Dense" came back as a plain Dense: now its own
-    registration names it, and an unregistered subclass is refused before anything is written."""
+    """A Dense subclass is recorded under its own registration (not its parent's, which would
+    rebuild a plain Dense), and an unregistered subclass is refused before anything is written."""
 
     class Doubled(bp.Dense):
         def forward(self, x, training):

@@ -49,7 +49,7 @@ def test_cross_entropy_of_logits_3e4(backend):
 @pytest.mark.parametrize("labels", [False, True], ids=["one-hot", "labels"])
 def test_cross_entropy_of_logits_3e38_with_the_right_class_is_finite(backend, labels):
     """Logits spanning the whole float32 range: x_j - max overflows to -inf for the small ones,
-    and their target of 0 times -inf was NaN. The right class's loss is 0, its gradient 0."""
+    and a target of 0 times -inf would be NaN. The right class's loss is 0, its gradient 0."""
     big = float(np.finfo(np.float32).max) * 0.9
     logits = np.array([[big, -big, 0.0], [-big, big, -big]])
     picks = [0, 1]
@@ -65,7 +65,7 @@ def test_cross_entropy_of_logits_3e38_with_the_right_class_is_finite(backend, la
 @pytest.mark.filterwarnings("ignore:overflow encountered")  # x^3 overflows in tanh's argument: by design
 def test_gelu_backward_at_2e19_is_finite(backend):
     """x^2 overflows float32 at |x| >= 2e19 (the derivative of tanh's argument): with tanh at
-    +-1 the term it multiplies is 0, and 0 * inf was NaN. GELU' is 1 far right, 0 far left."""
+    +-1 the term it multiplies is 0, and 0 * inf would be NaN. GELU' is 1 far right, 0 far left."""
     x = np.array([[2e19, -2e19, 3e38, -3e38]])
     y, pre = backend.bias_activation_forward(backend.asarray(x), backend.asarray(np.zeros(4)), "gelu")
     grad = backend.activation_backward(backend.asarray(np.ones((1, 4))), y, pre, "gelu")

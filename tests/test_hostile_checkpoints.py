@@ -272,7 +272,7 @@ def with_record(path, where: str, value):
 @pytest.mark.parametrize("kind", sorted(BAD_COUNTS))
 def test_a_step_count_that_is_not_a_non_negative_integer_is_refused(tmp_path, where, kind):
     """Step counts key the shuffles, the dropout masks, Adam's bias correction and the schedule:
-    -1 made Adam take the square root of a negative number after the first step had already
+    -1 would make Adam take the square root of a negative number after the first step had
     changed the weights; 3.0 and true are JSON's other spellings of a number, refused too."""
     path = saved_with_schedule(tmp_path)
     with_record(path, where, BAD_COUNTS[kind])
@@ -533,7 +533,7 @@ def test_load_blames_its_arguments_not_the_file(tmp_path):
 
 def test_an_optimizer_of_some_layers_round_trips_and_resumes_exactly(tmp_path):
     """Fine-tuning the last layer only: the saved optimizer covers part of the flat buffer, and
-    load(optimizer=True) rebuilds it over the same parameters (it used to refuse the file)."""
+    load(optimizer=True) rebuilds it over the same parameters."""
     def partial():
         net, _ = make()
         return net, bp.Adam(net.layers[3].parameters() + net.layers[0].parameters(), lr=0.01)

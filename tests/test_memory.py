@@ -70,7 +70,7 @@ def test_no_growth_per_fit_call(traced):
 
 def test_batches_of_ever_new_sizes_cost_bounded_memory_and_it_returns(traced):
     """Batches of 4, 8, ..., 400 rows through one 64-2048-10 network: every size needs arrays
-    of its own shape, and unbounded caches kept them all (378 MiB here; 76 MiB bounded). The backend's
+    of its own shape, and unbounded caches would keep them all. The backend's
     caches forget the oldest beyond their bound (64 MiB each); the network's workspaces go with it."""
     import gc
 

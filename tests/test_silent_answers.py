@@ -1,4 +1,4 @@
-"""Calls that used to give a wrong answer without a word now refuse, or give the right one:
+"""Calls that could give a wrong answer without a word refuse, or give the right one:
 cross-entropy on one output, one layer object in two places, values finite in float64 but not
 in the network's dtype, a learning rate whose update overflows, NaN assigned to a parameter,
 and arrays that change after the network was given them."""
@@ -65,7 +65,7 @@ def test_values_finite_in_float64_but_not_in_float32_are_refused(call):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_learning_rate_whose_first_update_overflows_leaves_the_weights_as_they_were(optimizer):
     """Finite loss, finite gradients, and an update that overflows float32: refused after the
-    step with the weights and optimizer state put back (they were left NaN/inf)."""
+    step with the weights and optimizer state put back as they were."""
     net = bp.Sequential(bp.Dense(3, 4, activation="tanh"), bp.Dense(4, 2), seed=0)
     opt = bp.SGD(net.parameters(), lr=1e38) if optimizer == "sgd" else bp.Adam(net.parameters(), lr=1e38)
     before = weights(net), [bytes(b.tobytes()) for b in opt.state.values()], opt.step_count

@@ -171,6 +171,7 @@ class Layer:
         if len(shape) == 2:
             fan_in = shape[0] if fan_in is None else fan_in
             fan_out = shape[1] if fan_out is None else fan_out
+        self._check_new_name(name)
         param = Parameter(name, shape, check_init(init, f"{name}'s init"), fan_in, fan_out)
         self.params[name] = param
         return param
@@ -179,11 +180,19 @@ class Layer:
         """Declare a state buffer (see the module docstring) of `shape`, starting at `fill`; once
         the network is built it is the attribute `name`, an array of its device and dtype.
         `minimum` is the least value it can ever hold (a variance: 0), checked by `check_buffer`."""
-        if name in self._buffer_specs:
-            raise ValueError(f"{type(self).__name__} already has a buffer {name!r}")
+        self._check_new_name(name)
+        if hasattr(self, name):  # it becomes an attribute: it must not hide one
+            raise ValueError(f"{type(self).__name__} already has an attribute {name!r}; name the buffer otherwise")
         if minimum is not None:
             minimum = check_real("minimum", minimum, -math.inf)
         self._buffer_specs[name] = (tuple(int(s) for s in shape), float(fill), minimum)
+
+    def _check_new_name(self, name: str) -> None:
+        """Parameters and buffers share a namespace (a checkpoint names them layers.{i}.{name})."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"a parameter or buffer name must be a Python identifier, got {name!r}")
+        if name in self.params or name in self._buffer_specs:
+            raise ValueError(f"{type(self).__name__} already has a parameter or buffer named {name!r}")
 
     def workspace(self, name: str, shape):
         """A reusable array of `shape` for the intermediate `name`, reallocated only when the

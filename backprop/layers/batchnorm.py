@@ -22,9 +22,7 @@ class BatchNorm(Layer):
         super().__init__()
         self.num_features = check_int("num_features", num_features)
         self.momentum = check_real("momentum", momentum, 0.0, 1.0)
-        self.eps = check_real("eps", eps)
-        if self.eps == 0.0:
-            raise ValueError("eps must be > 0, got 0.0")
+        self.eps = check_real("eps", eps, low_open=True)
         self.input_shape = (self.num_features,)
 
     def build(self, input_shape):

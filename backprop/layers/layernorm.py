@@ -22,9 +22,7 @@ class LayerNorm(Layer):
     def __init__(self, normalized_shape: int, eps: float = 1e-5):
         super().__init__()
         self.normalized_shape = check_int("normalized_shape", normalized_shape)
-        self.eps = check_real("eps", eps)
-        if self.eps == 0.0:
-            raise ValueError("eps must be > 0, got 0.0")
+        self.eps = check_real("eps", eps, low_open=True)
 
     def build(self, input_shape):
         if not input_shape or input_shape[-1] != self.normalized_shape:

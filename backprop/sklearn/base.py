@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from backprop.boundary import check_finite, host_numeric, to_numpy
 from backprop.callbacks import Callback
-from backprop.checks import check_int, check_real
+from backprop.checks import check_bool, check_int, check_real
 from backprop.layers import BatchNorm, Dense, Dropout
 from backprop.network import Sequential
 from backprop.optim import SGD, Adam
@@ -65,12 +65,6 @@ class _EpochEnd(Callback):
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         if self.estimator._end_epoch(metrics["loss"], self.samples, self.validation, self.incremental):
             self.stop_training = True
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _weights_and_buffers(net) -> tuple:
@@ -185,13 +179,12 @@ class MLPBase(BaseEstimator):
         check_real("power_t", self.power_t)
         check_real("tol", self.tol)
         for name in ("learning_rate_init", "epsilon"):
-            if check_real(name, getattr(self, name)) == 0.0:
-                raise ValueError(f"{name} must be > 0, got 0.0")
+            check_real(name, getattr(self, name), low_open=True)
         check_real("momentum", self.momentum, 0.0, 1.0, high_open=True)
         for name in ("validation_fraction", "beta_1", "beta_2", "dropout"):
             check_real(name, getattr(self, name), 0.0, 1.0, high_open=True)
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping", "batch_norm"):
-            _check_bool(name, getattr(self, name))
+            check_bool(name, getattr(self, name))
         if self.early_stopping and self.validation_fraction == 0.0:
             raise ValueError("early_stopping=True needs validation_fraction > 0, got 0.0")
         if not isinstance(self.verbose, (bool, numbers.Integral)):
