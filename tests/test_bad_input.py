@@ -131,7 +131,7 @@ CASES = [
     case("SGD-momentum", lambda n, o, t: bp.SGD(n.parameters(), momentum=1.0), V, r"momentum must be in \[0.0, 1.0\), got 1.0"),
     case("SGD-weight_decay", lambda n, o, t: bp.SGD(n.parameters(), weight_decay=-1e-4), V, "weight_decay must be a finite number >= 0.0, got -0.0001"),
     case("SGD-nesterov", lambda n, o, t: bp.SGD(n.parameters(), nesterov=True), V, "nesterov=True needs momentum > 0 .*got momentum=0.0"),
-    case("SGD-nesterov-type", lambda n, o, t: bp.SGD(n.parameters(), momentum=0.9, nesterov="yes"), T, "nesterov must be True or False, got 'yes'"),
+    case("SGD-nesterov-type", lambda n, o, t: bp.SGD(n.parameters(), momentum=0.9, nesterov="yes"), T, "nesterov must be True or False, got str 'yes'"),
     case("SGD-params-network", lambda n, o, t: bp.SGD(n, lr=0.1), T, r"params must be a list of parameters \(net.parameters\(\)\), got Sequential"),
     case("SGD-params-arrays", lambda n, o, t: bp.SGD([np.zeros(3)], lr=0.1), T, "params must hold a network's parameters .*got an element of type ndarray"),
     case("SGD-params-empty", lambda n, o, t: bp.SGD([], lr=0.1), V, "params is empty"),
