@@ -326,3 +326,18 @@ def test_a_saved_checkpoint_has_the_umask_permissions_of_a_new_file(tmp_path):
     finally:
         os.umask(previous)
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_a_checkpoint_is_plain_safetensors_that_any_reader_opens_by_name(tmp_path):
+    """What PyTorch's and JAX's users open: safetensors' own loader (here its NumPy one; the
+    torch and flax loaders read the same bytes) gives every parameter and buffer by name."""
+    from safetensors.numpy import load_file
+
+    net, opt = make("adam", "float32")
+    train(net, opt, epochs=1)
+    bp.save(net, tmp_path / "m.safetensors", optimizer=opt)
+    tensors = load_file(str(tmp_path / "m.safetensors"))
+    for param in net.parameters():
+        np.testing.assert_array_equal(tensors[param.name], param.data)
+    np.testing.assert_array_equal(tensors["layers.2.running_var"], net.layers[2].running_var)
+    assert tensors["layers.0.weight"].dtype == np.float32 and tensors["layers.0.weight"].shape == (5, 8)
