@@ -212,6 +212,18 @@ def test_auto_falls_back_to_cpu_with_one_warning(monkeypatch):
     assert len([w for w in caught if "device='auto' is using the CPU" in str(w.message)]) == 1
 
 
+def test_the_auto_warning_points_at_the_users_line(monkeypatch):
+    """However deep inside the library "auto" is resolved, the warning names the caller's line."""
+    _pretend_no_gpu(monkeypatch)
+    for make in (lambda: bp.Sequential(bp.Dense(2, 1), device="auto"), lambda: devices.resolve_device("auto")):
+        devices._warn_auto_fallback.cache_clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make()
+        (warning,) = [w for w in caught if "device='auto'" in str(w.message)]
+        assert warning.filename == __file__, warning.filename
+
+
 def test_detection_here_never_raises_and_is_cached():
     first = devices.cuda_status()
     assert devices.cuda_status() is first
