@@ -80,7 +80,7 @@ def _add_train(sub) -> None:
     from backprop.apps.train_command import run
 
     train = sub.add_parser(
-        "train", help="train a classifier (handwritten digits by default) and report on its test set",
+        "train", help="train a classifier or a regression (handwritten digits by default) and report on its test set",
         description="Train a fully connected classifier by backpropagation: a stratified train/"
                     "validation/test split, ReLU hidden layers, softmax cross-entropy, Adam, early "
                     "stopping on the validation loss. Prints progress per epoch, then the test accuracy, "
@@ -95,7 +95,13 @@ def _add_train(sub) -> None:
                       help="digits (scikit-learn's 8x8 handwritten digits, no download), xor, moons, circles "
                            "(2-D toy sets drawn from --seed), idx:DIR (MNIST-format IDX files *train-images*/"
                            "*train-labels*, optionally *t10k-* as the test set; or idx:IMAGES,LABELS), "
-                           "npz:FILE (arrays X and y)")
+                           "npz:FILE (arrays X and y), csv:FILE (a header row, then one sample per line)")
+    data.add_argument("--target", default=None, metavar="COLUMN",
+                      help="the target column of a csv: data set, by name or index from 0 (default: the last "
+                           "column); the other columns are the features")
+    data.add_argument("--task", default=None, choices=["classification", "regression"],
+                      help="what to learn from a csv: or npz: data set (default: inferred from the target: "
+                           "whole numbers with few distinct values or text are classes, else regression)")
     model = train.add_argument_group("network")
     model.add_argument("--hidden", type=widths, default=[512], metavar="W1,W2,...",
                        help="hidden layer widths, comma-separated; 'none' for no hidden layer (default: 512)")
@@ -107,6 +113,8 @@ def _add_train(sub) -> None:
                        help="batch normalization after each hidden layer's activation")
     model.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="floating-point type")
     opt = train.add_argument_group("optimization")
+    opt.add_argument("--loss", default=None, choices=["cross-entropy", "mse", "huber"],
+                     help="the loss: cross-entropy for a classification; mse (default) or huber for a regression")
     opt.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="optimizer")
     opt.add_argument("--lr", type=positive_float, default=None,
                      help="learning rate (default: 0.001 for adam/adamw, 0.05 for sgd)")

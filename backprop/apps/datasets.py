@@ -6,7 +6,9 @@
     circles      a ring around a disc
     idx:PATH     MNIST-format IDX files: a folder holding *train-images* / *train-labels*
                  (and optionally *t10k-* or *test-* files as the test set), or IMAGES,LABELS
-    npz:PATH     a NumPy .npz with arrays X (samples, features...) and y (labels)
+    npz:PATH     a NumPy .npz with arrays X (samples, features...) and y (labels, or regression
+                 targets)
+    csv:PATH     a CSV file with a header row (backprop.apps.tabular)
 
 Every set comes back as a `Dataset`: features as float rows, labels as class indices
 0..k-1 (the original label values kept in `class_names`), split stratified into train,
@@ -27,10 +29,11 @@ import zlib
 import numpy as np
 
 from backprop.apps.data import load_digits_split, stratified_split
+from backprop.datainfo import DataInfo
 
 TOY_SAMPLES = 1000
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
-NAMES = ("digits", "xor", "moons", "circles", "idx:PATH", "npz:PATH")
+NAMES = ("digits", "xor", "moons", "circles", "idx:PATH", "npz:PATH", "csv:PATH")
 
 
 @dataclasses.dataclass
@@ -43,6 +46,12 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    info: DataInfo | None = None  # the task, names and scaling `train` saves with the model
+    task_note: str = "classification"  # the task, as the run's summary says it
+
+    def __post_init__(self):
+        if self.info is None:  # a classification set: its class names are what the model keeps
+            self.info = DataInfo(task="classification", class_names=self.class_names)
 
     @property
     def features(self) -> int:
@@ -51,6 +60,17 @@ class Dataset:
     @property
     def classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def outputs(self) -> int:
+        """The network's outputs: one per class, or one per regression target."""
+        if self.task == "classification":
+            return self.classes
+        return 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
 
 
 # ---------------------------------------------------------------------- toy sets
@@ -189,8 +209,7 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
                          "(np.savez(path, X=X.astype(float), y=y))") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged or truncated archive
         raise ValueError(f"{source} is not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
-    X = _features(X, f"{source} X")
-    return X, _labels(y, X.shape[0], f"{source} y")
+    return _features(X, f"{source} X"), y
 
 
 # ---------------------------------------------------------------------- splitting and naming
@@ -230,10 +249,20 @@ def _label_name(value) -> str:
     return str(int(value))
 
 
-def load_dataset(spec: str, seed: int = 0) -> Dataset:
-    """The data set named by `spec` (see the module docstring), split with `seed`."""
+def load_dataset(spec: str, seed: int = 0, target: str | None = None, task: str | None = None) -> Dataset:
+    """The data set named by `spec` (see the module docstring), split with `seed`. `target` (the
+    target column) applies to csv:, `task` ("classification", "regression", or None to infer it
+    from the labels) to csv: and npz:; the others are classification sets."""
     kind, _, path = spec.partition(":")
     path = ",".join(os.path.expanduser(part) for part in path.split(","))  # the shell leaves idx:~/... alone
+    if target is not None and kind != "csv":
+        raise ValueError(f"--target names a column of a csv: data set, not of {spec}")
+    if task == "regression" and kind not in ("csv", "npz"):
+        raise ValueError(f"--task regression needs a csv: or npz: data set; {spec} is a classification set")
+    if kind == "csv" and path:
+        from backprop.apps.tabular import load_csv
+
+        return load_csv(spec, path, seed, target, task)
     if kind == "digits" and not path:
         parts = load_digits_split(seed=seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION)
         return Dataset("digits", *parts, class_names=[str(d) for d in range(10)])
@@ -241,9 +270,10 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
         X, y = TOYS[kind](TOY_SAMPLES, np.random.default_rng(seed))
         return _split(kind, X, y, seed, ["0", "1"])
     if kind == "npz" and path:
+        from backprop.apps.tabular import labelled_dataset
+
         X, y = _read_npz(path)
-        (y,), names = _as_classes(spec, y)
-        return _split(spec, X, y, seed, names)
+        return labelled_dataset(spec, X, y, seed, task)
     if kind == "idx" and path:
         parts = []
         for images, labels in _idx_pairs(path):

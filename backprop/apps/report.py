@@ -1,4 +1,5 @@
-"""What a classifier got right, per class: the confusion matrix and its per-class summary."""
+"""What a model got right: a classifier's confusion matrix and per-class summary, a regression's
+R^2 and mean absolute error."""
 
 from __future__ import annotations
 
@@ -40,3 +41,16 @@ def per_class_table(rows: list[dict], names: list[str]) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """{"r2": 1 - sum (y - p)^2 / sum (y - mean y)^2, "mae": mean |y - p|}, over every target of
+    every sample (R^2 averaged over the targets that vary on the test set; None if none does).
+    To be replaced by bp.evaluate's own regression metrics."""
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
+    residual = ((y_true - y_pred) ** 2).sum(axis=0)
+    spread = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
+    varies = spread > 0
+    r2 = float(np.mean(1.0 - residual[varies] / spread[varies])) if varies.any() else None
+    return {"r2": r2, "mae": float(np.abs(y_true - y_pred).mean())}
