@@ -188,7 +188,8 @@ def _labels(y: np.ndarray, rows: int, source: str) -> np.ndarray:
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: str, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """X (as `_features`) and y (as stored; None when not `need_y` and the file holds none)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"npz:{path}: no such file")
     source = f"npz:{path}"
@@ -197,11 +198,11 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{source} is not an .npz file (a zip archive of arrays, as np.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("X", "y") if k not in data.files]
+            missing = [k for k in ("X", "y")[:2 if need_y else 1] if k not in data.files]
             if missing:
                 raise ValueError(f"{source} has no array {missing[0]!r} (it holds {', '.join(data.files) or 'nothing'}); "
                                  "it needs X (samples, features) and y (labels)")
-            X, y = data["X"], data["y"]
+            X, y = data["X"], data["y"] if "y" in data.files else None
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
             raise
