@@ -221,3 +221,47 @@ def test_load_refuses_a_malformed_data_record(tmp_path, record):
     for read in (bp.load, bp.load_data_info):
         with pytest.raises(ValueError, match="invalid data record"):
             read(path)
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == PNG_MAGIC
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_the_plot_of_a_2d_set_adds_its_decision_boundary(tmp_path):
+    """Loss, accuracy and confusion matrix for any classifier; a fourth panel, the decision
+    boundary, for 2-D data; a regression's loss and predicted-against-true panels."""
+    from backprop.apps.plots import boundary_panel
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "three.npz", X=rng.normal(size=(100, 3)), y=np.arange(100) % 2)
+    species = ["--dataset", f"csv:{write_species(tmp_path / 's.csv')}", "--target", "species"]
+    for argv, panels in ((["--dataset", "xor"], 4), (species, 4), (["--dataset", f"npz:{tmp_path / 'three.npz'}"], 3)):
+        status, _, err = run_cli("train", *argv, "--hidden", "8", "--epochs", "2", "--out", str(tmp_path / "run"))
+        assert status == 0, err
+        assert png_size(tmp_path / "run" / "training.png")[0] == pytest.approx(panels * 530, abs=5)
+    status, _, err = run_cli("train", "--dataset", f"csv:{write_houses(tmp_path / 'h.csv')}", "--hidden", "8",
+                             "--epochs", "2", "--out", str(tmp_path / "reg"))
+    assert status == 0, err
+    assert png_size(tmp_path / "reg" / "training.png")[0] == pytest.approx(2 * 530, abs=5)
+
+    # the regions are the classifier's own answers over a grid spanning the data
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    asked = []
+    X = np.array([[0.0, 0.0], [1.0, 2.0]])
+
+    def predict_class(points):
+        asked.append(points)
+        return (points[:, 0] > 0.5).astype(int)
+
+    fig, ax = plt.subplots()
+    boundary_panel(predict_class, X, np.array([0, 1]), ["a", "b"])(fig, ax)
+    plt.close(fig)
+    (grid,) = asked
+    assert grid[:, 0].min() < 0 < 1 < grid[:, 0].max() and grid[:, 1].min() < 0 < 2 < grid[:, 1].max()
