@@ -164,3 +164,23 @@ def test_mistakes_are_one_line(tmp_path, monkeypatch, argv, fragments):
     (tmp_path / "notes.md").write_text("hello\n")
     status, _, err = run_cli(*argv)
     assert_one_line_error(status, err, *fragments)
+
+
+def test_the_readmes_own_data_commands_run_as_written(tmp_path, monkeypatch):
+    """The README's "Your own data" commands, on house prices written as its files are named."""
+    from readme_extensions import README
+
+    monkeypatch.chdir(tmp_path)
+    section = README.read_text(encoding="utf-8").split("### Your own data", 1)[1]
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    for name, seed in (("houses.csv", 0), ("new_houses.csv", 1), ("test_houses.csv", 2)):
+        write_houses(tmp_path / name, seed=seed)
+    outputs = []
+    for command in commands:
+        assert command.startswith("python -m backprop ")
+        status, out, err = run_cli(*command.split()[3:])
+        assert status == 0, (command, err)
+        outputs.append(out)
+    header, rows = read_csv(tmp_path / "prices.csv")
+    assert header == ["price"] and len(rows) == 300
+    assert float(re.search(r"^R\^2\s+([-\d.]+)", outputs[2], re.M).group(1)) > 0.9
