@@ -23,7 +23,7 @@ import numpy as np
 TASKS = ("classification", "regression")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # arrays have no one truth value to compare by
 class DataInfo:
     """The task and the data's names and scalings (see the module docstring). Every field but
     `task` may be None: no names, no scaling."""

@@ -265,3 +265,17 @@ def test_the_plot_of_a_2d_set_adds_its_decision_boundary(tmp_path):
     plt.close(fig)
     (grid,) = asked
     assert grid[:, 0].min() < 0 < 1 < grid[:, 0].max() and grid[:, 1].min() < 0 < 2 < grid[:, 1].max()
+
+
+def test_r2_and_mae_are_scikit_learns():
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    from backprop.apps.report import regression_metrics
+
+    rng = np.random.default_rng(0)
+    true, predicted = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    true[:, 2] = 4.0  # a constant target: R^2 0 where predictions differ, as scikit-learn has it
+    for t, p in ((true, predicted), (true[:, 0], predicted[:, 0]), (true[:, 2:], true[:, 2:])):
+        metrics = regression_metrics(t, p)
+        assert metrics["r2"] == pytest.approx(r2_score(t, p))
+        assert metrics["mae"] == pytest.approx(mean_absolute_error(t, p))

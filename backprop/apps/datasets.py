@@ -29,6 +29,7 @@ import zlib
 import numpy as np
 
 from backprop.apps.data import load_digits_split, stratified_split
+from backprop.apps.tabular import describe_task, infer_task, read_csv, regression_targets, standardisation
 from backprop.datainfo import DataInfo
 
 TOY_SAMPLES = 1000
@@ -235,6 +236,38 @@ def _split_parts(name: str, y: np.ndarray, fractions: dict[str, float], seed: in
     return parts
 
 
+def labelled_dataset(name: str, X: np.ndarray, y: np.ndarray, seed: int, task: str | None, *,
+                     scale_features: bool = False, feature_names=None, target_name=None) -> Dataset:
+    """X and y split for `task` (inferred from y when None): stratified by class for a
+    classification (text labels are the class names), at random for a regression, whose targets
+    are standardised; the features too when `scale_features`. The scaling comes from the
+    training part alone and is the data set's `info`."""
+    inferred = task or infer_task(y)
+    fractions = {"test": TEST_FRACTION, "validation": VAL_FRACTION}
+    if inferred == "classification":
+        if y.dtype.kind in "US":  # text labels: the class names, in sorted order
+            class_names, y = [str(v) for v in np.unique(y)], np.unique(y, return_inverse=True)[1]
+            if len(class_names) < 2:
+                raise ValueError(f"{name}: the labels hold one class ({class_names[0]}); a classifier needs at "
+                                 "least two")
+        else:
+            (y,), class_names = _as_classes(name, _labels(y, X.shape[0], f"{name} {target_name or 'y'}"))
+        test, val, train = _split_parts(name, y, fractions, seed)
+    else:
+        y, class_names = regression_targets(y, X.shape[0], name), []
+        test, val, train = _split_parts(name, np.zeros(len(y)), fractions, seed)
+    x_mean = x_scale = y_mean = y_scale = None
+    if scale_features:
+        x_mean, x_scale = standardisation(X[train].reshape(len(train), -1))
+    if inferred == "regression":
+        y_mean, y_scale = standardisation(y[train].reshape(len(train), -1))
+    info = DataInfo(task=inferred, class_names=class_names or None, feature_names=feature_names,
+                    target_name=target_name, x_mean=x_mean, x_scale=x_scale, y_mean=y_mean, y_scale=y_scale)
+    X, y = info.scale_inputs(X), info.scale_targets(y)
+    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names, info=info,
+                   task_note=describe_task(task, inferred))
+
+
 def _as_classes(name: str, *label_arrays: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
     """Labels mapped to 0..k-1 over all parts; the original values, as given, as the class names
     (1e20 is "100000000000000000000", never an int64 that wrapped)."""
@@ -261,9 +294,9 @@ def load_dataset(spec: str, seed: int = 0, target: str | None = None, task: str 
     if task == "regression" and kind not in ("csv", "npz"):
         raise ValueError(f"--task regression needs a csv: or npz: data set; {spec} is a classification set")
     if kind == "csv" and path:
-        from backprop.apps.tabular import load_csv
-
-        return load_csv(spec, path, seed, target, task)
+        X, y, feature_names, target_name = read_csv(path, target, task)
+        return labelled_dataset(spec, X, y, seed, task, scale_features=True, feature_names=feature_names,
+                                target_name=target_name)
     if kind == "digits" and not path:
         parts = load_digits_split(seed=seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION)
         return Dataset("digits", *parts, class_names=[str(d) for d in range(10)])
@@ -271,8 +304,6 @@ def load_dataset(spec: str, seed: int = 0, target: str | None = None, task: str 
         X, y = TOYS[kind](TOY_SAMPLES, np.random.default_rng(seed))
         return _split(kind, X, y, seed, ["0", "1"])
     if kind == "npz" and path:
-        from backprop.apps.tabular import labelled_dataset
-
         X, y = _read_npz(path)
         return labelled_dataset(spec, X, y, seed, task)
     if kind == "idx" and path:

@@ -101,7 +101,6 @@ def run_evaluate(args) -> int:
     else:
         predicted = info.unscale_targets(bp.predict(net, X, batch_size=args.batch_size)).reshape(y.shape)
         metrics = regression_metrics(y, predicted)
-        r2 = "-" if metrics["r2"] is None else f"{metrics['r2']:.4f}"
-        print(f"R^2       {r2}")
+        print(f"R^2       {metrics['r2']:.4f}")
         print(f"MAE       {metrics['mae']:.4g}" + (f" ({info.target_name})" if info.target_name else ""))
     return 0

@@ -6,8 +6,9 @@
 The task is `--task`, or inferred from the target: whole numbers with few distinct values
 (at most MAX_CLASSES, and at most one per MIN_PER_CLASS samples) are class labels, text is class
 names, anything else is a regression target. A CSV's features are standardised with the mean
-and standard deviation of the training part, and so are a regression's targets; the scaling is
-returned in the data set's `DataInfo`, which `train` saves with the model.
+and standard deviation of the training part, and so are a regression's targets
+(`datasets.labelled_dataset` splits and scales; the scaling is the data set's `DataInfo`, which
+`train` saves with the model).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import os
 
 import numpy as np
 
-from backprop.apps.datasets import TEST_FRACTION, VAL_FRACTION, Dataset, _as_classes, _labels, _split_parts
-from backprop.datainfo import DataInfo
 
 MAX_CLASSES = 100
 MIN_PER_CLASS = 5
@@ -130,52 +129,19 @@ def describe_task(task: str | None, inferred: str) -> str:
     return inferred if task else f"{inferred} (inferred from the target; --task to choose)"
 
 
-def load_csv(spec: str, path: str, seed: int, target: str | None, task: str | None) -> Dataset:
-    """csv:FILE split for training, its features standardised (see the module docstring)."""
+def read_csv(path: str, target: str | None, task: str | None):
+    """(X, y, feature names, target name) of csv:`path`: the target column `target` (see
+    `Table.column_index`), the other columns as float64 features."""
     table = Table(path)
     column = table.column_index(target)
     if len(table.header) < 2:
         raise ValueError(f"{table.source} has one column; it needs feature columns besides the target")
     features = [c for c in range(len(table.header)) if c != column]
-    X = table.numbers(features)
-    y = table.targets(column, task)
-    return labelled_dataset(spec, X, y, seed, task, scale_features=True,
-                            feature_names=[table.header[c] for c in features], target_name=table.header[column])
+    return (table.numbers(features), table.targets(column, task), [table.header[c] for c in features],
+            table.header[column])
 
 
-def labelled_dataset(name: str, X: np.ndarray, y: np.ndarray, seed: int, task: str | None, *,
-                     scale_features: bool = False, feature_names=None, target_name=None) -> Dataset:
-    """X and y split for `task` (inferred from y when None): stratified by class for a
-    classification, at random for a regression, whose targets are standardised; features too
-    when `scale_features`. The scaling comes from the training part alone."""
-    inferred = task or infer_task(y)
-    if inferred == "classification":
-        if y.dtype.kind in "US":  # text labels: the class names, in sorted order
-            class_names, y = [str(v) for v in np.unique(y)], np.unique(y, return_inverse=True)[1]
-            if len(class_names) < 2:
-                raise ValueError(f"{name}: the labels hold one class ({class_names[0]}); a classifier needs at "
-                                 "least two")
-        else:
-            (y,), class_names = _as_classes(name, _labels(y, X.shape[0], f"{name} {target_name or 'y'}"))
-        test, val, train = _split_parts(name, y, {"test": TEST_FRACTION, "validation": VAL_FRACTION}, seed)
-    else:
-        y = _regression_targets(y, X.shape[0], name)
-        class_names = []
-        test, val, train = _split_parts(name, np.zeros(len(y)), {"test": TEST_FRACTION, "validation": VAL_FRACTION},
-                                        seed)
-    x_mean = x_scale = y_mean = y_scale = None
-    if scale_features:
-        x_mean, x_scale = _standardisation(X[train].reshape(len(train), -1))
-    if inferred == "regression":
-        y_mean, y_scale = _standardisation(y[train].reshape(len(train), -1))
-    info = DataInfo(task=inferred, class_names=class_names or None, feature_names=feature_names,
-                    target_name=target_name, x_mean=x_mean, x_scale=x_scale, y_mean=y_mean, y_scale=y_scale)
-    X, y = info.scale_inputs(X), info.scale_targets(y)
-    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names, info=info,
-                   task_note=describe_task(task, inferred))
-
-
-def _regression_targets(y: np.ndarray, rows: int, name: str) -> np.ndarray:
+def regression_targets(y: np.ndarray, rows: int, name: str) -> np.ndarray:
     """Regression targets as float64, (rows,) or (rows, outputs), every one finite."""
     y = np.asarray(y)
     if y.ndim not in (1, 2) or y.shape[0] != rows:
@@ -189,7 +155,7 @@ def _regression_targets(y: np.ndarray, rows: int, name: str) -> np.ndarray:
     return y
 
 
-def _standardisation(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardisation(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each column's mean and standard deviation (1 for a constant column: it stays constant,
     at 0, instead of dividing by zero)."""
     std = rows.std(axis=0)

@@ -233,8 +233,7 @@ def regression_report(net, data, test: dict) -> dict:
     true = info.unscale_targets(data.y_test)
     predicted = info.unscale_targets(bp.predict(net, data.X_test).reshape(true.shape))
     metrics = regression_metrics(true, predicted)
-    r2 = "-" if metrics["r2"] is None else f"{metrics['r2']:.4f}"
-    print(f"test R^2 {r2}, MAE {metrics['mae']:.4g}, test loss {test['loss']:.4f} "
+    print(f"test R^2 {metrics['r2']:.4f}, MAE {metrics['mae']:.4g}, test loss {test['loss']:.4f} "
           "(on standardised targets)")
     return {"test": {"loss": test["loss"], **metrics},
             "panels": [regression_panel(true, predicted, info.target_name or "target")]}
