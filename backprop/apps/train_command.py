@@ -140,20 +140,22 @@ def sigint_ignored():
 LOSSES = {"cross-entropy": "softmax cross-entropy", "mse": "mean squared error", "huber": "Huber loss"}
 
 
-def build_loss(args, task: str) -> bp.Loss:
-    """Softmax cross-entropy for a classification; MSE (or Huber) for a regression."""
+def loss_name(args, task: str) -> str:
+    """--loss, or the task's default: cross-entropy for a classification, MSE for a regression;
+    a loss that does not fit the task is a UsageError."""
     name = args.loss or ("cross-entropy" if task == "classification" else "mse")
     if (name == "cross-entropy") != (task == "classification"):
         wanted = "cross-entropy" if task == "classification" else "mse or huber"
         raise UsageError(f"--loss {name} does not fit a {task}; use {wanted}")
-    return {"cross-entropy": bp.CrossEntropyLoss, "mse": bp.MSELoss, "huber": bp.HuberLoss}[name]()
+    return name
 
 
 def run(args) -> int:
     device, device_note = pick_device(args.device)
     data = load_dataset(args.dataset, seed=args.seed, target=getattr(args, "target", None),
                         task=getattr(args, "task", None))
-    loss = build_loss(args, data.task)
+    loss_kind = loss_name(args, data.task)
+    loss = {"cross-entropy": bp.CrossEntropyLoss, "mse": bp.MSELoss, "huber": bp.HuberLoss}[loss_kind]()
     net, opt = build_training(args, data.features, data.outputs, device)
     writes_files = not args.distributed or _is_root()
     out = args.out or new_run_folder()
@@ -163,8 +165,7 @@ def run(args) -> int:
     print(f"data      {data.name}: {len(data.y_train)} training, {len(data.y_val)} validation, "
           f"{len(data.y_test)} test samples; {data.features} features, {what}"
           + ("" if data.task_note == "classification" else f"; {data.task_note}"))
-    loss_name = args.loss or ("cross-entropy" if data.task == "classification" else "mse")
-    print(f"network   {describe_network(net)} ({net.num_parameters():,} parameters), {LOSSES[loss_name]}")
+    print(f"network   {describe_network(net)} ({net.num_parameters():,} parameters), {LOSSES[loss_kind]}")
     patience = (f"early stopping after {args.early_stopping} epochs without a lower validation loss"
                 if args.early_stopping else "no early stopping")
     print(f"training  {describe_optimizer(opt)}, batch {args.batch_size}, up to {args.epochs} epochs, "
