@@ -309,15 +309,6 @@ class _Reader:
         net.eval()
         return net
 
-    def data_info(self, net) -> DataInfo | None:
-        """The data record (None when there is none), checked against `net`."""
-        if "data" not in self.record:
-            return None
-        with self.rebuilding("an invalid data record"):
-            info = DataInfo.from_record(self.record["data"])
-            info.check_network(net)
-        return info
-
     def expect_tensor(self, name: str, shape) -> None:
         got = self.tensor_shape(name)
         if got is None:
@@ -380,6 +371,17 @@ class _Reader:
             sched = SCHEDULERS[record["type"]](opt, **record["hyperparameters"])
             sched.load_state(record["base_lr"], record["epoch"])
         return sched
+
+    # -- what the data was
+
+    def data_info(self, net) -> DataInfo | None:
+        """The data record (None when there is none), checked against `net`."""
+        if "data" not in self.record:
+            return None
+        with self.rebuilding("an invalid data record"):
+            info = DataInfo.from_record(self.record["data"])
+            info.check_network(net)
+        return info
 
 
 def _expect_object(value, what: str) -> None:

@@ -24,9 +24,10 @@ def test_every_python_block_of_the_readme_runs_as_written(tmp_path, monkeypatch)
     from backprop.layers import LAYERS
 
     monkeypatch.chdir(tmp_path)
-    # The README registers its own Recenter and softsign: the other tests keep readme_extensions'.
-    monkeypatch.setitem(LAYERS, "Recenter", LAYERS["Recenter"])
-    monkeypatch.setitem(ACTIVATIONS, "softsign", ACTIVATIONS["softsign"])
+    # The README registers its own Recenter and softsign, as a fresh process would:
+    # readme_extensions' are set aside meanwhile, and the other tests keep them.
+    monkeypatch.delitem(LAYERS, "Recenter")
+    monkeypatch.delitem(ACTIVATIONS, "softsign")
     blocks = python_blocks()
     assert len(blocks) >= 5
     namespace: dict = {"__name__": "readme"}
