@@ -46,7 +46,7 @@ _SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}
 # its metrics instead, which fit 80 columns with the validation metrics.
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
 _END_FORMAT = "{desc} [{elapsed}]{postfix}"
-# Narrower terminals (a pseudo-terminal that reports 0 columns, say) get plain lines.
+# Narrower terminals (a pseudo-terminal that reports 0 columns, say) get the plain lines too.
 _MIN_COLUMNS = 40
 
 
@@ -55,10 +55,9 @@ def _format(metrics: dict) -> str:
 
 
 class ProgressBar(Callback):
-    """fit's progress: a tqdm bar per epoch on a terminal (when tqdm is installed and the terminal
-    is at least 40 columns wide), one plain line per epoch otherwise. Each epoch ends with its
-    metrics; the bar also shows the elapsed and remaining time, a plain line the seconds the
-    epoch took, validation included."""
+    """fit's progress: a tqdm bar per epoch on a terminal (when tqdm is installed), one plain line
+    per epoch otherwise. Each epoch ends with its metrics; the bar also shows the elapsed and
+    remaining time, a plain line the seconds the epoch took, validation included."""
 
     def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stderr

@@ -11,11 +11,11 @@ and whose metadata holds
                            refused, never loaded as a quietly different network
     backprop               JSON: the architecture (each layer's config(), dtype, seed, example
                            shape), epochs trained, each layer's counters, and, when saved, the
-                           optimizer's and the schedule's records, and the data record
-                           (`bp.DataInfo`: the task, class and feature names, the input
-                           scaling) when one was given.
+                           optimizer's and the schedule's records.
 Layers are recorded by their registered names (`@bp.register_layer`), so a user's own layer
-round-trips once its class is registered in the loading process.
+round-trips once its class is registered in the loading process. The records also hold, when
+given, what the data was (`bp.DataInfo`: the task, the class and feature names, the input
+scaling), read back by `load_data_info` and checked, as every record is, by `load` too.
 
 Version 1 (backprop 0.1.0's `.npz`: one flat parameter array, per-layer state arrays, the same
 records as a JSON byte array) keeps loading; the reader tells the two apart by their first bytes.
@@ -123,12 +123,12 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
                                    "hyperparameters": optimizer.hyperparameters(),
                                    "step_count": optimizer.step_count, "segments": optimizer.segments}
             tensors.update({f"optimizer.{name}": value for name, value in optimizer.state_arrays().items()})
+    if data_info is not None:
+        record["data"] = data_info.to_record()
     if scheduler is not None:
         record["scheduler"] = {"type": _saved_name(scheduler, SCHEDULERS, "scheduler"),
                                "hyperparameters": scheduler.hyperparameters(),
                                "base_lr": scheduler.base_lr, "epoch": scheduler.epoch}
-    if data_info is not None:
-        record["data"] = data_info.to_record()
     records = json.dumps(record, sort_keys=True)
     metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "backprop": records,
                 "sha256": _digest(records, sorted(tensors), tensors.__getitem__)}
@@ -340,6 +340,15 @@ class _Reader:
             raise self.invalid(f"tensor {key!r} (layer {index}): {exc}") from None
         return values
 
+    def data_info(self, net) -> DataInfo | None:
+        """The data record (None when there is none), checked against `net`."""
+        if "data" not in self.record:
+            return None
+        with self.rebuilding("an invalid data record"):
+            info = DataInfo.from_record(self.record["data"])
+            info.check_network(net)
+        return info
+
     # -- the optimizer and schedule
 
     def optimizer(self, net):
@@ -371,17 +380,6 @@ class _Reader:
             sched = SCHEDULERS[record["type"]](opt, **record["hyperparameters"])
             sched.load_state(record["base_lr"], record["epoch"])
         return sched
-
-    # -- what the data was
-
-    def data_info(self, net) -> DataInfo | None:
-        """The data record (None when there is none), checked against `net`."""
-        if "data" not in self.record:
-            return None
-        with self.rebuilding("an invalid data record"):
-            info = DataInfo.from_record(self.record["data"])
-            info.check_network(net)
-        return info
 
 
 def _expect_object(value, what: str) -> None:
