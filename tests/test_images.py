@@ -315,3 +315,52 @@ def test_checkpoints_and_pickles_keep_an_image_network(tmp_path):
     copy = pickle.loads(pickle.dumps(net))
     np.testing.assert_array_equal(bp.predict(copy, X), want)
     np.testing.assert_array_equal(copy.layers[1].running_var, net.layers[1].running_var)
+
+
+# ---------------------------------------------------------------------- on the GPU
+
+
+def _cnn_fit(device):
+    """A small CNN with every image layer, trained two epochs in float64 on `device`."""
+    X, y = _digits_images(48)
+    net = bp.Sequential(bp.Conv2D(1, 4, 3, padding=1, activation="relu"), bp.BatchNorm2D(4), bp.MaxPool2D(2),
+                        bp.Conv2D(4, 3, (2, 3), stride=(1, 2), activation="tanh"), bp.AvgPool2D((3, 1)),
+                        bp.Flatten(), bp.Dropout(0.2), bp.Dense(3, 10), input_shape=(1, 8, 8), device=device,
+                        dtype="float64", seed=6)
+    history = bp.fit(net, X, y, loss=bp.CrossEntropyLoss(), optimizer=bp.Adam(net.parameters(), lr=0.01), epochs=2,
+                     batch_size=16, validation_split=0.25, seed=1, progress=False)
+    return history.history, bp.to_numpy(net.store.data), bp.predict(net, X)
+
+
+def _assert_cnn_fits_alike(device):
+    (h_gpu, w_gpu, p_gpu), (h_cpu, w_cpu, p_cpu) = _cnn_fit(device), _cnn_fit("cpu")
+    close = dict(rtol=1e-9, atol=1e-12)  # cuBLAS and NumPy add a GEMM's terms in different orders
+    np.testing.assert_allclose(w_gpu, w_cpu, **close)
+    np.testing.assert_allclose(p_gpu, p_cpu, **close)
+    for key in h_cpu:
+        np.testing.assert_allclose(h_gpu[key], h_cpu[key], **close, err_msg=key)
+
+
+def test_a_cnn_trains_on_the_cupy_double_as_on_the_cpu(monkeypatch):
+    """Proof 3 for the image layers end to end: the CuPy backend's launches of conv.cu and
+    pooling.cu (through the CuPy double, which runs their host build) train as NumPy does."""
+    import cupy_double
+
+    from backprop.backends import devices
+
+    cupy_double.install(monkeypatch)
+    monkeypatch.setattr(devices, "_BACKENDS", {})
+    devices.cuda_status.cache_clear()
+    try:
+        _assert_cnn_fits_alike("cuda:1")
+    finally:
+        devices.cuda_status.cache_clear()
+
+
+@pytest.mark.gpu
+def test_a_cnn_trains_on_a_real_gpu_as_on_the_cpu():
+    from backprop.backends import devices
+
+    if devices.cuda_status()[0] == 0:
+        pytest.skip(f"no usable GPU: {devices.cuda_status()[1]}")
+    _assert_cnn_fits_alike("cuda")

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
 from backprop.backends.ops import fused_op
 from backprop.backends.ops.im2col import case_arrays, output_size, window
-from backprop.backends.ops.max_pool import CASE_GEOMETRIES, numpy_pool_windows
+from backprop.backends.ops.max_pool import CASE_GEOMETRIES, numpy_pool_windows, pool_launch_sizes
 
 
 @fused_op
@@ -39,6 +40,14 @@ def _(backend, x, kernel, stride, out=None):
     for k in range(1, kernel[0] * kernel[1]):
         np.add(out, windows[..., k // kernel[1], k % kernel[1]], out=out)
     np.divide(out, backend._scalar("pool size", kernel[0] * kernel[1]), out=out)
+    return out
+
+
+@avg_pool_forward.cupy
+def _(backend, x, kernel, stride, out=None):
+    sizes = pool_launch_sizes(x.shape, kernel, stride)
+    out = backend._out(out, (*x.shape[:2], *sizes[-2:]))
+    backend._launch("avg_pool_fwd", _blocks(out.size, MAX_GRID), BLOCK, x, out, *sizes)
     return out
 
 
@@ -69,6 +78,14 @@ def _(backend, grad_y, input_shape, kernel, stride, out=None):
         for j in range(kernel[1]):
             target = window(out, i, j, stride, out_h, out_w)
             np.add(target, share, out=target)
+    return out
+
+
+@avg_pool_backward.cupy
+def _(backend, grad_y, input_shape, kernel, stride, out=None):
+    out = backend._out(out, tuple(input_shape))
+    backend._launch("avg_pool_bwd", _blocks(out.size, MAX_GRID), BLOCK, grad_y, out,
+                    *pool_launch_sizes(input_shape, kernel, stride))
     return out
 
 

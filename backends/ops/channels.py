@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
 from backprop.backends.ops import fused_op
 from backprop.backends.ops.im2col import case_arrays
 
@@ -43,6 +44,15 @@ def _(backend, rows, batch_shape, out=None):
     return out
 
 
+@to_channels_first.cupy
+def _(backend, rows, batch_shape, out=None):
+    n, h, w = batch_shape
+    c = rows.shape[1]
+    out = backend._out(out, (n, c, h, w))
+    backend._launch("to_channels_first", _blocks(out.size, MAX_GRID), BLOCK, rows, out, n, c, h * w)
+    return out
+
+
 @fused_op
 def to_channels_last(backend, x, out=None):
     """rows (N H W, C) from x (N, C, H, W)."""
@@ -57,6 +67,14 @@ def _(backend, x, out=None):
     if out is None:
         out = np.empty((n * h * w, c), dtype=x.dtype)
     np.copyto(out.reshape(n, h, w, c), x.transpose(0, 2, 3, 1))
+    return out
+
+
+@to_channels_last.cupy
+def _(backend, x, out=None):
+    n, c, h, w = x.shape
+    out = backend._out(out, (n * h * w, c))
+    backend._launch("to_channels_last", _blocks(out.size, MAX_GRID), BLOCK, x, out, n, c, h * w)
     return out
 
 

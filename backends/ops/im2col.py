@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
 from backprop.backends.ops import fused_op
 
 
@@ -71,6 +72,21 @@ def _(backend, x, kernel, stride, padding, out=None):
     return out
 
 
+def launch_sizes(shape, kernel, stride, padding) -> tuple:
+    """The geometry arguments of the kernels of conv.cu: n, c, h, w, kh, kw, sh, sw, ph, pw, OH, OW."""
+    n, c, h, w, out_h, out_w = _geometry(shape, kernel, stride, padding)
+    return (n, c, h, w, *kernel, *stride, *padding, out_h, out_w)
+
+
+@im2col.cupy
+def _(backend, x, kernel, stride, padding, out=None):
+    sizes = launch_sizes(x.shape, kernel, stride, padding)
+    n, c, _, _, kh, kw, *_, out_h, out_w = sizes
+    out = backend._out(out, (n * out_h * out_w, c * kh * kw))
+    backend._launch("im2col", _blocks(out.size, MAX_GRID), BLOCK, x, out, *sizes)
+    return out
+
+
 @fused_op
 def col2im(backend, cols, input_shape, kernel, stride, padding, out=None):
     """dx of shape `input_shape` (N, C, H, W) from dcols (N OH OW, C kh kw): im2col's adjoint."""
@@ -104,6 +120,14 @@ def _(backend, cols, input_shape, kernel, stride, padding, out=None):
             np.add(target, parts[..., i, j], out=target)
     if ph or pw:
         np.copyto(out, padded[:, :, ph : ph + h, pw : pw + w])
+    return out
+
+
+@col2im.cupy
+def _(backend, cols, input_shape, kernel, stride, padding, out=None):
+    out = backend._out(out, tuple(input_shape))
+    backend._launch("col2im", _blocks(out.size, MAX_GRID), BLOCK, cols, out,
+                    *launch_sizes(input_shape, kernel, stride, padding))
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
 from backprop.backends.ops import fused_op
 from backprop.backends.ops.im2col import case_arrays, output_size, window
 
@@ -26,6 +27,12 @@ def pool_windows(backend, x, kernel, stride):
     out_w = output_size(x.shape[3], kernel[1], stride[1], 0)
     views = [window(x, i, j, stride, out_h, out_w) for i in range(kernel[0]) for j in range(kernel[1])]
     return backend.xp.stack(views, axis=-1)
+
+
+def pool_launch_sizes(shape, kernel, stride) -> tuple:
+    """The geometry arguments of the kernels of pooling.cu: n, c, h, w, kh, kw, sh, sw, OH, OW."""
+    h, w = shape[2:]
+    return (*shape, *kernel, *stride, output_size(h, kernel[0], stride[0], 0), output_size(w, kernel[1], stride[1], 0))
 
 
 def numpy_pool_windows(x, kernel, stride):
@@ -56,6 +63,16 @@ def _(backend, x, kernel, stride, out=None):
     return out, index
 
 
+@max_pool_forward.cupy
+def _(backend, x, kernel, stride, out=None):
+    sizes = pool_launch_sizes(x.shape, kernel, stride)
+    shape = (*x.shape[:2], *sizes[-2:])
+    out = backend._out(out, shape)
+    index = backend.xp.empty(shape, dtype=backend.xp.int64)
+    backend._launch("max_pool_fwd", _blocks(out.size, MAX_GRID), BLOCK, x, out, index, *sizes)
+    return out, index
+
+
 @fused_op
 def max_pool_backward(backend, grad_y, index, input_shape, kernel, stride, out=None):
     """dx of `input_shape` from dy and the forward's index; see the module docstring."""
@@ -83,6 +100,14 @@ def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
             np.multiply(grad_y, index == i * kernel[1] + j, out=chosen)
             target = window(out, i, j, stride, out_h, out_w)
             np.add(target, chosen, out=target)
+    return out
+
+
+@max_pool_backward.cupy
+def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
+    out = backend._out(out, tuple(input_shape))
+    backend._launch("max_pool_bwd", _blocks(out.size, MAX_GRID), BLOCK, grad_y, index, out,
+                    *pool_launch_sizes(input_shape, kernel, stride))
     return out
 
 
