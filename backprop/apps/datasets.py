@@ -11,7 +11,8 @@
 Every set comes back as a `Dataset`: features as float rows, labels as class indices
 0..k-1 (the original label values kept in `class_names`), split stratified into train,
 validation and test parts (`data.stratified_split`). The toy sets are drawn on the spot from
-`seed`.
+`seed`. Sets of images keep the shape of one image, (channels, height, width), in
+`image_shape`, and `as_images()` gives their rows back as image batches (for a CNN).
 """
 
 from __future__ import annotations
@@ -43,10 +44,24 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    image_shape: tuple[int, int, int] | None = None  # (channels, height, width) of a set of images
 
     @property
     def features(self) -> int:
-        return self.X_train.shape[1]
+        return math.prod(self.X_train.shape[1:])
+
+    def describe_examples(self) -> str:
+        """"64 features", or "images of 1x8x8" once laid out as images."""
+        if self.X_train.ndim > 2:
+            return "images of " + "x".join(map(str, self.X_train.shape[1:]))
+        return f"{self.features} features"
+
+    def as_images(self) -> "Dataset":
+        """The same split with every X as a batch of images (rows, channels, height, width): views."""
+        if self.image_shape is None:
+            raise ValueError(f"{self.name} is not a set of images: its samples are rows of {self.features} features")
+        shaped = {name: getattr(self, name).reshape(-1, *self.image_shape) for name in ("X_train", "X_val", "X_test")}
+        return dataclasses.replace(self, **shaped)
 
     @property
     def classes(self) -> int:
@@ -136,6 +151,14 @@ def _idx_pairs(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _image_shape(X: np.ndarray) -> tuple[int, int, int] | None:
+    """(channels, height, width) of the samples of X: (n, h, w) is one channel, (n, c, h, w) as
+    it is; None for rows of features."""
+    if X.ndim == 3:
+        return (1, *X.shape[1:])
+    return tuple(X.shape[1:]) if X.ndim == 4 else None
+
+
 def _features(X: np.ndarray, source: str) -> np.ndarray:
     """Rows of float features: images flattened, 8-bit pixels scaled to [0, 1] in float32 (half the
     memory of float64 for MNIST's 47 million pixels; the network converts to its dtype anyway)."""
@@ -168,7 +191,8 @@ def _labels(y: np.ndarray, rows: int, source: str) -> np.ndarray:
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """(X as rows, y, the shape of one image or None)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"npz:{path}: no such file")
     source = f"npz:{path}"
@@ -182,6 +206,7 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{source} has no array {missing[0]!r} (it holds {', '.join(data.files) or 'nothing'}); "
                                  "it needs X (samples, features) and y (labels)")
             X, y = data["X"], data["y"]
+            shape = _image_shape(X)
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
             raise
@@ -190,15 +215,15 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged or truncated archive
         raise ValueError(f"{source} is not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
     X = _features(X, f"{source} X")
-    return X, _labels(y, X.shape[0], f"{source} y")
+    return X, _labels(y, X.shape[0], f"{source} y"), shape
 
 
 # ---------------------------------------------------------------------- splitting and naming
 
 
-def _split(name, X, y, seed, class_names) -> Dataset:
+def _split(name, X, y, seed, class_names, image_shape=None) -> Dataset:
     test, val, train = _split_parts(name, y, {"test": TEST_FRACTION, "validation": VAL_FRACTION}, seed)
-    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names)
+    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names, image_shape)
 
 
 def _split_parts(name: str, y: np.ndarray, fractions: dict[str, float], seed: int) -> list[np.ndarray]:
@@ -236,29 +261,31 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
     path = ",".join(os.path.expanduser(part) for part in path.split(","))  # the shell leaves idx:~/... alone
     if kind == "digits" and not path:
         parts = load_digits_split(seed=seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION)
-        return Dataset("digits", *parts, class_names=[str(d) for d in range(10)])
+        return Dataset("digits", *parts, class_names=[str(d) for d in range(10)], image_shape=(1, 8, 8))
     if kind in TOYS and not path:
         X, y = TOYS[kind](TOY_SAMPLES, np.random.default_rng(seed))
         return _split(kind, X, y, seed, ["0", "1"])
     if kind == "npz" and path:
-        X, y = _read_npz(path)
+        X, y, shape = _read_npz(path)
         (y,), names = _as_classes(spec, y)
-        return _split(spec, X, y, seed, names)
+        return _split(spec, X, y, seed, names, shape)
     if kind == "idx" and path:
-        parts = []
+        parts, shapes = [], []
         for images, labels in _idx_pairs(path):
             for file in (images, labels):
                 if not os.path.isfile(file):
                     raise FileNotFoundError(f"idx: no such file {file}")
-            X = _features(read_idx(images), images)
+            raw = read_idx(images)
+            shapes.append(_image_shape(raw))
+            X = _features(raw, images)
             parts.append((X, _labels(read_idx(labels), X.shape[0], labels)))
         if len(parts) == 1:
             (y,), names = _as_classes(spec, parts[0][1])
-            return _split(spec, parts[0][0], y, seed, names)
+            return _split(spec, parts[0][0], y, seed, names, shapes[0])
         (X, y), (X_test, y_test) = parts
         if X.shape[1] != X_test.shape[1]:
             raise ValueError(f"idx:{path}: train images have {X.shape[1]} pixels but test images {X_test.shape[1]}")
         (y, y_test), names = _as_classes(spec, y, y_test)
         val, train = _split_parts(spec, y, {"validation": VAL_FRACTION}, seed)
-        return Dataset(spec, X[train], y[train], X[val], y[val], X_test, y_test, names)
+        return Dataset(spec, X[train], y[train], X[val], y[val], X_test, y_test, names, shapes[0])
     raise ValueError(f"unknown dataset {spec!r}; choose one of {', '.join(NAMES)}")
