@@ -99,7 +99,8 @@ def build_training(args, data, device: str) -> tuple[bp.Sequential, bp.Optimizer
         net = bp.Sequential(*layers, device=device, dtype=args.dtype, seed=args.seed, input_shape=shape)
         return net, build_optimizer(args, net)
     except MemoryError as exc:  # the network's message says how many parameters, on which device
-        raise UsageError(f"--hidden {','.join(map(str, args.hidden or DEFAULT_HIDDEN))}: {exc}; choose smaller widths") from None
+        widths = ",".join(map(str, DEFAULT_HIDDEN if args.hidden is None else args.hidden))
+        raise UsageError(f"--hidden {widths}: {exc}; choose smaller widths") from None
 
 
 def images_for_cnn(args, data):

@@ -10,5 +10,6 @@ from backprop.layers.flatten import Flatten
 from backprop.layers.layernorm import LayerNorm
 from backprop.layers.pooling import AvgPool2D, MaxPool2D
 
-__all__ = ["LAYERS", "AvgPool2D", "BatchNorm", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "LayerNorm", "MaxPool2D", "layer_from_config",
+__all__ = ["LAYERS", "AvgPool2D", "BatchNorm", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer",
+           "LayerNorm", "MaxPool2D", "layer_from_config",
            "register_layer"]

@@ -42,6 +42,11 @@ def pooled_shape(layer: str, input_shape, kernel, stride, padding=(0, 0)) -> tup
     return (output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1]))
 
 
+def pair_text(pair) -> str:
+    """"2" for (2, 2), "2x1" for (2, 1)."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
 @register_layer
 class Conv2D(Layer):
     """A 2-D convolution (cross-correlation, as PyTorch's Conv2d) with zero padding:
@@ -140,9 +145,9 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         parts = [f"Conv2D {self.in_channels}->{self.out_channels} {kh}x{kw}"]
         if self.stride != (1, 1):
-            parts.append("stride " + (str(self.stride[0]) if self.stride[0] == self.stride[1] else "x".join(map(str, self.stride))))
+            parts.append(f"stride {pair_text(self.stride)}")
         if self.padding != (0, 0):
-            parts.append("pad " + (str(self.padding[0]) if self.padding[0] == self.padding[1] else "x".join(map(str, self.padding))))
+            parts.append(f"pad {pair_text(self.padding)}")
         if self.activation != "linear":
             parts.append(self.activation)
         parts += [f"{k} {v:g}" for k, v in (("l1", self.l1), ("l2", self.l2)) if v]

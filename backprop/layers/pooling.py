@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backprop.layers.base import Layer, register_layer
-from backprop.layers.conv import check_image_shape, check_pair, pooled_shape
+from backprop.layers.conv import pair_text, check_image_shape, check_pair, pooled_shape
 
 
 class _Pool2D(Layer):
@@ -24,7 +24,7 @@ class _Pool2D(Layer):
     def label(self) -> str:
         """"MaxPool2D 2x2" (stride when it is not the window)."""
         kh, kw = self.kernel_size
-        stride = "" if self.stride == self.kernel_size else f" stride {self.stride[0]}x{self.stride[1]}"
+        stride = "" if self.stride == self.kernel_size else f" stride {pair_text(self.stride)}"
         return f"{type(self).__name__} {kh}x{kw}{stride}"
 
     def config(self):
