@@ -12,7 +12,19 @@ from backprop.callbacks import Callback, ProgressBar
 from backprop.checkpoint import load, load_data_info, save
 from backprop.datainfo import DataInfo
 from backprop.gradcheck import gradcheck
-from backprop.layers import BatchNorm, Dense, Dropout, Flatten, Layer, LayerNorm, register_layer
+from backprop.layers import (
+    AvgPool2D,
+    BatchNorm,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LayerNorm,
+    MaxPool2D,
+    register_layer,
+)
 from backprop.losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -31,9 +43,9 @@ from backprop.training import History, TrainingDivergedError, evaluate, fit, pre
 __version__ = "0.2.0"
 
 __all__ = [
-    "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "Callback",
-    "CosineAnnealingLR", "CrossEntropyLoss", "DataInfo", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR",
-    "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss",
+    "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "AvgPool2D", "BCELoss", "BCEWithLogitsLoss", "BatchNorm",
+    "BatchNorm2D", "Callback", "Conv2D", "CosineAnnealingLR", "CrossEntropyLoss", "DataInfo", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR",
+    "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss", "MaxPool2D",
     "Optimizer", "Parameter", "ProgressBar", "Sequential", "StepLR", "TrainingDivergedError",
     "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load", "load_data_info", "predict", "register_activation",
     "register_layer", "save", "to_numpy",

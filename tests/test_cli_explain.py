@@ -380,6 +380,8 @@ def mazur_layer(index: int, **changes) -> dict:
     (mazur_layer(1, W=[[0.4, 0.45], [0.5]]), "layers[1].W must be a list of rows"),
     (mazur_layer(0, W=[[0.15, "x"], [0.25, 0.3]]), "layers[0].W must be a list of rows"),
     (mazur_layer(0, b=[0.35]), "layers[0].b has 1 number but layers[0].W has 2 rows"),
+    (mazur_layer(0, W=[[[[0.15, 0.2]]], [[[0.25, 0.3]]]]), "layers[0].W has 4 axes, a convolution's kernel: explain "
+                                                           "steps through dense networks only"),
     (mazur_layer(0, activation="swish"), "layers[0].activation must be one of"),
     (mazur_layer(0, bias=[0.35, 0.35]), "layers[0] must be an object with exactly the keys W, b, activation"),
     ('{"input": [NaN, 0.1], "target": [0.01, 0.99], "loss": "mse", "layers": [{"W": [[1, 1]], "b": [0], '

@@ -46,7 +46,7 @@ def read_examples(path: str, net, info: DataInfo, labels: str | None = None, wan
     if kind == "csv":
         X, y = _read_csv(path, info, want_targets, target)
     elif kind == "npz":
-        X, y = _read_npz(path, need_y=want_targets and labels is None)
+        X, y, _ = _read_npz(path, need_y=want_targets and labels is None)
     elif kind == "npy":
         X = _features(_load_npy(path), path)
     else:

@@ -13,7 +13,8 @@
 Every set comes back as a `Dataset`: features as float rows, labels as class indices
 0..k-1 (the original label values kept in `class_names`), split stratified into train,
 validation and test parts (`data.stratified_split`). The toy sets are drawn on the spot from
-`seed`.
+`seed`. Sets of images keep the shape of one image, (channels, height, width), in
+`image_shape`, and `as_images()` gives their rows back as image batches (for a CNN).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    image_shape: tuple[int, int, int] | None = None  # (channels, height, width) of a set of images
     info: DataInfo | None = None  # the task, names and scaling `train` saves with the model
     task_note: str = "classification"  # the task, as the run's summary says it
 
@@ -56,7 +58,20 @@ class Dataset:
 
     @property
     def features(self) -> int:
-        return self.X_train.shape[1]
+        return math.prod(self.X_train.shape[1:])
+
+    def describe_examples(self) -> str:
+        """"64 features", or "images of 1x8x8" once laid out as images."""
+        if self.X_train.ndim > 2:
+            return "images of " + "x".join(map(str, self.X_train.shape[1:]))
+        return f"{self.features} features"
+
+    def as_images(self) -> "Dataset":
+        """The same split with every X as a batch of images (rows, channels, height, width): views."""
+        if self.image_shape is None:
+            raise ValueError(f"{self.name} is not a set of images: its samples are rows of {self.features} features")
+        shaped = {name: getattr(self, name).reshape(-1, *self.image_shape) for name in ("X_train", "X_val", "X_test")}
+        return dataclasses.replace(self, **shaped)
 
     @property
     def classes(self) -> int:
@@ -157,6 +172,14 @@ def _idx_pairs(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _image_shape(X: np.ndarray) -> tuple[int, int, int] | None:
+    """(channels, height, width) of the samples of X: (n, h, w) is one channel, (n, c, h, w) as
+    it is; None for rows of features."""
+    if X.ndim == 3:
+        return (1, *X.shape[1:])
+    return tuple(X.shape[1:]) if X.ndim == 4 else None
+
+
 def _features(X: np.ndarray, source: str) -> np.ndarray:
     """Rows of float features: images flattened, 8-bit pixels scaled to [0, 1] in float32 (half the
     memory of float64 for MNIST's 47 million pixels; the network converts to its dtype anyway)."""
@@ -189,8 +212,9 @@ def _labels(y: np.ndarray, rows: int, source: str) -> np.ndarray:
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def _read_npz(path: str, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """X (as `_features`) and y (as stored; None when not `need_y` and the file holds none)."""
+def _read_npz(path: str, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
+    """(X as rows (as `_features`), y as stored (None when not `need_y` and the file holds none),
+    the shape of one image or None)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"npz:{path}: no such file")
     source = f"npz:{path}"
@@ -204,6 +228,7 @@ def _read_npz(path: str, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | 
                 raise ValueError(f"{source} has no array {missing[0]!r} (it holds {', '.join(data.files) or 'nothing'}); "
                                  "it needs X (samples, features) and y (labels)")
             X, y = data["X"], data["y"] if "y" in data.files else None
+            shape = _image_shape(X)
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
             raise
@@ -211,15 +236,15 @@ def _read_npz(path: str, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | 
                          "(np.savez(path, X=X.astype(float), y=y))") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged or truncated archive
         raise ValueError(f"{source} is not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
-    return _features(X, f"{source} X"), y
+    return _features(X, f"{source} X"), y, shape
 
 
 # ---------------------------------------------------------------------- splitting and naming
 
 
-def _split(name, X, y, seed, class_names) -> Dataset:
+def _split(name, X, y, seed, class_names, image_shape=None) -> Dataset:
     test, val, train = _split_parts(name, y, {"test": TEST_FRACTION, "validation": VAL_FRACTION}, seed)
-    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names)
+    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names, image_shape)
 
 
 def _split_parts(name: str, y: np.ndarray, fractions: dict[str, float], seed: int) -> list[np.ndarray]:
@@ -237,11 +262,13 @@ def _split_parts(name: str, y: np.ndarray, fractions: dict[str, float], seed: in
 
 
 def labelled_dataset(name: str, X: np.ndarray, y: np.ndarray, seed: int, task: str | None, *,
-                     scale_features: bool = False, feature_names=None, target_name=None) -> Dataset:
+                     scale_features: bool = False, feature_names=None, target_name=None,
+                     image_shape=None) -> Dataset:
     """X and y split for `task` (inferred from y when None): stratified by class for a
     classification (text labels are the class names), at random for a regression, whose targets
     are standardised; the features too when `scale_features`. The scaling comes from the
-    training part alone and is the data set's `info`."""
+    training part alone and is the data set's `info`. `image_shape` (C, H, W) keeps a set of
+    images usable by a CNN."""
     inferred = task or infer_task(y)
     fractions = {"test": TEST_FRACTION, "validation": VAL_FRACTION}
     if inferred == "classification":
@@ -264,8 +291,8 @@ def labelled_dataset(name: str, X: np.ndarray, y: np.ndarray, seed: int, task: s
     info = DataInfo(task=inferred, class_names=class_names or None, feature_names=feature_names,
                     target_name=target_name, x_mean=x_mean, x_scale=x_scale, y_mean=y_mean, y_scale=y_scale)
     X, y = info.scale_inputs(X), info.scale_targets(y)
-    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names, info=info,
-                   task_note=describe_task(task, inferred))
+    return Dataset(name, X[train], y[train], X[val], y[val], X[test], y[test], class_names, image_shape,
+                   info=info, task_note=describe_task(task, inferred))
 
 
 def _as_classes(name: str, *label_arrays: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
@@ -299,28 +326,30 @@ def load_dataset(spec: str, seed: int = 0, target: str | None = None, task: str 
                                 target_name=target_name)
     if kind == "digits" and not path:
         parts = load_digits_split(seed=seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION)
-        return Dataset("digits", *parts, class_names=[str(d) for d in range(10)])
+        return Dataset("digits", *parts, class_names=[str(d) for d in range(10)], image_shape=(1, 8, 8))
     if kind in TOYS and not path:
         X, y = TOYS[kind](TOY_SAMPLES, np.random.default_rng(seed))
         return _split(kind, X, y, seed, ["0", "1"])
     if kind == "npz" and path:
-        X, y = _read_npz(path)
-        return labelled_dataset(spec, X, y, seed, task)
+        X, y, shape = _read_npz(path)
+        return labelled_dataset(spec, X, y, seed, task, image_shape=shape)
     if kind == "idx" and path:
-        parts = []
+        parts, shapes = [], []
         for images, labels in _idx_pairs(path):
             for file in (images, labels):
                 if not os.path.isfile(file):
                     raise FileNotFoundError(f"idx: no such file {file}")
-            X = _features(read_idx(images), images)
+            raw = read_idx(images)
+            shapes.append(_image_shape(raw))
+            X = _features(raw, images)
             parts.append((X, _labels(read_idx(labels), X.shape[0], labels)))
         if len(parts) == 1:
             (y,), names = _as_classes(spec, parts[0][1])
-            return _split(spec, parts[0][0], y, seed, names)
+            return _split(spec, parts[0][0], y, seed, names, shapes[0])
         (X, y), (X_test, y_test) = parts
         if X.shape[1] != X_test.shape[1]:
             raise ValueError(f"idx:{path}: train images have {X.shape[1]} pixels but test images {X_test.shape[1]}")
         (y, y_test), names = _as_classes(spec, y, y_test)
         val, train = _split_parts(spec, y, {"validation": VAL_FRACTION}, seed)
-        return Dataset(spec, X[train], y[train], X[val], y[val], X_test, y_test, names)
+        return Dataset(spec, X[train], y[train], X[val], y[val], X_test, y_test, names, shapes[0])
     raise ValueError(f"unknown dataset {spec!r}; choose one of {', '.join(NAMES)}")

@@ -179,6 +179,10 @@ def _checked_example(raw, names: dict, origin: str) -> Example:
     layers, inputs, inputs_name = [], x.size, f"input has {_count(x.size, 'number')}"
     for i, layer in enumerate(layers_raw):
         key = f"layers[{i}]"
+        if isinstance(layer, dict) and _nesting(layer.get("W")) > 2:
+            raise ValueError(f"{key}.W has {_nesting(layer['W'])} axes, a convolution's kernel: explain steps through "
+                             "dense networks only (each W a matrix); convolutional networks train with "
+                             "`python -m backprop train --model cnn`")
         if not isinstance(layer, dict) or set(layer) != LAYER_KEYS:
             found = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
             raise ValueError(f"{key} must be an object with exactly the keys W, b, activation; got {found}")
@@ -217,6 +221,14 @@ def _vector(value, key: str) -> np.ndarray:
     if not isinstance(values, list) or not values or not all(_is_number(v) for v in values):
         raise ValueError(f"{key} must be a number or a non-empty list of numbers, got {value!r}")
     return _finite(np.array(values, dtype=np.float64), key, value)
+
+
+def _nesting(value) -> int:
+    """How deeply lists nest in `value`, along the first elements (a matrix: 2)."""
+    depth = 0
+    while isinstance(value, list) and value:
+        depth, value = depth + 1, value[0]
+    return depth
 
 
 def _matrix(value, key: str) -> np.ndarray:

@@ -1,11 +1,12 @@
 """`python -m backprop train`: train a classifier or a regression, report on the test set, write
 the run's files.
 
-A run: load and split the data set, build `Dense(act) [-> BatchNorm] [-> Dropout]` per hidden
-layer and a linear output layer (softmax fused into CrossEntropyLoss for a classification; MSE
-or Huber loss for a regression), fit with validation-loss early stopping, then report on the
-test set (accuracy and a per-class summary, or R^2 and MAE in the targets' units) and the time
-per epoch, and write to the run folder:
+A run: load and split the data set, build the network (`--model mlp`: `Dense(act) [-> BatchNorm]
+[-> Dropout]` per hidden layer; `--model cnn`: convolutions and max pooling over the images, then
+two Dense layers) with a linear output layer (softmax fused into CrossEntropyLoss for a
+classification; MSE or Huber loss for a regression), fit with validation-loss early stopping,
+then report on the test set (accuracy and a per-class summary, or R^2 and MAE in the targets'
+units) and the time per epoch, and write to the run folder:
     model.safetensors      the checkpoint (bp.save, with the optimizer's state and the data's
                    DataInfo: task, names, scaling), loadable with bp.load
     history.json   per-epoch metrics, the settings, the test results
@@ -42,11 +43,16 @@ class UsageError(ValueError):
     """A combination of flags that makes no sense; reported as one line, exit status 2."""
 
 
+DEFAULT_HIDDEN = [512]
+CNN_DROPOUT = 0.3
+MLP_ONLY = ("hidden", "activation", "batch_norm")  # flags of --model mlp: the CNN's layers are fixed
+
+
 def build_layers(args, features: int, classes: int) -> list:
     """features -> [Dense(h, act) -> BatchNorm(h)? -> Dropout(p)?] per hidden width -> Dense(classes)."""
     layers, width = [], features
-    for hidden in args.hidden:
-        layers.append(bp.Dense(width, hidden, activation=args.activation))
+    for hidden in DEFAULT_HIDDEN if args.hidden is None else args.hidden:
+        layers.append(bp.Dense(width, hidden, activation=args.activation or "relu"))
         if args.batch_norm:
             layers.append(bp.BatchNorm(hidden))
         if args.dropout:
@@ -56,14 +62,61 @@ def build_layers(args, features: int, classes: int) -> list:
     return layers
 
 
-def build_training(args, features: int, classes: int, device: str) -> tuple[bp.Sequential, bp.Optimizer]:
-    """The network and its optimizer; a size that does not fit in memory is a UsageError saying so."""
-    layers = build_layers(args, features, classes)
+def cnn_layers(image_shape, classes: int, dropout: float) -> list:
+    """A CNN for images of `image_shape` (channels, height, width).
+
+    Small images (the 8x8 digits): conv 32 3x3 pad 1, relu, maxpool 2, conv 64 3x3 pad 1, relu,
+    maxpool 2, flatten, dense 64 relu, dropout, dense. Images of at least 28x28 (MNIST): LeNet-5's
+    shape, conv 6 5x5 pad 2, relu, maxpool 2, conv 16 5x5, relu, maxpool 2, flatten, dense 120
+    relu, dense 84 relu, dropout, dense.
+    """
+    channels, height, width = image_shape
+    if min(height, width) >= 28:
+        conv = [bp.Conv2D(channels, 6, 5, padding=2, activation="relu"), bp.MaxPool2D(2),
+                bp.Conv2D(6, 16, 5, activation="relu"), bp.MaxPool2D(2)]
+        last, dense = 16, [120, 84]
+        height, width = (height // 2 - 4) // 2, (width // 2 - 4) // 2
+    elif min(height, width) >= 4:
+        conv = [bp.Conv2D(channels, 32, 3, padding=1, activation="relu"), bp.MaxPool2D(2),
+                bp.Conv2D(32, 64, 3, padding=1, activation="relu"), bp.MaxPool2D(2)]
+        last, dense = 64, [64]
+        height, width = height // 4, width // 4
+    else:
+        raise UsageError(f"--model cnn needs images of at least 4x4 pixels, got {height}x{width}")
+    layers, features = [*conv, bp.Flatten()], last * height * width
+    for size in dense:
+        layers.append(bp.Dense(features, size, activation="relu"))
+        features = size
+    if dropout:
+        layers.append(bp.Dropout(dropout))
+    return [*layers, bp.Dense(features, classes)]
+
+
+def build_training(args, data, device: str) -> tuple[bp.Sequential, bp.Optimizer]:
+    """The network for `data` and its optimizer; a size that does not fit in memory is a UsageError saying so."""
+    if args.model == "cnn":
+        dropout = CNN_DROPOUT if args.dropout is None else args.dropout
+        layers, shape = cnn_layers(data.image_shape, data.outputs, dropout), data.image_shape
+    else:
+        layers, shape = build_layers(args, data.features, data.outputs), None
     try:
-        net = bp.Sequential(*layers, device=device, dtype=args.dtype, seed=args.seed)
+        net = bp.Sequential(*layers, device=device, dtype=args.dtype, seed=args.seed, input_shape=shape)
         return net, build_optimizer(args, net)
     except MemoryError as exc:  # the network's message says how many parameters, on which device
-        raise UsageError(f"--hidden {','.join(map(str, args.hidden))}: {exc}; choose smaller widths") from None
+        widths = ",".join(map(str, DEFAULT_HIDDEN if args.hidden is None else args.hidden))
+        raise UsageError(f"--hidden {widths}: {exc}; choose smaller widths") from None
+
+
+def images_for_cnn(args, data):
+    """`data` laid out as images for --model cnn; a UsageError for flags or data that do not fit it."""
+    given = [f"--{name.replace('_', '-')}" for name in MLP_ONLY if getattr(args, name) not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --model mlp only; "
+                         "--model cnn has its own layers")
+    if data.image_shape is None:
+        raise UsageError(f"--model cnn needs images, but {data.name} has rows of {data.features} features; use "
+                         "--dataset digits, idx:DIR, or npz:FILE with X of shape (samples, height, width)")
+    return data.as_images()
 
 
 def build_optimizer(args, net) -> bp.Optimizer:
@@ -79,8 +132,8 @@ def build_optimizer(args, net) -> bp.Optimizer:
 
 
 def describe_network(net) -> str:
-    """"64 -> Dense 64->256 relu -> Dropout 0.3 -> Dense 256->10" """
-    return " -> ".join([str(net.in_features)] + [layer.label() for layer in net.layers])
+    """"64 -> Dense 64->256 relu -> Dropout 0.3 -> Dense 256->10" ("1x8x8 -> Conv2D ..." for images)."""
+    return " -> ".join(["x".join(map(str, net.input_shape))] + [layer.label() for layer in net.layers])
 
 
 def describe_optimizer(opt) -> str:
@@ -154,16 +207,18 @@ def run(args) -> int:
     device, device_note = pick_device(args.device)
     data = load_dataset(args.dataset, seed=args.seed, target=getattr(args, "target", None),
                         task=getattr(args, "task", None))
+    if args.model == "cnn":
+        data = images_for_cnn(args, data)
     loss_kind = loss_name(args, data.task)
     loss = {"cross-entropy": bp.CrossEntropyLoss, "mse": bp.MSELoss, "huber": bp.HuberLoss}[loss_kind]()
-    net, opt = build_training(args, data.features, data.outputs, device)
+    net, opt = build_training(args, data, device)
     writes_files = not args.distributed or _is_root()
     out = args.out or new_run_folder()
 
     what = (f"{data.classes} classes" if data.task == "classification"
             else f"{data.outputs} target{'s' if data.outputs > 1 else ''}")
     print(f"data      {data.name}: {len(data.y_train)} training, {len(data.y_val)} validation, "
-          f"{len(data.y_test)} test samples; {data.features} features, {what}"
+          f"{len(data.y_test)} test samples; {data.describe_examples()}, {what}"
           + ("" if data.task_note == "classification" else f"; {data.task_note}"))
     print(f"network   {describe_network(net)} ({net.num_parameters():,} parameters), {LOSSES[loss_kind]}")
     patience = (f"early stopping after {args.early_stopping} epochs without a lower validation loss"
