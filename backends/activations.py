@@ -22,7 +22,6 @@ users call `register_activation` with the same fields.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -165,8 +164,6 @@ def _elu_backward(xp, grad_y, y, x, slope):
 
 ACTIVATIONS: dict[str, Activation] = {}
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
 
 def register_activation(name: str, forward: Callable, backward: Callable, *, needs_input: bool = False,
                         init: str = "glorot_uniform", rowwise: bool = False) -> Activation:
@@ -179,18 +176,18 @@ def register_activation(name: str, forward: Callable, backward: Callable, *, nee
     the activation first. Registering a name again replaces a user's own definition; the
     built-ins cannot be replaced.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"name must be lowercase letters, digits and underscores (starting with a "
-                         f"letter), got {name!r}")
+    from backprop.checks import check_bool, check_name
+    from backprop.initializers import check_init
+
+    check_name("name", name, lowercase=True)  # looked up case-insensitively: Dense(activation="SoftSign")
     if name in ACTIVATIONS and ACTIVATIONS[name].builtin:
         raise ValueError(f"{name!r} is a built-in activation and cannot be replaced; choose another name")
     for label, function in (("forward", forward), ("backward", backward)):
         if not callable(function):
             raise TypeError(f"{label} must be a function, got {type(function).__name__}")
-    from backprop.initializers import check_init
-
     check_init(init)
-    activation = Activation(name, forward, backward, bool(needs_input), init, bool(rowwise))
+    activation = Activation(name, forward, backward, check_bool("needs_input", needs_input), init,
+                            check_bool("rowwise", rowwise))
     ACTIVATIONS[name] = activation
     return activation
 

@@ -55,7 +55,7 @@ import threading
 import numpy as np
 
 from backprop.backends.base import dropout_key
-from backprop.checks import check_real
+from backprop.checks import check_name, check_real
 from backprop.initializers import check_init
 from backprop.parameters import Parameter
 
@@ -63,24 +63,45 @@ LAYERS: dict[str, type] = {}
 
 
 def register_layer(cls=None, *, name: str | None = None):
-    """Class decorator: checkpoints record the layer under `name` (default: the class name) and
-    `bp.load` rebuilds it from there. A process loading a checkpoint must have registered (that is,
-    imported) every layer class the checkpoint names."""
+    """Class decorator: checkpoints record the layer under `name` (default: the class name; see
+    `backprop.checks.check_name` for what a name may hold) and `bp.load` rebuilds it from there.
+    A process loading a checkpoint must have registered (that is, imported) every layer class
+    the checkpoint names.
+
+    A class has one name and a name one class: registering a class again under another name, or
+    a name that another class holds, is refused. Registering the same definition again (a module
+    run again by `importlib.reload` or a notebook's autoreload: the same module and qualified
+    name) replaces the old class object, and networks built from either save under the name."""
 
     def register(layer_class):
         if not (isinstance(layer_class, type) and issubclass(layer_class, Layer)):
             raise TypeError(f"register_layer takes a subclass of bp.Layer, got {layer_class!r}")
-        key = layer_class.__name__ if name is None else name
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"name must be a non-empty string, got {key!r}")
+        key = check_name("name", layer_class.__name__ if name is None else name)
+        own = layer_class.__dict__.get("registered_name")
+        if own is not None and own != key and LAYERS.get(own) is layer_class:
+            raise ValueError(f"{_definition(layer_class)} is already registered as {own!r}; a checkpoint records "
+                             f"a class under one name, so it cannot also be {key!r} (register a subclass instead)")
         known = LAYERS.get(key)
-        if known is not None and known is not layer_class and known.__module__.startswith("backprop."):
-            raise ValueError(f"{key!r} is a built-in layer and cannot be replaced; choose another name")
+        if known is not None and not _same_definition(known, layer_class):
+            if known.__module__.startswith("backprop."):
+                raise ValueError(f"{key!r} is a built-in layer and cannot be replaced; choose another name")
+            raise ValueError(f"{key!r} is already the registered name of {_definition(known)}; choose another name")
         layer_class.registered_name = key
         LAYERS[key] = layer_class
         return layer_class
 
     return register if cls is None else register(cls)
+
+
+def _definition(cls: type) -> str:
+    """Where a class is defined: "module.QualifiedName"."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same_definition(a: type, b: type) -> bool:
+    """Whether two class objects are one definition: the same object, or one module's class
+    defined again under the same qualified name (what importlib.reload makes)."""
+    return a is b or _definition(a) == _definition(b)
 
 
 def layer_from_config(config: dict) -> "Layer":
@@ -96,9 +117,11 @@ def layer_from_config(config: dict) -> "Layer":
 
 
 def check_registered(layer: "Layer") -> None:
-    """TypeError unless a checkpoint can rebuild `layer`: its class registered under its name."""
+    """TypeError unless a checkpoint can rebuild `layer`: its class (or, after a reload of its
+    module, the class defined again in its place) registered under its name."""
     name = type(layer).type_name()
-    if LAYERS.get(name) is not type(layer):
+    registered = LAYERS.get(name)
+    if registered is None or not _same_definition(registered, type(layer)):
         raise TypeError(f"{type(layer).__name__} is not registered, so a checkpoint could not rebuild it; decorate "
                         "the class with @bp.register_layer (and import it before bp.load)")
 
