@@ -108,8 +108,15 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
         tensors = {p.name: backend.to_host(p.data) for p in net.parameters()}
         for i, layer in enumerate(net.layers):
             for name, buffer in layer.buffers().items():
-                tensors[f"layers.{i}.{name}"] = backend.to_host(buffer)
+                tensors[f"layers.{i}.{name}"] = _loadable_buffer(layer, i, name, backend.to_host(buffer))
+        for param in net.parameters():
+            if not np.isfinite(tensors[param.name]).all():
+                raise ValueError(f"cannot save: parameter {param.name!r} holds NaN or inf, which bp.load refuses")
         if optimizer is not None:
+            try:
+                optimizer.check_state(optimizer.step_count, optimizer.state_arrays())
+            except ValueError as exc:
+                raise ValueError(f"cannot save: {exc}, which bp.load refuses") from None
             record["optimizer"] = {"type": _saved_name(optimizer, OPTIMIZERS, "optimizer"),
                                    "hyperparameters": optimizer.hyperparameters(),
                                    "step_count": optimizer.step_count, "segments": optimizer.segments}
@@ -142,6 +149,19 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
             raise _write_error(path, exc) from None
         raise
     return path
+
+
+def _loadable_buffer(layer, index: int, name: str, values: np.ndarray) -> np.ndarray:
+    """`values` of buffer `name` of layer `index`, unless `bp.load` would refuse them (NaN or inf,
+    or below what the layer's `check_buffer` allows): then ValueError naming the layer and buffer."""
+    what = f"cannot save: buffer {name!r} of layer {index} ({type(layer).__name__})"
+    if not np.isfinite(values).all():
+        raise ValueError(f"{what} holds NaN or inf, which bp.load refuses")
+    try:
+        layer.check_buffer(name, values)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}, which bp.load refuses") from None
+    return values
 
 
 def _write_error(path: str, exc: Exception) -> OSError:

@@ -338,6 +338,37 @@ def test_a_users_layer_declares_what_its_buffers_may_hold(tmp_path):
     assert bp.load(path).layers[0].share.tolist() == [1.0, 0.0, 0.25]
 
 
+@pytest.mark.parametrize("layer_index, name, bad, match", [
+    (0, "count", [1.0, -2.0, 0.0], r"buffer 'count' of layer 0 \(Tally\): Tally's count must be >= 0 everywhere, got -2.0"),
+    (0, "share", [0.5, 1.5, 0.0], r"buffer 'share' of layer 0 \(Tally\): share must be in \[0, 1\], got 1.5"),
+    (0, "share", [0.5, np.nan, 0.0], r"buffer 'share' of layer 0 \(Tally\) holds NaN or inf"),
+    (2, "running_var", [-1.0] * 2, r"buffer 'running_var' of layer 2 \(BatchNorm\): BatchNorm's running_var must be >= 0"),
+    (2, "running_mean", [np.inf] * 2, r"buffer 'running_mean' of layer 2 \(BatchNorm\) holds NaN or inf"),
+], ids=["below-declared-minimum", "layers-own-check", "nan", "negative-variance", "inf"])
+def test_save_refuses_a_buffer_that_load_would_refuse_and_writes_nothing(tmp_path, layer_index, name, bad, match):
+    net = bp.Sequential(Tally(3), bp.Dense(3, 2), bp.BatchNorm(2), seed=0)
+    getattr(net.layers[layer_index], name)[...] = np.array(bad)
+    with pytest.raises(ValueError, match=rf"cannot save: {match}.*which bp.load refuses"):
+        bp.save(net, tmp_path / "m.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_refuses_parameters_or_optimizer_state_that_load_would_refuse_and_writes_nothing(tmp_path):
+    net = bp.Sequential(bp.Dense(3, 2), seed=0)
+    opt = bp.Adam(net.parameters())
+    net.layers[0].bias.data[1] = np.nan  # written into the view: an assignment would refuse it
+    with pytest.raises(ValueError, match=r"cannot save: parameter 'layers.0.bias' holds NaN or inf, which bp.load "
+                                         "refuses"):
+        bp.save(net, tmp_path / "m.safetensors")
+    net.layers[0].bias.data = np.zeros(2)
+    opt.state["exp_avg_sq"][...] = -1.0
+    with pytest.raises(ValueError, match=r"cannot save: optimizer state 'exp_avg_sq' must be >= 0 everywhere, got "
+                                         r"-1.0, which bp.load refuses"):
+        bp.save(net, tmp_path / "m.safetensors", optimizer=opt)
+    assert not list(tmp_path.iterdir())
+    bp.save(net, tmp_path / "m.safetensors")  # without that optimizer, it saves
+
+
 def test_add_buffer_checks_its_minimum():
     layer = Tally(2)
     with pytest.raises(TypeError, match="minimum must be a real number, got str"):
