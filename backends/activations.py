@@ -198,8 +198,12 @@ def get_activation(name) -> Activation:
         name = "linear"
     if isinstance(name, str) and name.lower() in ACTIVATIONS:
         return ACTIVATIONS[name.lower()]
-    raise ValueError(f"activation must be None or one of {sorted(ACTIVATIONS)}, got {name!r}"
-                     + ("; register your own with bp.register_activation" if isinstance(name, str) else ""))
+    if not isinstance(name, str):
+        raise ValueError(f"activation must be None or one of {sorted(ACTIVATIONS)}, got {name!r}")
+    from backprop.checks import NotRegisteredError
+
+    raise NotRegisteredError(f"activation {name!r} is not registered in this process (known: {sorted(ACTIVATIONS)}); "
+                             "register your own with bp.register_activation (before bp.load, for a checkpoint)")
 
 
 def _builtin(name, forward, backward, **fields) -> None:

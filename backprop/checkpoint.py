@@ -4,7 +4,9 @@ Format version 2 (what `save` writes): a safetensors file whose tensors are
     layers.{i}.{name}      every parameter (layers.0.weight, layers.0.bias, ...) and every layer
                            buffer (layers.1.running_mean, ...), in the network's dtype
     optimizer.{name}       the optimizer's state (momentum, Adam's moments) over the flat buffer
-and whose metadata holds
+(every tensor under "layers." is one the architecture declares, every one under "optimizer."
+one the optimizer declares: anything else there is refused, never silently dropped), and whose
+metadata holds
     format, version        "backprop-checkpoint", "2"
     sha256                 a digest of the records and of every tensor's name, dtype, shape and
                            bytes: safetensors itself has no checksum, and a damaged byte must be
@@ -41,7 +43,7 @@ import zipfile
 import numpy as np
 
 from backprop.backends import resolve_device
-from backprop.checks import check_bool, check_int
+from backprop.checks import NotRegisteredError, check_bool, check_int
 from backprop.layers import layer_from_config
 from backprop.layers.base import check_registered
 from backprop.network import Sequential, declared_network
@@ -49,6 +51,10 @@ from backprop.optim import OPTIMIZERS, SCHEDULERS, LRScheduler, Optimizer
 
 FORMAT = "backprop-checkpoint"
 FORMAT_VERSION = 2
+# The most layers a checkpoint may declare. Loading costs time and memory per declared layer
+# whatever the layer holds (a Flatten's record is a few bytes), so a small file could otherwise
+# declare millions; real networks stay far below it (a ResNet-152 is about 500 layers here).
+MAX_LAYERS = 10_000
 _ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of an .npz (a zip archive): format version 1
 
 
@@ -68,6 +74,9 @@ def _saved_name(obj, registry: dict, what: str) -> str:
 def _check_save_arguments(net, path, optimizer, scheduler) -> str:
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a Sequential, got {type(net).__name__}")
+    if len(net.layers) > MAX_LAYERS:
+        raise ValueError(f"net has {len(net.layers):,} layers; a checkpoint holds at most {MAX_LAYERS:,} (bp.load "
+                         "refuses more)")
     for layer in net.layers:
         check_registered(layer)
     if optimizer is not None:
@@ -209,9 +218,11 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
     raises ValueError naming it, and so does any value training could not use: NaN or inf in a
     tensor, a value a layer's buffer or the optimizer's state can never hold (BatchNorm's
     running variance and Adam's second moments are never negative), a step count that is not a
-    non-negative integer, a hyperparameter out of range. The records and every tensor's header
-    are checked before the network is allocated, so a file costs memory in proportion to the
-    data it really holds.
+    non-negative integer, a hyperparameter out of range, a tensor that nothing declares (a
+    layer's or the optimizer's), more than MAX_LAYERS layers. Anything but a regular file (a
+    folder, a FIFO, a device) is refused before it is read. The records and every tensor's
+    header are checked before the network is allocated, so a file costs memory in proportion to
+    the data it really holds.
     """
     if device is not None and not isinstance(device, str):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', or None, got "
@@ -271,6 +282,8 @@ class _Reader:
             yield
         except CheckpointError:
             raise
+        except NotRegisteredError as exc:  # the record may be right: this process lacks a registration
+            raise CheckpointError(f"{self.path} cannot be loaded in this process: {exc}") from None
         except (KeyError, IndexError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise self.invalid(f"{what} ({_describe(exc)})") from None
 
@@ -289,6 +302,8 @@ class _Reader:
         arch = self.record.get("architecture")
         if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list) or not arch["layers"]:
             raise self.invalid("it has no architecture record")
+        if len(arch["layers"]) > MAX_LAYERS:
+            raise self.invalid(f"it declares {len(arch['layers']):,} layers; backprop loads at most {MAX_LAYERS:,}")
         with self.rebuilding("a layer record is malformed"):
             layers = [layer_from_config(config) for config in arch["layers"]]
         with self.rebuilding("its architecture record is inconsistent"):
@@ -303,6 +318,14 @@ class _Reader:
         net.epochs_trained = epochs
         net.eval()
         return net
+
+    def refuse_undeclared(self, prefix: str, declared: set, owner: str) -> None:
+        """Every tensor named `prefix`... is one `owner` declares: whatever else the file holds
+        there would be read by nothing, so it is refused, not silently dropped."""
+        extra = sorted(name for name in self.tensor_names() if name.startswith(prefix) and name not in declared)
+        if extra:
+            raise self.invalid(f"tensor {extra[0]!r} is not declared by {owner} "
+                               f"(which declares {_short(sorted(declared))} under {prefix!r})")
 
     def expect_tensor(self, name: str, shape) -> None:
         got = self.tensor_shape(name)
@@ -353,6 +376,8 @@ class _Reader:
                 key = f"optimizer.{name}"
                 self.expect_tensor(key, (net.num_parameters(),))
                 state[name] = self.floats(key, net.dtype)
+            self.refuse_undeclared("optimizer.", {f"optimizer.{name}" for name in opt.state_names},
+                                   f"the optimizer ({record['type']})")
             opt.load_state(record["step_count"], state)
         return opt
 
@@ -450,6 +475,12 @@ class _VersionTwo(_Reader):
         for i, layer in enumerate(net.layers):
             for name, (shape, *_) in layer._buffer_specs.items():
                 self.expect_tensor(f"layers.{i}.{name}", shape)
+        self.refuse_undeclared("layers.", {param.name for param in net.parameters()} | {
+            f"layers.{i}.{name}" for i, layer in enumerate(net.layers) for name in layer._buffer_specs},
+            "the architecture")
+
+    def tensor_names(self):
+        return self._keys
 
     def fill(self, net) -> None:
         backend = net.backend
@@ -536,6 +567,9 @@ class _VersionOne(_Reader):
     def tensor_shape(self, name: str):
         return self._members[name][1] if name in self._members else None
 
+    def tensor_names(self):
+        return self._members
+
     def tensor(self, name: str) -> np.ndarray:
         with self._zip.open(self._members[name][0]) as handle:
             return np.lib.format.read_array(handle, allow_pickle=False)
@@ -551,6 +585,8 @@ class _VersionOne(_Reader):
                 self.expect_tensor(f"layer{i}.{name}", shape)
             for name in layer.counters:
                 self.expect_tensor(f"layer{i}.{name}", ())
+        self.refuse_undeclared("layer", {f"layer{i}.{name}" for i, layer in enumerate(net.layers)
+                                         for name in (*layer._buffer_specs, *layer.counters)}, "the architecture")
 
     def fill(self, net) -> None:
         backend = net.backend

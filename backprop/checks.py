@@ -49,6 +49,11 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
+class NotRegisteredError(ValueError):
+    """A layer type or activation named (by a caller or a checkpoint) that this process has not
+    registered: the name may be right, and the module that registers it not yet imported."""
+
+
 # A registered name (a layer's, an activation's) is what a checkpoint records and a loading
 # process looks up: one or more ASCII identifiers joined by dots ("Recenter", "tests.Scale"),
 # so it prints on one line, survives JSON and shells, and never hides a control character.

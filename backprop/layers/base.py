@@ -55,7 +55,7 @@ import threading
 import numpy as np
 
 from backprop.backends.base import dropout_key
-from backprop.checks import check_name, check_real
+from backprop.checks import NotRegisteredError, check_name, check_real
 from backprop.initializers import check_init
 from backprop.parameters import Parameter
 
@@ -110,7 +110,7 @@ def layer_from_config(config: dict) -> "Layer":
         raise ValueError(f"a layer record must be a dict, got {type(config).__name__}")
     kind = config.get("type")
     if kind not in LAYERS:
-        raise ValueError(f"layer type {kind!r} is not registered in this process (known: {sorted(LAYERS)}); "
+        raise NotRegisteredError(f"layer type {kind!r} is not registered in this process (known: {sorted(LAYERS)}); "
                          "import the module that defines it, decorated with @bp.register_layer, first")
     kwargs = {k: v for k, v in config.items() if k != "type"}
     return LAYERS[kind](**kwargs)
