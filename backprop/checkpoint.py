@@ -44,6 +44,7 @@ import numpy as np
 
 from backprop.backends import resolve_device
 from backprop.checks import NotRegisteredError, check_bool, check_int
+from backprop.files import open_regular
 from backprop.layers import layer_from_config
 from backprop.layers.base import check_registered
 from backprop.network import Sequential, declared_network
@@ -232,7 +233,7 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
     check_bool("scheduler", scheduler)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name, got {type(path).__name__} {path!r}")
-    with open(path, "rb") as handle:
+    with open_regular(path, os.fspath(path)) as handle:  # never a FIFO's wait or a device's endless bytes
         magic = handle.read(4)
     with (_VersionOne if magic == _ZIP_MAGIC else _VersionTwo)(path) as reader:
         net = reader.network(device)

@@ -700,3 +700,36 @@ def test_a_checkpoint_declaring_more_layers_than_the_limit_is_refused_before_bui
     with pytest.raises(ValueError, match=r"net has 7 layers; a checkpoint holds at most 6 \(bp.load refuses more\)"):
         bp.save(bp.Sequential(bp.Dense(2, 2), *[bp.Flatten() for _ in range(6)], seed=0), tmp_path / "n.safetensors")
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_anything_but_a_regular_file_is_refused_before_it_is_read(tmp_path):
+    """A FIFO blocked bp.load forever, waiting for a writer; a device is no checkpoint either."""
+    import threading
+
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    outcome = []
+    loader = threading.Thread(target=lambda: outcome.append(_raised(bp.load, fifo)), daemon=True)
+    loader.start()
+    loader.join(30)
+    if loader.is_alive():  # blocked in open(): a writer lets it go, and the test fails
+        with open(fifo, "wb"):
+            pass
+        loader.join(30)
+        pytest.fail("bp.load of a FIFO waited for a writer")
+    (error,) = outcome
+    assert isinstance(error, ValueError) and str(error) == f"{fifo} is a named pipe (FIFO), not a regular file"
+    with pytest.raises(ValueError, match="^/dev/zero is a character device, not a regular file$"):
+        bp.load("/dev/zero")
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(tmp_path))} is a folder, not a file$"):
+        bp.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(tmp_path / 'none'))}: no such file$"):
+        bp.load(tmp_path / "none")
+
+
+def _raised(function, *args) -> BaseException | None:
+    try:
+        function(*args)
+    except BaseException as exc:  # reported to the test
+        return exc
+    return None

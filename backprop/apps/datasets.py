@@ -27,6 +27,7 @@ import zlib
 import numpy as np
 
 from backprop.apps.data import load_digits_split, stratified_split
+from backprop.files import open_regular
 
 TOY_SAMPLES = 1000
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
@@ -92,9 +93,8 @@ IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 def read_idx(path: str) -> np.ndarray:
     """An IDX file (MNIST's format, optionally gzipped): magic 0 0 type ndim, ndim big-endian
     uint32 sizes, then the values big-endian in C order."""
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with open_regular(path, f"idx: {path}") as file, (gzip.open(file) if path.endswith(".gz") else file) as handle:
             raw = handle.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or not gzip at all
         raise ValueError(f"{path} is not a readable gzip file ({exc})") from None
@@ -169,10 +169,8 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"npz:{path}: no such file")
     source = f"npz:{path}"
-    with open(path, "rb") as handle:
+    with open_regular(path, source) as handle:
         if handle.read(4) not in ZIP_MAGICS:  # np.load would try it as a pickle and suggest allow_pickle=
             raise ValueError(f"{source} is not an .npz file (a zip archive of arrays, as np.savez writes)")
     try:
@@ -247,9 +245,6 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
     if kind == "idx" and path:
         parts = []
         for images, labels in _idx_pairs(path):
-            for file in (images, labels):
-                if not os.path.isfile(file):
-                    raise FileNotFoundError(f"idx: no such file {file}")
             X = _features(read_idx(images), images)
             parts.append((X, _labels(read_idx(labels), X.shape[0], labels)))
         if len(parts) == 1:
