@@ -170,11 +170,18 @@ def register_activation(name: str, forward: Callable, backward: Callable, *, nee
     """Make `name` an activation every backend and `Dense(..., activation=name)` can use.
 
     `forward(xp, x, slope) -> y` and `backward(xp, grad_y, y, x, slope) -> dL/dx` are written with
-    Array API functions on `xp` (NumPy on the CPU, CuPy on a GPU: no kernel needed). `x` reaches
-    `backward` only with `needs_input=True`. `init` is the default weight initialization of a
-    Dense layer using it. Checkpoints record the name, so a process loading one must register
-    the activation first. Registering a name again replaces a user's own definition; the
-    built-ins cannot be replaced.
+    Array API functions on `xp` (NumPy on the CPU, CuPy on a GPU: no kernel needed). `slope` is
+    the using layer's `Dense(..., slope=)` (0.01 unless given), passed to every activation, a
+    user's too: one that takes a parameter may read it, the others ignore it. `x` reaches
+    `backward` only with `needs_input=True`; `rowwise=True` marks one that normalizes each row
+    (as softmax) instead of acting elementwise; both flags are True or False. `init` is the
+    default weight initialization of a Dense layer using it.
+
+    `name` is lowercase ASCII letters, digits and underscores, in dot-joined parts, at most 100
+    characters (`backprop.checks.check_name`: the rule layers' names follow, lowercase because
+    `Dense(activation=...)` looks names up in any case). Checkpoints record the name, so a
+    process loading one must register the activation first. Registering a name again replaces
+    a user's own definition; the built-ins cannot be replaced.
     """
     from backprop.checks import check_bool, check_name
     from backprop.initializers import check_init

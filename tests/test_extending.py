@@ -270,3 +270,48 @@ def test_a_network_built_before_its_layers_module_was_reloaded_still_saves_and_l
     loaded = bp.load(tmp_path / "m.safetensors")
     assert type(loaded.layers[1]) is module.Shift
     np.testing.assert_array_equal(bp.predict(loaded, X[:4]), bp.predict(net, X[:4]))
+
+
+# ---------------------------------------------------------------------- what the protocol's docs promise
+
+
+def test_dense_slope_reaches_a_users_activation():
+    """The README and register_activation: `slope` is the using layer's Dense(..., slope=)."""
+    bp.register_activation("tests_scaled", lambda xp, x, slope: slope * x, lambda xp, g, y, x, slope: slope * g)
+    x = X[:5]
+    for slope in (0.01, 3.0):
+        net = bp.Sequential(bp.Dense(3, 2, activation="tests_scaled", slope=slope), dtype="float64", seed=0)
+        layer = net.layers[0]
+        np.testing.assert_allclose(bp.predict(net, x), slope * (x @ layer.weight.data + layer.bias.data), rtol=1e-12)
+        assert bp.gradcheck(net, bp.MSELoss(), x, np.zeros((5, 2))) < 1e-6
+
+
+def test_a_layer_with_a_penalty_adds_its_gradient_in_backward_or_gradcheck_fails():
+    """base.py's protocol: the network adds penalty() to the loss; the layer's backward adds
+    its derivative (here 0.5 sum w^2 -> w) to the parameter's .grad."""
+
+    class Shrunk(bp.Layer):
+        adds_penalty_gradient = True
+
+        def build(self, input_shape):
+            self.w = self.add_parameter("w", input_shape, init="ones")
+            return input_shape
+
+        def forward(self, x, training):
+            self.x = x
+            return x * self.w.data
+
+        def backward(self, grad_y, need_input_grad):
+            xp = self.backend.xp
+            self.w.grad[...] = xp.sum(grad_y * self.x, axis=0)
+            if self.adds_penalty_gradient:
+                self.w.grad[...] += self.w.data
+            return grad_y * self.w.data if need_input_grad else None
+
+        def penalty(self):
+            return 0.5 * self.backend.xp.sum(self.w.data ** 2)
+
+    net = bp.Sequential(bp.Dense(3, 4), Shrunk(), seed=0, dtype="float64")
+    assert bp.gradcheck(net, bp.MSELoss(), X[:8], Y[:8].repeat(4, axis=1)) < 1e-6
+    Shrunk.adds_penalty_gradient = False
+    assert bp.gradcheck(net, bp.MSELoss(), X[:8], Y[:8].repeat(4, axis=1)) > 1e-2

@@ -15,14 +15,19 @@ To write a layer, subclass `Layer` and override
         once: what one stores, another may overwrite; intermediates go in local variables or
         in `self.workspace`, which is per thread).
     backward(grad_y, need_input_grad) -> dL/dx or None
-        Write (overwrite) every parameter's `.grad`; return dL/dx when `need_input_grad`.
+        Write (overwrite) every parameter's `.grad`; return dL/dx when `need_input_grad`. A
+        layer with a `penalty()` adds the penalty's gradient to its parameters' `.grad` here
+        (Dense: + l1 sign(W) + 2 l2 W): the network adds the penalty to the loss, but only the
+        layer knows its derivative, and gradcheck fails without it.
 
 and, where they apply,
 
     input_shape          the example shape the layer fixes by itself (Dense(3, 4): (3,)), so a
                          network starting with it needs no `input_shape=`
     counters             names of int attributes that count what the layer has done (Dropout's
-                         `step`)
+                         `step`); set each in `__init__` (`self.step = 0`): the network reads
+                         them (a checkpoint, a diverged step's restore, a data-parallel start)
+                         before any forward has run
     min_train_rows       the fewest rows a training batch may have (BatchNorm: 2)
     penalty()            a regularization term (0-d array) added to the loss, or None
     label()              its words in `summary()`
@@ -32,18 +37,25 @@ and, where they apply,
                          refuse values a buffer can never hold (checkpoints call it); by default
                          the `minimum` declared with `add_buffer` (BatchNorm's running_var: 0)
 
-then register it (`@bp.register_layer`) so that checkpoints can rebuild it by name. Every array
-operation goes through `self.backend` (its ops, or `self.backend.xp`, the array namespace: NumPy
-on the CPU, CuPy on a GPU), so the same layer runs on every device.
+then register it (`@bp.register_layer`) so that checkpoints can rebuild it by name (a name is
+ASCII letters, digits and underscores in dot-joined parts, such as "Recenter" or "mylib.Recenter":
+`backprop.checks.check_name`). Every array operation goes through `self.backend` (its ops, or
+`self.backend.xp`, the array namespace: NumPy on the CPU, CuPy on a GPU), so the same layer runs
+on every device. A network's layers, built or loaded (`bp.load(path)`), are `net.layers`, in
+order: `bp.load(path).layers[1].mu` is the second layer's buffer `mu`.
 
 State beyond the parameters comes in two kinds, because training treats them differently:
 - buffers (`add_buffer`): arrays estimated from the data, such as BatchNorm's running
   statistics. Checkpoints keep them; a diverged step and early stopping put them back;
   data-parallel training starts every rank from rank 0's and averages them over the ranks at
-  the end of each epoch.
+  the end of each epoch. Within an epoch each rank updates its own from its own shard, so a
+  layer whose training forward reads a buffer (the README's Recenter subtracts its running
+  mean) trains differently on N ranks than in one process, as BatchNorm does.
 - counters: ints that count steps, such as Dropout's. Checkpoints keep them and a diverged step
   puts them back, but early stopping does not (later dropout masks stay fresh); data-parallel
-  training starts every rank from rank 0's.
+  training starts every rank from rank 0's, then each rank keeps its own (never averaged:
+  every rank takes the same steps, so a step counter stays equal; a count of rows would not).
+  A checkpoint written on rank 0 holds rank 0's.
 """
 
 from __future__ import annotations
