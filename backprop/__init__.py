@@ -9,7 +9,8 @@ from backprop.backends import DeviceUnavailableError, available_devices, get_bac
 from backprop.backends.activations import ACTIVATIONS, Activation, register_activation
 from backprop.boundary import to_numpy
 from backprop.callbacks import Callback, ProgressBar
-from backprop.checkpoint import load, save
+from backprop.checkpoint import load, load_data_info, save
+from backprop.datainfo import DataInfo
 from backprop.gradcheck import gradcheck
 from backprop.layers import BatchNorm, Dense, Dropout, Flatten, Layer, LayerNorm, register_layer
 from backprop.losses import (
@@ -31,9 +32,9 @@ __version__ = "0.2.0"
 
 __all__ = [
     "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "Callback",
-    "CosineAnnealingLR", "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR",
+    "CosineAnnealingLR", "CrossEntropyLoss", "DataInfo", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR",
     "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss",
     "Optimizer", "Parameter", "ProgressBar", "Sequential", "StepLR", "TrainingDivergedError",
-    "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load", "predict", "register_activation",
+    "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load", "load_data_info", "predict", "register_activation",
     "register_layer", "save", "to_numpy",
 ]

@@ -16,6 +16,7 @@ to stop is every rank's.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -41,8 +42,12 @@ class Callback:
 
 # Shorter names in the bar, so the numbers still fit an 80-column terminal next to it.
 _SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}
-# The bar: elapsed and remaining time, then the epoch's metrics once it ends.
+# The bar: elapsed and remaining time. Once the epoch ends, its line gives the time it took and
+# its metrics instead, which fit 80 columns with the validation metrics.
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
+_END_FORMAT = "{desc} [{elapsed}]{postfix}"
+# Narrower terminals (a pseudo-terminal that reports 0 columns, say) get the plain lines too.
+_MIN_COLUMNS = 40
 
 
 def _format(metrics: dict) -> str:
@@ -64,7 +69,7 @@ class ProgressBar(Callback):
 
     def on_train_begin(self, epochs: int, batches_per_epoch: int) -> None:
         self.epochs, self.batches, self._epoch = epochs, batches_per_epoch, 0
-        if getattr(self.stream, "isatty", lambda: False)():
+        if getattr(self.stream, "isatty", lambda: False)() and _columns(self.stream) >= _MIN_COLUMNS:
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # tqdm is optional: plain lines then
@@ -89,6 +94,7 @@ class ProgressBar(Callback):
         seconds = 0.0 if self._started is None else time.perf_counter() - self._started
         self._started = None
         if self._bar is not None:
+            self._bar.bar_format = _END_FORMAT
             self._bar.set_postfix_str(" ".join(f"{_SHORT.get(k, k)} {v:.3f}" for k, v in metrics.items()),
                                       refresh=True)
             self._bar.close()
@@ -100,3 +106,11 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _columns(stream) -> int:
+    """The width of the terminal `stream` writes to (0 where it does not say)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0

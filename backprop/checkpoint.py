@@ -15,7 +15,9 @@ metadata holds
                            shape), epochs trained, each layer's counters, and, when saved, the
                            optimizer's and the schedule's records.
 Layers are recorded by their registered names (`@bp.register_layer`), so a user's own layer
-round-trips once its class is registered in the loading process.
+round-trips once its class is registered in the loading process. The records also hold, when
+given, what the data was (`bp.DataInfo`: the task, the class and feature names, the input
+scaling), read back by `load_data_info` and checked, as every record is, by `load` too.
 
 Version 1 (backprop 0.1.0's `.npz`: one flat parameter array, per-layer state arrays, the same
 records as a JSON byte array) keeps loading; the reader tells the two apart by their first bytes.
@@ -44,6 +46,7 @@ import numpy as np
 
 from backprop.backends import resolve_device
 from backprop.checks import NotRegisteredError, check_bool, check_int
+from backprop.datainfo import DataInfo
 from backprop.files import open_regular
 from backprop.layers import layer_from_config
 from backprop.layers.base import check_registered
@@ -72,7 +75,7 @@ def _saved_name(obj, registry: dict, what: str) -> str:
     return name
 
 
-def _check_save_arguments(net, path, optimizer, scheduler) -> str:
+def _check_save_arguments(net, path, optimizer, scheduler, data_info) -> str:
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a Sequential, got {type(net).__name__}")
     if len(net.layers) > MAX_LAYERS:
@@ -93,6 +96,10 @@ def _check_save_arguments(net, path, optimizer, scheduler) -> str:
             raise ValueError("scheduler must be saved with its optimizer: save(net, path, optimizer=opt, "
                              "scheduler=sched), where sched was built for opt")
         _saved_name(scheduler, SCHEDULERS, "scheduler")
+    if data_info is not None:
+        if not isinstance(data_info, DataInfo):
+            raise TypeError(f"data_info must be a bp.DataInfo or None, got {type(data_info).__name__}")
+        data_info.check_network(net)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name such as 'model.safetensors', got {type(path).__name__} {path!r}")
     path = os.fspath(path)
@@ -101,11 +108,13 @@ def _check_save_arguments(net, path, optimizer, scheduler) -> str:
     return path
 
 
-def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: LRScheduler | None = None) -> str:
-    """Write `net` (and optionally `optimizer` and its `scheduler`) to `path`; returns the path.
+def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: LRScheduler | None = None,
+         data_info: DataInfo | None = None) -> str:
+    """Write `net` (and optionally `optimizer` and its `scheduler`, and what the data was:
+    `data_info`, read back by `load_data_info`) to `path`; returns the path.
 
     Everything is checked, and every layer's config() recorded, before a byte is written."""
-    path = _check_save_arguments(net, path, optimizer, scheduler)
+    path = _check_save_arguments(net, path, optimizer, scheduler, data_info)
     from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
@@ -131,6 +140,8 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
                                    "hyperparameters": optimizer.hyperparameters(),
                                    "step_count": optimizer.step_count, "segments": optimizer.segments}
             tensors.update({f"optimizer.{name}": value for name, value in optimizer.state_arrays().items()})
+    if data_info is not None:
+        record["data"] = data_info.to_record()
     if scheduler is not None:
         record["scheduler"] = {"type": _saved_name(scheduler, SCHEDULERS, "scheduler"),
                                "hyperparameters": scheduler.hyperparameters(),
@@ -233,16 +244,30 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
     check_bool("scheduler", scheduler)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name, got {type(path).__name__} {path!r}")
-    with open_regular(path, os.fspath(path)) as handle:  # never a FIFO's wait or a device's endless bytes
-        magic = handle.read(4)
-    with (_VersionOne if magic == _ZIP_MAGIC else _VersionTwo)(path) as reader:
+    with _open_reader(path) as reader:
         net = reader.network(device)
+        reader.data_info(net)  # checked as every record is, though only load_data_info returns it
         if not (optimizer or scheduler):
             return net
         opt = reader.optimizer(net)
         if not scheduler:
             return net, opt
         return net, opt, reader.scheduler(opt)
+
+
+def load_data_info(path) -> DataInfo | None:
+    """The `DataInfo` saved with the checkpoint at `path` (None if it was saved without one),
+    checked, with the whole file, as `load` checks it."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name, got {type(path).__name__} {path!r}")
+    with _open_reader(path) as reader:
+        return reader.data_info(reader.network("cpu"))
+
+
+def _open_reader(path):
+    with open_regular(path, os.fspath(path)) as handle:  # never a FIFO's wait or a device's endless bytes
+        magic = handle.read(4)
+    return (_VersionOne if magic == _ZIP_MAGIC else _VersionTwo)(path)
 
 
 class CheckpointError(ValueError):
@@ -358,6 +383,15 @@ class _Reader:
         except ValueError as exc:
             raise self.invalid(f"tensor {key!r} (layer {index}): {exc}") from None
         return values
+
+    def data_info(self, net) -> DataInfo | None:
+        """The data record (None when there is none), checked against `net`."""
+        if "data" not in self.record:
+            return None
+        with self.rebuilding("an invalid data record"):
+            info = DataInfo.from_record(self.record["data"])
+            info.check_network(net)
+        return info
 
     # -- the optimizer and schedule
 

@@ -1,12 +1,16 @@
-"""`python -m backprop train`: train a classifier, report on the test set, write the run's files.
+"""`python -m backprop train`: train a classifier or a regression, report on the test set, write
+the run's files.
 
 A run: load and split the data set, build `Dense(act) [-> BatchNorm] [-> Dropout]` per hidden
-layer and a linear output layer (softmax fused into CrossEntropyLoss), fit with validation-loss
-early stopping, then report test accuracy, a per-class summary and the time per epoch, and write
-to the run folder:
-    model.safetensors      the checkpoint (bp.save, with the optimizer's state), loadable with bp.load
+layer and a linear output layer (softmax fused into CrossEntropyLoss for a classification; MSE
+or Huber loss for a regression), fit with validation-loss early stopping, then report on the
+test set (accuracy and a per-class summary, or R^2 and MAE in the targets' units) and the time
+per epoch, and write to the run folder:
+    model.safetensors      the checkpoint (bp.save, with the optimizer's state and the data's
+                   DataInfo: task, names, scaling), loadable with bp.load
     history.json   per-epoch metrics, the settings, the test results
-    training.png   loss and accuracy curves and the test confusion matrix
+    training.png   loss (and accuracy) curves, and the test confusion matrix or, for a
+                   regression, predicted against true; for 2-D data the decision boundary
 Ctrl-C stops after the current batch; what was trained so far is still reported and saved, and
 the command exits with status 130.
 """
@@ -25,8 +29,8 @@ import numpy as np
 import backprop as bp
 from backprop.apps.devices import pick_device
 from backprop.apps.datasets import load_dataset
-from backprop.apps.plots import plot_training
-from backprop.apps.report import confusion_matrix, per_class, per_class_table
+from backprop.apps.plots import boundary_panel, confusion_panel, plot_training, regression_panel
+from backprop.apps.report import confusion_matrix, per_class, per_class_table, regression_metrics
 
 INTERRUPTED = 130  # the shell's status for a process stopped by SIGINT (128 + 2)
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
@@ -48,7 +52,7 @@ def build_layers(args, features: int, classes: int) -> list:
         if args.dropout:
             layers.append(bp.Dropout(args.dropout))
         width = hidden
-    layers.append(bp.Dense(width, classes))
+    layers.append(bp.Dense(width, classes))  # classes: the outputs, one per regression target too
     return layers
 
 
@@ -107,7 +111,10 @@ def run_folder(path: str, create: bool = True):
     while not os.path.exists(folder):
         created.append(folder)
         folder = os.path.dirname(folder)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"--out {path}: cannot create the run folder ({error.strerror or error})") from None
     try:
         yield
     except BaseException:
@@ -130,18 +137,35 @@ def sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+LOSSES = {"cross-entropy": "softmax cross-entropy", "mse": "mean squared error", "huber": "Huber loss"}
+
+
+def loss_name(args, task: str) -> str:
+    """--loss, or the task's default: cross-entropy for a classification, MSE for a regression;
+    a loss that does not fit the task is a UsageError."""
+    name = args.loss or ("cross-entropy" if task == "classification" else "mse")
+    if (name == "cross-entropy") != (task == "classification"):
+        wanted = "cross-entropy" if task == "classification" else "mse or huber"
+        raise UsageError(f"--loss {name} does not fit a {task}; use {wanted}")
+    return name
+
+
 def run(args) -> int:
     device, device_note = pick_device(args.device)
-    data = load_dataset(args.dataset, seed=args.seed)
-    net, opt = build_training(args, data.features, data.classes, device)
-    loss = bp.CrossEntropyLoss()
+    data = load_dataset(args.dataset, seed=args.seed, target=getattr(args, "target", None),
+                        task=getattr(args, "task", None))
+    loss_kind = loss_name(args, data.task)
+    loss = {"cross-entropy": bp.CrossEntropyLoss, "mse": bp.MSELoss, "huber": bp.HuberLoss}[loss_kind]()
+    net, opt = build_training(args, data.features, data.outputs, device)
     writes_files = not args.distributed or _is_root()
     out = args.out or new_run_folder()
 
+    what = (f"{data.classes} classes" if data.task == "classification"
+            else f"{data.outputs} target{'s' if data.outputs > 1 else ''}")
     print(f"data      {data.name}: {len(data.y_train)} training, {len(data.y_val)} validation, "
-          f"{len(data.y_test)} test samples; {data.features} features, {data.classes} classes")
-    print(f"network   {describe_network(net)} ({net.num_parameters():,} parameters), "
-          "softmax cross-entropy")
+          f"{len(data.y_test)} test samples; {data.features} features, {what}"
+          + ("" if data.task_note == "classification" else f"; {data.task_note}"))
+    print(f"network   {describe_network(net)} ({net.num_parameters():,} parameters), {LOSSES[loss_kind]}")
     patience = (f"early stopping after {args.early_stopping} epochs without a lower validation loss"
                 if args.early_stopping else "no early stopping")
     print(f"training  {describe_optimizer(opt)}, batch {args.batch_size}, up to {args.epochs} epochs, "
@@ -174,39 +198,62 @@ def _train_and_report(args, data, net, opt, loss, out: str, writes_files: bool) 
             print(f"{how} {history.epochs} epochs; kept the weights of epoch {history.best_epoch} "
                   f"(lowest validation loss {min(history['val_loss']):.4f})")
         test = bp.evaluate(net, data.X_test, data.y_test, loss=loss)
-        predicted = bp.predict(net, data.X_test).argmax(axis=1)
-        confusion = confusion_matrix(data.y_test, predicted, data.classes)
-        classes = per_class(confusion)
-        correct = int(np.trace(confusion))
-        print(f"test accuracy {100 * test['accuracy']:.2f}% ({correct}/{len(data.y_test)}), "
-              f"test loss {test['loss']:.4f}")
-        print(per_class_table(classes, data.class_names))
+        report = (classification_report if data.task == "classification" else regression_report)(net, data, test)
         per_epoch = seconds / max(history.epochs, 1)
         print(f"time      {history.epochs} epochs in {seconds:.2f} s, {1000 * per_epoch:.0f} ms per epoch, "
               f"on {net.device}")
         if writes_files:
-            files = write_run(out, args, data, net, opt, history, test, confusion, classes, seconds, interrupted)
+            files = write_run(out, args, data, net, opt, history, report, seconds, interrupted)
             what = "saved what was trained so far to" if interrupted else "wrote    "
             print(f"{what} {out}{os.sep}: {', '.join(files)}")
     return INTERRUPTED if interrupted else 0
 
 
-def write_run(out, args, data, net, opt, history, test, confusion, classes, seconds, interrupted) -> list[str]:
+def classification_report(net, data, test: dict) -> dict:
+    """Print the test accuracy and the per-class summary; returns the test record and the plot's
+    panels (the confusion matrix, and the decision boundary of 2-D data)."""
+    predicted = bp.predict(net, data.X_test).argmax(axis=1)
+    confusion = confusion_matrix(data.y_test, predicted, data.classes)
+    classes = per_class(confusion)
+    correct = int(np.trace(confusion))
+    print(f"test accuracy {100 * test['accuracy']:.2f}% ({correct}/{len(data.y_test)}), "
+          f"test loss {test['loss']:.4f}")
+    print(per_class_table(classes, data.class_names))
+    panels = [confusion_panel(confusion, data.class_names)]
+    if data.X_train.ndim == 2 and data.features == 2:
+        panels.append(boundary_panel(lambda X: bp.predict(net, X).argmax(axis=1), data.X_test, data.y_test,
+                                     data.class_names))
+    return {"test": {"loss": test["loss"], "accuracy": test["accuracy"], "per_class": classes,
+                     "confusion_matrix": confusion.tolist()}, "panels": panels}
+
+
+def regression_report(net, data, test: dict) -> dict:
+    """Print R^2 and MAE on the test set, in the targets' own units; returns the test record and
+    the plot's panel (predicted against true)."""
+    info = data.info
+    true = info.unscale_targets(data.y_test)
+    predicted = info.unscale_targets(bp.predict(net, data.X_test).reshape(true.shape))
+    metrics = regression_metrics(true, predicted)
+    print(f"test R^2 {metrics['r2']:.4f}, MAE {metrics['mae']:.4g}, test loss {test['loss']:.4f} "
+          "(on standardised targets)")
+    return {"test": {"loss": test["loss"], **metrics},
+            "panels": [regression_panel(true, predicted, info.target_name or "target")]}
+
+
+def write_run(out, args, data, net, opt, history, report, seconds, interrupted) -> list[str]:
     """The checkpoint, history.json and training.png in `out`; returns their names."""
-    bp.save(net, os.path.join(out, "model.safetensors"), optimizer=opt)
+    bp.save(net, os.path.join(out, "model.safetensors"), optimizer=opt, data_info=data.info)
     settings = {k: v for k, v in vars(args).items() if k != "run"}
     record = {
-        "dataset": data.name, "device": net.device, "dtype": net.dtype, "settings": settings,
+        "dataset": data.name, "task": data.task, "device": net.device, "dtype": net.dtype, "settings": settings,
         "class_names": data.class_names, **history.to_dict(), "seconds": seconds,
-        "seconds_per_epoch": seconds / max(history.epochs, 1),
-        "test": {"loss": test["loss"], "accuracy": test["accuracy"], "per_class": classes,
-                 "confusion_matrix": confusion.tolist()},
+        "seconds_per_epoch": seconds / max(history.epochs, 1), "test": report["test"],
     }
     with open(os.path.join(out, "history.json"), "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=2, allow_nan=False)
         handle.write("\n")
     title = f"{data.name}: {describe_network(net)} on {net.device}" + (" (interrupted)" if interrupted else "")
-    plot_training(history.history, confusion, data.class_names, os.path.join(out, "training.png"),
+    plot_training(history.history, os.path.join(out, "training.png"), report["panels"],
                   title=title, best_epoch=None if interrupted else history.best_epoch)
     return ["model.safetensors", "history.json", "training.png"]
 
