@@ -193,7 +193,8 @@ def test_bad_files_are_one_line_errors(tmp_path):
 ], ids=["folder", "fifo", "device", "missing"])
 def test_a_dataset_path_that_is_not_a_regular_file_says_what_it_is(tmp_path, make, what):
     path = make(tmp_path)
-    for spec, named in ((f"npz:{path}", f"npz:{path}"), (f"idx:{path},{path}", f"idx: {path}")):
+    for spec, named in ((f"npz:{path}", f"npz:{path}"), (f"csv:{path}", f"csv:{path}"),
+                        (f"idx:{path},{path}", f"idx: {path}")):
         status, _, err = run_cli("train", "--dataset", spec, "--out", str(tmp_path / "run"))
         assert_one_line_error(status, err, f"{named}{' ' if what[0] != ':' else ''}{what}")
     assert not (tmp_path / "run").exists()
