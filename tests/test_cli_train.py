@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import signal
 import subprocess
@@ -182,6 +183,21 @@ def test_bad_files_are_one_line_errors(tmp_path):
     status, _, err = run_cli("train", "--dataset", f"idx:{tmp_path / 'junk-images'},{tmp_path / 'junk-images'}",
                              "--out", str(tmp_path / "r"))
     assert_one_line_error(status, err, "not an IDX file")
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda folder: folder, "is a folder, not a file"),
+    (lambda folder: os.mkfifo(folder / "pipe.npz") or folder / "pipe.npz", "is a named pipe (FIFO), not a regular file"),
+    (lambda folder: "/dev/zero", "is a character device, not a regular file"),
+    (lambda folder: folder / "none.npz", ": no such file"),
+], ids=["folder", "fifo", "device", "missing"])
+def test_a_dataset_path_that_is_not_a_regular_file_says_what_it_is(tmp_path, make, what):
+    path = make(tmp_path)
+    for spec, named in ((f"npz:{path}", f"npz:{path}"), (f"csv:{path}", f"csv:{path}"),
+                        (f"idx:{path},{path}", f"idx: {path}")):
+        status, _, err = run_cli("train", "--dataset", spec, "--out", str(tmp_path / "run"))
+        assert_one_line_error(status, err, f"{named}{' ' if what[0] != ':' else ''}{what}")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_gpu_that_is_not_there_is_a_one_line_error(tmp_path):

@@ -150,7 +150,7 @@ def _add_train(sub) -> None:
 
 
 def _add_explain(sub) -> None:
-    from backprop.apps.explain import run
+    from backprop.apps.explain import MAX_FILE_BYTES, MAX_STEPS, run
 
     explain = sub.add_parser(
         "explain", help="backpropagation step by step on a small network (the worked 3-4-1 example by default)",
@@ -168,14 +168,16 @@ def _add_explain(sub) -> None:
                "weight from input k to neuron j (wl_jk in the texts' notation). mse is the mean over the "
                "outputs, half_sse is E = 1/2 sum (y - yhat)^2; lr is optional (--lr overrides it; default 0.5). "
                'The 3-4-1 form {"input": [3 numbers], "target": 1, "W1": [4 rows of 3], "b1": [4], '
-               '"W2": [4], "b2": number} is read too.',
+               '"W2": [4], "b2": number} is read too. The file must be a regular file of at most '
+               f'{MAX_FILE_BYTES:,} bytes. With --json, a number JSON cannot write (an overflow\'s inf, a NaN) '
+               'is the string "Infinity", "-Infinity" or "NaN".',
         formatter_class=_Formatter)
     explain.add_argument("--seed", type=non_negative_int, default=0,
                          help="seed of the random input and initial weights of the default example")
     explain.add_argument("--lr", type=positive_float, default=None,
                          help="learning rate epsilon (default: the file's lr, else 0.5)")
-    explain.add_argument("--steps", type=non_negative_int, default=6,
-                         help="further iterations to show yhat for after the first update")
+    explain.add_argument("--steps", type=_checked(int, lambda v: 0 <= v <= MAX_STEPS, f"an integer from 0 to {MAX_STEPS}"),
+                         default=6, help=f"further iterations to show yhat for after the first update (at most {MAX_STEPS})")
     explain.add_argument("--weights", default=None, metavar="FILE",
                          help="JSON with the input, the target, the loss and the layers (see below)")
     explain.add_argument("--json", action="store_true",

@@ -32,6 +32,7 @@ import numpy as np
 from backprop.apps.data import load_digits_split, stratified_split
 from backprop.apps.tabular import describe_task, infer_task, read_csv, regression_targets, standardisation
 from backprop.datainfo import DataInfo
+from backprop.files import open_regular
 
 TOY_SAMPLES = 1000
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
@@ -128,9 +129,8 @@ IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 def read_idx(path: str) -> np.ndarray:
     """An IDX file (MNIST's format, optionally gzipped): magic 0 0 type ndim, ndim big-endian
     uint32 sizes, then the values big-endian in C order."""
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with open_regular(path, f"idx: {path}") as file, (gzip.open(file) if path.endswith(".gz") else file) as handle:
             raw = handle.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or not gzip at all
         raise ValueError(f"{path} is not a readable gzip file ({exc})") from None
@@ -215,10 +215,8 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 def _read_npz(path: str, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
     """(X as rows (as `_features`), y as stored (None when not `need_y` and the file holds none),
     the shape of one image or None)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"npz:{path}: no such file")
     source = f"npz:{path}"
-    with open(path, "rb") as handle:
+    with open_regular(path, source) as handle:
         if handle.read(4) not in ZIP_MAGICS:  # np.load would try it as a pickle and suggest allow_pickle=
             raise ValueError(f"{source} is not an .npz file (a zip archive of arrays, as np.savez writes)")
     try:
@@ -336,9 +334,6 @@ def load_dataset(spec: str, seed: int = 0, target: str | None = None, task: str 
     if kind == "idx" and path:
         parts, shapes = [], []
         for images, labels in _idx_pairs(path):
-            for file in (images, labels):
-                if not os.path.isfile(file):
-                    raise FileNotFoundError(f"idx: no such file {file}")
             raw = read_idx(images)
             shapes.append(_image_shape(raw))
             X = _features(raw, images)

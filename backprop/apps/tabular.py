@@ -14,11 +14,12 @@ and standard deviation of the training part, and so are a regression's targets
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 
 import numpy as np
 
+from backprop.files import open_regular
 
 MAX_CLASSES = 100
 MIN_PER_CLASS = 5
@@ -30,10 +31,8 @@ class Table:
 
     def __init__(self, path: str):
         self.source = f"csv:{path}"
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{self.source}: no such file")
         try:
-            with open(path, newline="", encoding="utf-8-sig") as handle:
+            with open_regular(path, self.source) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
                 reader = csv.reader(handle)
                 self.header = [name.strip() for name in next(reader, [])]
                 self.rows, self.lines = [], []
