@@ -21,6 +21,7 @@ users call `register_activation` with the same fields.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -193,10 +194,31 @@ def register_activation(name: str, forward: Callable, backward: Callable, *, nee
         if not callable(function):
             raise TypeError(f"{label} must be a function, got {type(function).__name__}")
     check_init(init)
-    activation = Activation(name, forward, backward, check_bool("needs_input", needs_input), init,
-                            check_bool("rowwise", rowwise))
+    activation = Activation(name, _returns_checked(name, "forward", forward),
+                            _returns_checked(name, "backward", backward), check_bool("needs_input", needs_input),
+                            init, check_bool("rowwise", rowwise))
     ACTIVATIONS[name] = activation
     return activation
+
+
+def _returns_checked(name: str, which: str, function: Callable) -> Callable:
+    """A user's `forward(xp, x, ...)` or `backward(xp, grad_y, ...)` whose result is checked where
+    it enters our code: an array of the same library, shape and dtype as its first array argument
+    (one row returned for a batch would otherwise be broadcast, every prediction the first's)."""
+
+    @functools.wraps(function)
+    def checked(xp, first, *rest):
+        value = function(xp, first, *rest)
+        wanted = f"an array of shape {tuple(first.shape)} and dtype {first.dtype}, like its input"
+        if not isinstance(value, type(first)):
+            raise TypeError(f"activation {name!r}: {which} returned {type(value).__name__}, expected {wanted}")
+        if value.dtype != first.dtype:
+            raise TypeError(f"activation {name!r}: {which} returned dtype {value.dtype}, expected {wanted}")
+        if value.shape != first.shape:
+            raise ValueError(f"activation {name!r}: {which} returned shape {tuple(value.shape)}, expected {wanted}")
+        return value
+
+    return checked
 
 
 def get_activation(name) -> Activation:
