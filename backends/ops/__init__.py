@@ -16,21 +16,22 @@ this package, as an activation is one entry of the activation table. The module 
   NumPy against the reference, the CuPy double and a real GPU against the reference).
 
     @fused_op
-    def huber_loss(backend, pred, target, delta, reduction="mean"):
-        '''l = d^2 / 2 where |d| < delta, ...'''          # the reference
+    def log_cosh_loss(backend, pred, target, reduction="mean"):
+        '''L = mean log(cosh(p - t)), ...'''          # the reference
 
-    @huber_loss.numpy
-    def _(backend, pred, target, delta, reduction="mean"): ...
+    @log_cosh_loss.numpy
+    def _(backend, pred, target, reduction="mean"): ...
 
-    @huber_loss.cupy
-    def _(backend, pred, target, delta, reduction="mean"): ...
+    @log_cosh_loss.cupy
+    def _(backend, pred, target, reduction="mean"): ...
 
-    @huber_loss.case()
+    @log_cosh_loss.case()
     def _(backend, a):
-        return [*huber_loss_on(backend, a["x"], a["dy"], 1.5, "mean")]
+        return [*log_cosh_loss(backend, a["x"], a["dy"], "mean")]
 
-A backend finds an op by name (`backend.huber_loss(...)`, see `Backend.__getattr__`): the
-backends' own files name no fused op. Each backend class says which implementation it runs
+A backend finds an op by name (`backend.log_cosh_loss(...)`, see `Backend.__getattr__`): no
+other file under backends/ names it (a test checks). docs/adding-a-built-in.md walks through
+adding one. Each backend class says which implementation it runs
 (`Backend.op_flavor`: "reference", "numpy" or "cupy"); an op without that flavour runs its
 reference on the backend's arrays.
 """
@@ -46,7 +47,7 @@ from typing import Callable
 FLAVORS = ("reference", "numpy", "cupy")
 
 OPS: dict[str, "FusedOp"] = {}      # every fused op, by name
-CASES: dict[str, "Case"] = {}       # every op case, by name ("huber_loss", "sgd_step/nesterov")
+CASES: dict[str, "Case"] = {}       # every op case, by name: the op's, "op/variant" for several
 
 _loaded = False
 
@@ -55,7 +56,7 @@ _loaded = False
 class Case:
     """One parity case of an op module: `run(backend, arrays)` returns the results to compare
     (a sequence of arrays, Python scalars or None). `arrays` are the named device inputs of
-    tests/op_cases.py. `exact`: the results must equal the reference's bit for bit (no rounding
+    tests/op_cases.py, and "seed", the case's seed as an int (to draw a dropout key, say). `exact`: the results must equal the reference's bit for bit (no rounding
     is involved); otherwise within the tolerance the tests derive for the dtype. `min_rows`: the
     fewest rows the case is defined on (batch norm needs two)."""
 

@@ -33,8 +33,8 @@ and, where they apply,
                          the `minimum` declared with `add_buffer` (BatchNorm's running_var: 0)
 
 then register it (`@bp.register_layer`) so that checkpoints can rebuild it by name. Every array
-operation goes through `self.backend` (its ops, or `self.backend.xp`, the array namespace: NumPy
-on the CPU, CuPy on a GPU), so the same layer runs on every device.
+operation goes through `self.backend` (its ops, or `self.backend.xp`, the Array API namespace:
+array-api-compat's for NumPy on the CPU, for CuPy on a GPU), so the same layer runs on every device.
 
 State beyond the parameters comes in two kinds, because training treats them differently:
 - buffers (`add_buffer`): arrays estimated from the data, such as BatchNorm's running
@@ -54,7 +54,7 @@ import threading
 
 import numpy as np
 
-from backprop.backends.base import dropout_key
+from backprop.backends.ops.dropout import dropout_key
 from backprop.checks import check_real
 from backprop.initializers import check_init
 from backprop.parameters import Parameter
@@ -206,7 +206,7 @@ class Layer:
         return array
 
     def noise_key(self, step: int) -> int:
-        """The 32-bit key of this layer's random draw number `step` (backends.base.dropout_key):
+        """The 32-bit key of this layer's random draw number `step` (backends.ops.dropout.dropout_key):
         a function of the network's seed, the layer's position and the step, so every backend
         draws the same numbers and data-parallel ranks draw their own."""
         return dropout_key(self._noise_seed, self.position, step)
