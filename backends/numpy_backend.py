@@ -133,8 +133,26 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ arrays and transfer
 
+    # NumPy itself here, not the Array API namespace `xp` (array-api-compat's wrappers of asarray,
+    # zeros and empty cost a Python call more, and a public call copies its result every time)
+
     def asarray(self, host_array):
         return np.ascontiguousarray(host_array, dtype=self.dtype)
+
+    def asarray_int(self, host_array):
+        return np.asarray(host_array, dtype=np.int64)
+
+    def zeros(self, shape):
+        return np.zeros(shape, self.dtype)
+
+    def empty(self, shape):
+        return np.empty(shape, self.dtype)
+
+    def copy(self, x, out=None):
+        if out is None:
+            return x.copy()
+        np.copyto(out, x)
+        return out
 
     def owns(self, x) -> bool:
         return isinstance(x, np.ndarray)

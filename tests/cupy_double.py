@@ -520,6 +520,8 @@ def _compat_modules(found: dict) -> dict:
     sys.modules.update(found)
     try:
         importlib.import_module(_COMPAT)
+        # array_namespace(a double array) gives this namespace from now on, not an earlier one
+        importlib.import_module("array_api_compat.common._helpers")._cls_to_namespace.cache_clear()
     finally:
         imported = {name: module for name, module in take_out().items() if name.split(".")[0] != "cupy"}
         sys.modules.update(saved)
