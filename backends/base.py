@@ -21,8 +21,8 @@ The primitives (and nothing else: every op built from them lives elsewhere):
 
 A *fused op* (a loss with its gradient, a norm layer's passes, an optimizer's update, dropout,
 the weight penalty, accuracy's counts) is one module of backends/ops/: its reference, NumPy fast
-path and CuPy launch. `backend.<op name>(...)` finds it by name (`__getattr__`), so this file and
-the backends' own name none of them.
+path and CuPy launch. `backend.<op name>(...)` finds it by name (`ops.serve(Backend)`, at the
+end of this file), so this file and the backends' own name none of them.
 
 Conventions shared by every primitive and op:
 - Arrays are C-contiguous and of the backend's float dtype unless stated.
@@ -77,18 +77,6 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r}, dtype={self.dtype_name!r})"
-
-    def __getattr__(self, name: str):
-        """A fused op (a module of backends/ops/) by name, as a method of this backend:
-        `backend.<op name>(...)`. Called only for names the class does not
-        define; the bound op is then kept on the instance, so later calls find it directly."""
-        op = None if name.startswith("_") else ops.find(name)
-        if op is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} "
-                                 f"(neither an array primitive nor a fused op of backends/ops)")
-        bound = self._bind_op(op)
-        self.__dict__[name] = bound
-        return bound
 
     def _bind_op(self, op):
         """`op`'s implementation for this backend's flavour, bound as a method."""
@@ -217,3 +205,6 @@ class Backend:
         """dL/dz = dL/dy * act'(z), one pass: the activation's own `backward`, given the output y
         and, when it needs it, the pre-activation `pre` returned by the forward."""
         return self._result(get_activation(activation).backward(self.xp, grad_y, y, pre, slope), out)
+
+
+ops.serve(Backend)  # every fused op by name: backend.<op name>(...)

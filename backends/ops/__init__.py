@@ -29,8 +29,9 @@ this package, as an activation is one entry of the activation table. The module 
     def _(backend, a):
         return [*log_cosh_loss(backend, a["x"], a["dy"], "mean")]
 
-A backend finds an op by name (`backend.log_cosh_loss(...)`, see `Backend.__getattr__`): no
-other file under backends/ names it (a test checks). docs/adding-a-built-in.md walks through
+A backend finds an op by name, `backend.log_cosh_loss(...)`: every op is an attribute of
+`Backend` (`serve`) that binds the implementation of the backend's flavour on first use and
+keeps it on the instance. No other file under backends/ names it (a test checks). docs/adding-a-built-in.md walks through
 adding one. Each backend class says which implementation it runs
 (`Backend.op_flavor`: "reference", "numpy" or "cupy"); an op without that flavour runs its
 reference on the backend's arrays.
@@ -119,6 +120,8 @@ def fused_op(reference: Callable) -> FusedOp:
         raise ValueError(f"fused op {name!r} is defined twice ({OPS[name].module} and {reference.__module__})")
     op = FusedOp(name, reference, module=reference.__module__)
     OPS[name] = op
+    for cls in _served:
+        setattr(cls, name, _Method(op))
     return op
 
 
@@ -126,15 +129,38 @@ def load_all() -> dict[str, FusedOp]:
     """Imports every op module of this package once; returns the registry."""
     global _loaded
     if not _loaded:
+        _loaded = True
         for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
             importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
     return OPS
 
 
-def find(name: str) -> FusedOp | None:
-    """The fused op called `name`, or None."""
-    op = OPS.get(name)
-    if op is None and not _loaded:
-        op = load_all().get(name)
-    return op
+class _Method:
+    """`backend.<op name>`: the op's implementation for the backend's flavour, bound to the backend
+    on first use (`backend._bind_op`) and kept on the instance. A non-data descriptor, so from then
+    on the instance's own attribute answers (a dict lookup, as for a method); a class-level
+    `__getattr__` would instead slow every attribute lookup on a backend. On the class: the op."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: FusedOp):
+        self.op = op
+
+    def __get__(self, backend, owner=None):
+        if backend is None:
+            return self.op
+        bound = backend._bind_op(self.op)
+        backend.__dict__[self.op.name] = bound
+        return bound
+
+
+_served: list = []  # the classes every op is an attribute of (Backend)
+
+
+def serve(cls) -> None:
+    """Makes every fused op, those registered later included, an attribute of `cls` (see _Method);
+    then imports every op module."""
+    _served.append(cls)
+    for op in OPS.values():
+        setattr(cls, op.name, _Method(op))
+    load_all()
