@@ -31,10 +31,10 @@ this package, as an activation is one entry of the activation table. The module 
 
 A backend finds an op by name, `backend.log_cosh_loss(...)`: every op is an attribute of
 `Backend` (`serve`) that binds the implementation of the backend's flavour on first use and
-keeps it on the instance. No other file under backends/ names it (a test checks). docs/adding-a-built-in.md walks through
-adding one. Each backend class says which implementation it runs
+keeps it on the instance. Each backend class says which implementation it runs
 (`Backend.op_flavor`: "reference", "numpy" or "cupy"); an op without that flavour runs its
-reference on the backend's arrays.
+reference on the backend's arrays. No other file under backends/ names an op (a test checks).
+docs/adding-a-built-in.md walks through adding one.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ _loaded = False
 class Case:
     """One parity case of an op module: `run(backend, arrays)` returns the results to compare
     (a sequence of arrays, Python scalars or None). `arrays` are the named device inputs of
-    tests/op_cases.py, and "seed", the case's seed as an int (to draw a dropout key, say). `exact`: the results must equal the reference's bit for bit (no rounding
+    tests/op_cases.py, and "seed", the case's seed as an int (to draw a dropout key, say).
+    `exact`: the results must equal the reference's bit for bit (no rounding
     is involved); otherwise within the tolerance the tests derive for the dtype. `min_rows`: the
     fewest rows the case is defined on (batch norm needs two)."""
 
