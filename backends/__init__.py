@@ -1,10 +1,12 @@
 """backprop.backends: the array-API abstraction every layer computes through.
 
-`Backend` (base.py) is the reference definition of every op; `NumpyBackend` and `CupyBackend`
-override ops for speed. `get_backend(device, dtype)` picks one from a device string.
+`Backend` (base.py) is the reference definition of the array primitives; `NumpyBackend` and
+`CupyBackend` override them for speed. Fused ops are one module each in ops/, found by name
+(`backend.<op>(...)`). `get_backend(device, dtype)` picks one from a device string.
 """
 
-from backprop.backends.base import ACTIVATIONS, Backend
+from backprop.backends.activations import ACTIVATIONS
+from backprop.backends.base import Backend
 from backprop.backends.devices import (
     DeviceUnavailableError,
     available_devices,

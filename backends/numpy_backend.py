@@ -1,7 +1,9 @@
-"""The CPU backend: the reference ops on NumPy, with hot ops overridden to run in place.
+"""The CPU backend: the reference primitives on NumPy, the hot ones overridden to run in place,
+and each fused op's NumPy fast path (its module in ops/, `op_flavor = "numpy"`).
 
-Every override computes exactly what `Backend` defines (a test compares them op by op); only
-the speed differs. Where time goes (benchmarks/RESULTS.md has the measurements):
+Every override computes exactly what `Backend` or the op's reference defines (a test compares
+them op by op); only the speed differs. The private helpers below (`_work`, `_const`,
+`_scalar`, `_scale_in_place`) are what the fast paths build on. Where time goes (benchmarks/RESULTS.md has the measurements):
 - Small networks are bound by the number of NumPy calls (each costs about a microsecond), so each op here is
   the fewest ufunc calls that evaluate the reference's formula in the reference's order, writing
   into `out=` or a reused scratch array instead of allocating temporaries.
@@ -21,7 +23,7 @@ import threading
 
 import numpy as np
 
-from backprop.backends.base import BCE_GRAD_EPS, BCE_LOG_FLOOR, Backend
+from backprop.backends.base import Backend
 
 # Activations evaluated in place here; the others run their definition (backends/activations.py).
 _IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
@@ -131,8 +133,26 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ arrays and transfer
 
+    # NumPy itself here, not the Array API namespace `xp` (array-api-compat's wrappers of asarray,
+    # zeros and empty cost a Python call more, and a public call copies its result every time)
+
     def asarray(self, host_array):
         return np.ascontiguousarray(host_array, dtype=self.dtype)
+
+    def asarray_int(self, host_array):
+        return np.asarray(host_array, dtype=np.int64)
+
+    def zeros(self, shape):
+        return np.zeros(shape, self.dtype)
+
+    def empty(self, shape):
+        return np.empty(shape, self.dtype)
+
+    def copy(self, x, out=None):
+        if out is None:
+            return x.copy()
+        out[...] = x
+        return out
 
     def owns(self, x) -> bool:
         return isinstance(x, np.ndarray)
@@ -263,161 +283,3 @@ class NumpyBackend(Backend):
             np.subtract(self._const(1.0, y.shape), dz, out=dz)
             return np.multiply(grad_y, dz, out=dz)
         return super().activation_backward(grad_y, y, pre, activation, slope, out)
-
-    # ------------------------------------------------------------------ losses
-
-    def _cross_entropy_arrays(self, shape):
-        rows, classes = shape
-        row_max = np.empty((rows, 1), self.dtype)
-        lowest = self._const(float(np.finfo(self.dtype).min), shape)
-        return (np.empty(shape, self.dtype), row_max, row_max.reshape(rows), np.empty((rows, 1), self.dtype),
-                self._const(1.0, (classes, 1)), lowest)
-
-    def _log_softmax(self, logits):
-        """(log softmax(x), e = exp(x - m), sum_k e_k, log of that sum) of each row, as the
-        reference computes them: x - m clamped at the lowest finite number, e summed by a GEMV
-        (faster than add.reduce(axis=1)). All but e are scratch arrays."""
-        shifted, row_max, row_max_flat, row_sum, ones, lowest = self._work(
-            "cross_entropy", logits.shape, self._cross_entropy_arrays)
-        # into a 1-D view, arguments positional: keepdims=/out= keywords cost more than the max
-        np.maximum.reduce(logits, 1, None, row_max_flat)
-        np.subtract(logits, row_max, out=shifted)
-        np.maximum(shifted, lowest, out=shifted)
-        e = np.exp(shifted)  # becomes the caller's gradient in place
-        np.dot(e, ones, out=row_sum)
-        np.log(row_sum, out=row_max)
-        np.subtract(shifted, row_max, out=shifted)
-        return shifted, e, row_sum, ones
-
-    def cross_entropy_loss(self, logits, target, reduction: str = "mean"):
-        rows = logits.shape[0]
-        log_softmax, grad, row_sum, ones = self._log_softmax(logits)
-        np.multiply(target, log_softmax, out=log_softmax)
-        loss = self._reduce(-np.add.reduce(log_softmax, None), rows, reduction)
-        np.divide(grad, row_sum, out=grad)  # softmax
-        np.dot(target, ones, out=row_sum)  # sum_k t_k
-        np.multiply(grad, row_sum, out=grad)
-        np.subtract(grad, target, out=grad)
-        self._scale_in_place(grad, self._scale(rows, reduction))
-        return loss, grad
-
-    def _label_arrays(self, shape):
-        rows, classes = shape
-        return np.arange(0, rows * classes, classes), np.empty(rows, np.int64), self._const(1.0, (rows,))
-
-    def cross_entropy_labels_loss(self, logits, labels, reduction: str = "mean"):
-        # The one-hot path's numbers without the one-hot rows: the loss picks each row's
-        # log softmax at its label; the gradient is softmax with 1 taken off at the label (the
-        # reference's softmax * 1 - 1 there, the same single rounding). Plain indexing of the
-        # flat arrays: cheaper than np.take/np.put's wrappers here.
-        rows = logits.shape[0]
-        log_softmax, grad, row_sum, _ = self._log_softmax(logits)
-        row_starts, flat_index, one = self._work("cross_entropy_labels", logits.shape, self._label_arrays)
-        np.add(row_starts, labels, out=flat_index)
-        loss = self._reduce(-np.add.reduce(log_softmax.reshape(-1)[flat_index], None), rows, reduction)
-        np.divide(grad, row_sum, out=grad)  # softmax
-        flat_grad = grad.reshape(-1)
-        at_labels = flat_grad[flat_index]
-        np.subtract(at_labels, one, out=at_labels)
-        flat_grad[flat_index] = at_labels
-        self._scale_in_place(grad, self._scale(rows, reduction))
-        return loss, grad
-
-    def _bce_arrays(self, shape):
-        logs = np.empty((2,) + shape, self.dtype)  # [log p, log(1 - p)]: clamped in one call
-        return (logs, logs[0], logs[1], np.empty(shape, self.dtype), self._const(BCE_LOG_FLOOR, (2,) + shape),
-                self._const(1.0, shape), self._const(BCE_GRAD_EPS, shape))
-
-    def bce_loss(self, prob, target, reduction: str = "mean"):
-        n = prob.size
-        logs, log_p, log_q, q, floor, one, grad_eps = self._work("bce", prob.shape, self._bce_arrays)
-        np.log(prob, out=log_p)
-        np.negative(prob, out=log_q)
-        np.log1p(log_q, out=log_q)
-        np.maximum(logs, floor, out=logs)  # clip(min=) with NaN kept, as clip does
-        np.multiply(target, log_p, out=log_p)
-        np.subtract(one, target, out=q)
-        np.multiply(q, log_q, out=log_q)
-        np.add(log_p, log_q, out=log_p)
-        loss = self._reduce(-np.add.reduce(log_p, None), n, reduction)
-        # dL/dp = scale (p - t) / max(p (1 - p), 1e-12), in the reference's order
-        np.subtract(one, prob, out=q)
-        np.multiply(prob, q, out=q)
-        np.maximum(q, grad_eps, out=q)
-        grad = np.subtract(prob, target)
-        self._scale_in_place(grad, self._scale(n, reduction))
-        np.divide(grad, q, out=grad)
-        return loss, grad
-
-    # ------------------------------------------------------------------ metrics
-
-    def count_argmax_matches(self, scores, target):
-        # methods, not np.argmax: its Python wrapper costs more than the argmax of a batch
-        hits = scores.argmax(axis=1) == target.argmax(axis=1)
-        return self.dtype(np.count_nonzero(hits))
-
-    def count_label_matches(self, scores, labels):
-        return self.dtype(np.count_nonzero(scores.argmax(axis=1) == labels))
-
-    def count_threshold_matches(self, scores, target, score_threshold: float, target_threshold: float):
-        # Operators against 0-d thresholds of the backend's dtype: half the cost of
-        # np.greater(..., out=) on bool outputs here. The reference compares against Python
-        # floats, which NumPy casts to the array's dtype too (NEP 50): the same comparisons.
-        hits = ((scores > self._scalar("score_threshold", score_threshold))
-                == (target > self._scalar("target_threshold", target_threshold)))
-        return self.dtype(np.count_nonzero(hits))
-
-    # ------------------------------------------------------------------ optimizers
-
-    def sgd_step(self, param, grad, momentum_buf, lr: float, momentum: float, dampening: float,
-                 nesterov: bool, weight_decay: float, first_step: bool):
-        scratch = self._work("sgd_scratch", param.shape)
-        g = grad
-        if weight_decay != 0:
-            g = self._work("sgd_g", param.shape)
-            np.multiply(param, self._scalar("weight_decay", weight_decay), out=g)
-            np.add(grad, g, out=g)
-        if momentum != 0:
-            if first_step:
-                np.copyto(momentum_buf, g)
-            else:
-                np.multiply(momentum_buf, self._scalar("momentum", momentum), out=momentum_buf)
-                if dampening != 0:
-                    np.multiply(g, self._scalar("1 - dampening", 1.0 - dampening), out=scratch)
-                    np.add(momentum_buf, scratch, out=momentum_buf)
-                else:  # (1 - 0) * g is g exactly: no multiply
-                    np.add(momentum_buf, g, out=momentum_buf)
-            if nesterov:
-                np.multiply(momentum_buf, self._scalar("momentum", momentum), out=scratch)
-                g = np.add(g, scratch, out=scratch)
-            else:
-                g = momentum_buf
-        np.multiply(g, self._scalar("lr", lr), out=scratch)
-        np.subtract(param, scratch, out=param)
-
-    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: float,
-                  eps: float, weight_decay: float, step: int, decoupled: bool):
-        scratch = self._work("adam_scratch", param.shape)
-        g = grad
-        if weight_decay != 0:
-            if decoupled:
-                np.multiply(param, self._scalar("1 - lr wd", 1.0 - lr * weight_decay), out=param)
-            else:
-                g = self._work("adam_g", param.shape)
-                np.multiply(param, self._scalar("weight_decay", weight_decay), out=g)
-                np.add(grad, g, out=g)
-        np.multiply(exp_avg, self._scalar("beta1", beta1), out=exp_avg)
-        np.multiply(g, self._scalar("1 - beta1", 1.0 - beta1), out=scratch)
-        np.add(exp_avg, scratch, out=exp_avg)
-        np.multiply(exp_avg_sq, self._scalar("beta2", beta2), out=exp_avg_sq)
-        np.multiply(g, g, out=scratch)
-        np.multiply(scratch, self._scalar("1 - beta2", 1.0 - beta2), out=scratch)
-        np.add(exp_avg_sq, scratch, out=exp_avg_sq)
-        step_size = lr / (1.0 - beta1**step)
-        bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
-        np.sqrt(exp_avg_sq, out=scratch)
-        np.divide(scratch, self._scalar("bias_correction2_sqrt", bias_correction2_sqrt), out=scratch)
-        np.add(scratch, self._scalar("eps", eps), out=scratch)  # denom
-        np.divide(exp_avg, scratch, out=scratch)
-        np.multiply(scratch, self._scalar("step_size", step_size), out=scratch)
-        np.subtract(param, scratch, out=param)

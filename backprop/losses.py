@@ -5,7 +5,8 @@ A loss computes its value and its gradient dL/dpred together, in one call:
     value_and_grad(backend, pred, target) -> (loss as a 0-d array, dL/dpred)
         `pred` is a (rows, outputs) array of the backend's device and dtype, `target` the same
         rows of the target in the form `check_target` gave it. Write it with the backend's ops or
-        with `backend.xp` (the array namespace: NumPy on the CPU, CuPy on a GPU), and finish with
+        with `backend.xp` (the Array API namespace: array-api-compat's for NumPy on the CPU, for
+        CuPy on a GPU), and finish with
         `self.reduced(per_element_loss, per_element_grad)` for "mean"/"sum".
 
 and, where they apply,
@@ -27,6 +28,8 @@ BCELoss takes probabilities and clamps its logs as PyTorch does).
 
 from __future__ import annotations
 
+import array_api_compat
+import array_api_compat.numpy
 import numpy as np
 
 from backprop.backends import get_backend
@@ -36,6 +39,7 @@ from backprop.checks import check_real
 
 REDUCTIONS = ("mean", "sum")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NUMPY_API = array_api_compat.numpy
 
 
 _BACKENDS: dict = {}
@@ -139,8 +143,9 @@ class Loss:
 
 
 def _namespace(array):
-    namespace = getattr(array, "__array_namespace__", None)
-    return namespace() if namespace is not None else np
+    """The Array API namespace of `array`, array-api-compat's for NumPy and CuPy arrays (as
+    `backend.xp`); NumPy's for a Python number."""
+    return array_api_compat.array_namespace(array) if array_api_compat.is_array_api_obj(array) else _NUMPY_API
 
 
 def checked_target(loss: Loss, target, rows: int, outputs: int, name: str = "y", rows_name: str = "X",

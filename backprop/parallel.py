@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 
-from backprop.backends.base import HASH_GOLDEN, MASK32, hash32
+from backprop.backends.ops.dropout import HASH_GOLDEN, MASK32, hash32
 
 
 def rank_noise_seed(seed: int, rank: int) -> int:

@@ -2,7 +2,7 @@
 // gathering a batch of rows. One grid-stride pass each.
 #include "common.cuh"
 
-// murmur3's fmix32 (base.hash32): a bijection of 32-bit words that mixes every bit.
+// murmur3's fmix32 (hash32 of backends/ops/dropout.py): a bijection of 32-bit words that mixes every bit.
 __device__ __forceinline__ unsigned int bp_hash32(unsigned int h) {
     h ^= h >> 16;
     h *= 0x85EBCA6Bu;

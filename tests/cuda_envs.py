@@ -3,7 +3,8 @@ environment itself: cupy-cuda12x (which the test extra installs) and cupy-cuda13
 installed together.
 
 `environment("cuda13")` is a virtual environment holding exactly the requirements of
-`backprop-gpu[cuda13]`, read from this installation's metadata, so it follows pyproject.toml. It
+`backprop-gpu[cuda13]` (backprop's own dependencies and the extra's), read from this
+installation's metadata, so it follows pyproject.toml. It
 is built once per requirement list (about 800 MB of wheels, most of it cuBLAS and NCCL; tens of
 seconds) and kept under ~/.cache/backprop-tests/ for the next run. backprop itself is made
 importable there by `linked_layout` (benchmarks/first_gpu_run.py): the installed layout as
@@ -13,6 +14,7 @@ symbolic links to this checkout.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -20,15 +22,20 @@ import sys
 import venv
 from pathlib import Path
 
-from backprop.backends.devices import extra_requirements
+from backprop.backends.devices import DISTRIBUTION, extra_requirements
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "backprop-tests"
 BUILD_TIMEOUT_S = 600
 
 
+def own_requirements() -> list[str]:
+    """backprop's own dependencies, those of no extra ("numpy>=1.24", ...): `import backprop` needs them."""
+    return [r for r in importlib.metadata.requires(DISTRIBUTION) or [] if ";" not in r]
+
+
 def environment(extra: str) -> Path:
     """The Python executable of an environment holding `backprop-gpu[extra]`'s requirements."""
-    requirements = extra_requirements(extra)
+    requirements = own_requirements() + extra_requirements(extra)
     key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:16]
     home = CACHE / f"{extra}-{key}"
     python = home / "bin" / "python"

@@ -36,13 +36,16 @@ Stricter than CuPy, on purpose:
   `machine.contexts` those where a CUDA context was created (by that, or by making the device
   current: `cudaSetDevice` creates one since CUDA 12, also when `with Device(1)` restores 0).
 
-One difference remains: `np.asarray(device_array)` works here (a NumPy subclass cannot refuse
-it), where CuPy raises. CupyBackend does not import NumPy at all; it moves data to the host with
+Two differences remain, both because the double's arrays subclass NumPy's: `np.asarray(device_array)`
+works here (a NumPy subclass cannot refuse it), where CuPy raises; and array-api-compat would take
+them for NumPy arrays, so this module tells it they are CuPy's (`_seen_as_cupy_arrays`). CupyBackend does not import NumPy at all; it moves data to the host with
 `.get()` only.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
 import time
 import types
@@ -137,6 +140,9 @@ class Device:
 
     def __repr__(self):
         return f"<CUDA Device {self.id}>"
+
+    def __int__(self):
+        return self.id
 
     def use(self):
         machine.set_device(self.id)
@@ -298,20 +304,37 @@ def zeros(shape, dtype=float64) -> ndarray:
     return _device(np.zeros(shape, dtype=dtype))
 
 
-def reshape(a, shape) -> ndarray:
-    return a.reshape(shape)
+def reshape(a, newshape, order="C", *, copy=None) -> ndarray:
+    return a.reshape(newshape)
+
+
+def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking=False) -> ndarray:
+    return asarray(obj, dtype=dtype, copy=copy)
 
 
 def matrix_transpose(a) -> ndarray:
     return np.swapaxes(a, -1, -2)
 
 
-def _operation(name: str):
-    """The Array API function `name` (NumPy's) as an operation on the current device: its array
-    arguments must live there and be device arrays; its result is a new array there."""
-    function = getattr(np, name)
+def _parameters(text: str) -> inspect.Signature:
+    """The signature of a function whose parameter list is `text`."""
+    return inspect.signature(eval(f"lambda {text}: None"))  # noqa: S307 - our own constant text
+
+
+def _operation(name: str, parameters: str | None = None, function=None):
+    """The function `name` (NumPy's) as an operation on the current device: its array arguments
+    must live there and be device arrays; its result is a new array there. `parameters`: CuPy's
+    parameter list, which a call must fit (None for a ufunc: inputs positional, as NumPy's).
+    `function`: NumPy's function of another name."""
+    function = getattr(np, name) if function is None else function
+    signature = None if parameters is None else _parameters(parameters)
 
     def on_device(*args, **kwargs):
+        if signature is not None:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{name}(): {error} (CuPy's parameters: {signature})") from None
         arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
         if any(not isinstance(a, ndarray) for a in arrays):
             raise TypeError(f"{name}: a host NumPy array cannot meet a device array (CuPy refuses implicit transfers)")
@@ -323,15 +346,61 @@ def _operation(name: str):
         return np.asarray(results[0]).view(ndarray)
 
     on_device.__name__ = name
+    on_device.__signature__ = signature
     return on_device
 
 
-# What the reference Backend calls on `xp` for the ops CupyBackend leaves to it (and that users'
-# activations written with the Array API call), as CuPy provides them.
-_OPERATIONS = ("abs", "all", "arange", "argmax", "astype", "clip", "exp", "expm1", "full", "isfinite", "log",
-               "log1p", "matmul", "max", "maximum", "mean", "minimum", "ones_like", "sign", "sqrt", "square", "sum",
-               "take", "tanh", "where", "zeros_like")
-finfo, uint64, int32, uint32, bool_ = np.finfo, np.uint64, np.int32, np.uint32, np.bool_
+# What the reference and users' code call through array-api-compat's namespace, and what that
+# namespace takes from `cupy` when imported (array_api_compat/cupy/_aliases.py), with CuPy 14.2's
+# parameters: the functions, then the ufuncs.
+FUNCTIONS = {
+    "all": "a, axis=None, out=None, keepdims=False",
+    "any": "a, axis=None, out=None, keepdims=False",
+    "arange": "start, stop=None, step=1, dtype=None",
+    "argmax": "a, axis=None, dtype=None, out=None, keepdims=False",
+    "astype": "x, dtype, /, *, copy=True",
+    "broadcast_to": "array, shape",
+    "clip": "a, a_min, a_max, out=None",
+    "concatenate": "tup, axis=0, out=None, *, dtype=None, casting='same_kind'",
+    "full": "shape, fill_value, dtype=None, order='C'",
+    "max": "a, axis=None, out=None, keepdims=False",
+    "mean": "a, axis=None, dtype=None, out=None, keepdims=False",
+    "min": "a, axis=None, out=None, keepdims=False",
+    "ones_like": "a, dtype=None, order='K', subok=None, shape=None",
+    "round": "a, decimals=0, out=None",
+    "sum": "a, axis=None, dtype=None, out=None, keepdims=False",
+    "swapaxes": "a, axis1, axis2",
+    "take": "a, indices, axis=None, out=None",
+    "where": "condition, x=None, y=None",
+    "zeros_like": "a, dtype=None, order='K', subok=None, shape=None",
+}
+UFUNCS = ("abs", "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "exp", "expm1", "invert",
+          "isfinite", "isnan", "left_shift", "log", "log1p", "matmul", "maximum", "minimum", "power", "right_shift",
+          "sign", "sqrt", "square", "tanh")
+# Types and constants, the same objects in CuPy as in NumPy.
+_NUMPY_NAMES = ("finfo", "iinfo", "dtype", "isdtype", "issubdtype", "broadcast_shapes", "bool_",
+                "intp", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float32", "float64", "complex64", "complex128", "signedinteger", "unsignedinteger",
+                "integer", "floating", "complexfloating", "number", "nan", "inf")
+
+
+def _seen_as_cupy_arrays() -> None:
+    """array-api-compat takes any subclass of numpy.ndarray for a NumPy array; told that the
+    double's arrays are CuPy's and not NumPy's, its `array_namespace` gives its CuPy namespace for
+    them and its `device` their Device, as for CuPy's arrays (once, before any double array)."""
+    from array_api_compat.common import _helpers
+
+    original = _helpers._issubclass_fast
+
+    def issubclass_fast(cls, modname: str, clsname: str) -> bool:
+        if issubclass(cls, ndarray):
+            return (modname, clsname) == ("cupy", "ndarray")
+        return original(cls, modname, clsname)
+
+    _helpers._issubclass_fast = issubclass_fast
+
+
+_seen_as_cupy_arrays()
 
 
 # ---------------------------------------------------------------------- cuBLAS
@@ -435,9 +504,33 @@ def _properties(device: int) -> dict:
             "memoryClockRate": 1_000_000, "memoryBusWidth": 256}
 
 
-_CUPY_NAMES = ("ndarray", "asarray", "ascontiguousarray", "empty", "zeros", "reshape", "matrix_transpose",
-               "float32", "float64", "int64", "uint64", "int32", "uint32", "bool_", "finfo", "RawModule",
-               "RawKernel")
+_CUPY_NAMES = ("ndarray", "array", "asarray", "ascontiguousarray", "empty", "zeros", "reshape", "matrix_transpose",
+               "RawModule", "RawKernel")
+_COMPAT = "array_api_compat.cupy"  # array-api-compat's namespace for CuPy, and its submodules
+
+
+def _compat_modules(found: dict) -> dict:
+    """{name: module} of array_api_compat.cupy and its submodules, imported against the double's
+    modules `found` (and taken out of sys.modules again: install() puts them in with the double)."""
+
+    def take_out() -> dict:
+        return {name: sys.modules.pop(name) for name in list(sys.modules) if _replaced(name)}
+
+    saved = take_out()
+    sys.modules.update(found)
+    try:
+        importlib.import_module(_COMPAT)
+        # array_namespace(a double array) gives this namespace from now on, not an earlier one
+        importlib.import_module("array_api_compat.common._helpers")._cls_to_namespace.cache_clear()
+    finally:
+        imported = {name: module for name, module in take_out().items() if name.split(".")[0] != "cupy"}
+        sys.modules.update(saved)
+    return imported
+
+
+def _replaced(name: str) -> bool:
+    """Whether the double replaces module `name`: CuPy's modules and array-api-compat's for CuPy."""
+    return name.split(".")[0] == "cupy" or name == _COMPAT or name.startswith(_COMPAT + ".")
 
 
 def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True, driver: bool = True) -> dict:
@@ -465,21 +558,33 @@ def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True, driver: b
     cupy.__version__ = "14.2.0"
     for name in _CUPY_NAMES:
         setattr(cupy, name, globals()[name])
-    for name in _OPERATIONS:  # not module globals here: sum, max, abs and all would hide Python's
+    for name in _NUMPY_NAMES:
+        setattr(cupy, name, getattr(np, name))
+    # not module globals here: sum, max, abs and all would hide Python's
+    for name, parameters in FUNCTIONS.items():
+        setattr(cupy, name, _operation(name, parameters))
+    for name in UFUNCS:
         setattr(cupy, name, _operation(name))
     cupy.cuda = cuda
-    found = {"cupy": cupy, "cupy.cuda": cuda}
+    cuda.device = types.ModuleType("cupy.cuda.device")  # where CuPy defines Device
+    cuda.device.Device = Device
+    found = {"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.device": cuda.device}
+    for name in ("linalg", "fft"):  # what array-api-compat imports from them: nothing we call
+        found[f"cupy.{name}"] = types.ModuleType(f"cupy.{name}")
+        setattr(cupy, name, found[f"cupy.{name}"])
+    found["cupy.linalg"].lstsq = _operation("lstsq", "a, b, rcond=None", np.linalg.lstsq)
     if cublas:
         found["cupy.cublas"] = types.ModuleType("cupy.cublas")
         found["cupy.cublas"].gemm = _gemm
     _namespace = cupy
+    found.update(_compat_modules(found))
     return found
 
 
 def install(monkeypatch, **options) -> Machine:
     """`import cupy` gives the double (modules(**options)) until the test ends; the machine."""
-    for name in ("cupy", "cupy.cuda", "cupy.cublas"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    for name in [name for name in sys.modules if _replaced(name)]:
+        monkeypatch.delitem(sys.modules, name)
     for name, module in modules(**options).items():
         monkeypatch.setitem(sys.modules, name, module)
     return machine

@@ -323,3 +323,37 @@ def test_a_users_activation_layer_and_loss_train_on_cuda_1_as_on_the_cpu(gpu):
         weights[device] = bp.to_numpy(net.store.data)
     np.testing.assert_allclose(weights["cuda:1"], weights["cpu"], **TOLERANCE.training("float64"))
     assert gpu.work == {1}
+
+
+def test_the_doubles_functions_take_cupys_own_parameters():
+    """The double's functions are called with CuPy's parameters, not NumPy's, so a call that only
+    works on NumPy fails in CI: compared with the installed CuPy's (the test extra installs it;
+    importing it needs no GPU)."""
+    cupy = pytest.importorskip("cupy")
+    import inspect
+
+    for name in cupy_double.FUNCTIONS:
+        ours = inspect.signature(getattr(cupy_double.modules()["cupy"], name))
+        theirs = inspect.signature(getattr(cupy, name))
+        assert list(ours.parameters) == list(theirs.parameters), (name, ours, theirs)
+        assert [p.kind for p in ours.parameters.values()] == [p.kind for p in theirs.parameters.values()], name
+    for name in cupy_double.UFUNCS:
+        assert type(getattr(cupy, name)).__name__ in ("ufunc", "_GUFunc"), name
+
+
+def test_xp_is_the_array_api_on_the_gpu_as_on_the_cpu(gpu):
+    """backend.xp is array-api-compat's CuPy namespace: the standard's clip(x, min=) works there
+    (a user's activation or loss written from the standard), where CuPy's own clip, like the
+    double's, takes (a, a_min, a_max) only."""
+    import array_api_compat
+
+    backend = bp.get_backend("cuda:1", "float64")
+    assert backend.xp is array_api_compat.cupy
+    with backend.on_device():
+        x = backend.asarray(np.array([[-2.0, 0.5], [3.0, -0.25]]))
+        clipped = backend.xp.clip(x, min=0.0)
+        assert backend.owns(clipped) and array_api_compat.array_namespace(clipped) is backend.xp
+        np.testing.assert_array_equal(clipped.get(), [[0.0, 0.5], [3.0, 0.0]])
+        with pytest.raises(TypeError, match="min"):
+            sys.modules["cupy"].clip(x, min=0.0)
+    assert gpu.work == {1}

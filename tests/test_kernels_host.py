@@ -38,7 +38,8 @@ import numpy as np
 import pytest
 
 from backprop.backends.activations import ACTIVATIONS as ACTIVATION_TABLE
-from backprop.backends.base import Backend, dropout_key, dropout_threshold
+from backprop.backends.base import Backend
+from backprop.backends.ops.dropout import dropout_key, dropout_threshold
 from backprop.kernels.loader import PACKAGE, kernel_index, kernel_source, source_names
 from host_kernels import PLAIN, Emulation, HostModule, build_all
 

@@ -14,10 +14,10 @@ from hypothesis.extra.numpy import arrays
 
 import backprop as bp
 from backprop.backends import ACTIVATIONS, Backend, NumpyBackend
-
-BUILTIN_ACTIVATIONS = sorted(name for name, act in ACTIVATIONS.items() if act.builtin)
 from op_cases import CASES, EXACT, run_case
 from test_backends import assert_matches
+
+BUILTIN_ACTIVATIONS = sorted(name for name, act in ACTIVATIONS.items() if act.builtin)
 
 DTYPES = ["float32", "float64"]
 BACKENDS = {dtype: (Backend(np, dtype), NumpyBackend(dtype)) for dtype in DTYPES}

@@ -16,23 +16,25 @@ this package, as an activation is one entry of the activation table. The module 
   NumPy against the reference, the CuPy double and a real GPU against the reference).
 
     @fused_op
-    def huber_loss(backend, pred, target, delta, reduction="mean"):
-        '''l = d^2 / 2 where |d| < delta, ...'''          # the reference
+    def log_cosh_loss(backend, pred, target, reduction="mean"):
+        '''L = mean log(cosh(p - t)), ...'''          # the reference
 
-    @huber_loss.numpy
-    def _(backend, pred, target, delta, reduction="mean"): ...
+    @log_cosh_loss.numpy
+    def _(backend, pred, target, reduction="mean"): ...
 
-    @huber_loss.cupy
-    def _(backend, pred, target, delta, reduction="mean"): ...
+    @log_cosh_loss.cupy
+    def _(backend, pred, target, reduction="mean"): ...
 
-    @huber_loss.case()
+    @log_cosh_loss.case()
     def _(backend, a):
-        return [*huber_loss_on(backend, a["x"], a["dy"], 1.5, "mean")]
+        return [*log_cosh_loss(backend, a["x"], a["dy"], "mean")]
 
-A backend finds an op by name (`backend.huber_loss(...)`, see `Backend.__getattr__`): the
-backends' own files name no fused op. Each backend class says which implementation it runs
+A backend finds an op by name, `backend.log_cosh_loss(...)`: every op is an attribute of
+`Backend` (`serve`) that binds the implementation of the backend's flavour on first use and
+keeps it on the instance. Each backend class says which implementation it runs
 (`Backend.op_flavor`: "reference", "numpy" or "cupy"); an op without that flavour runs its
-reference on the backend's arrays.
+reference on the backend's arrays. No other file under backends/ names an op (a test checks).
+docs/adding-a-built-in.md walks through adding one.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import Callable
 FLAVORS = ("reference", "numpy", "cupy")
 
 OPS: dict[str, "FusedOp"] = {}      # every fused op, by name
-CASES: dict[str, "Case"] = {}       # every op case, by name ("huber_loss", "sgd_step/nesterov")
+CASES: dict[str, "Case"] = {}       # every op case, by name: the op's, "op/variant" for several
 
 _loaded = False
 
@@ -55,7 +57,8 @@ _loaded = False
 class Case:
     """One parity case of an op module: `run(backend, arrays)` returns the results to compare
     (a sequence of arrays, Python scalars or None). `arrays` are the named device inputs of
-    tests/op_cases.py. `exact`: the results must equal the reference's bit for bit (no rounding
+    tests/op_cases.py, and "seed", the case's seed as an int (to draw a dropout key, say).
+    `exact`: the results must equal the reference's bit for bit (no rounding
     is involved); otherwise within the tolerance the tests derive for the dtype. `min_rows`: the
     fewest rows the case is defined on (batch norm needs two)."""
 
@@ -118,6 +121,8 @@ def fused_op(reference: Callable) -> FusedOp:
         raise ValueError(f"fused op {name!r} is defined twice ({OPS[name].module} and {reference.__module__})")
     op = FusedOp(name, reference, module=reference.__module__)
     OPS[name] = op
+    for cls in _served:
+        setattr(cls, name, _Method(op))
     return op
 
 
@@ -125,15 +130,38 @@ def load_all() -> dict[str, FusedOp]:
     """Imports every op module of this package once; returns the registry."""
     global _loaded
     if not _loaded:
+        _loaded = True
         for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
             importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
     return OPS
 
 
-def find(name: str) -> FusedOp | None:
-    """The fused op called `name`, or None."""
-    op = OPS.get(name)
-    if op is None and not _loaded:
-        op = load_all().get(name)
-    return op
+class _Method:
+    """`backend.<op name>`: the op's implementation for the backend's flavour, bound to the backend
+    on first use (`backend._bind_op`) and kept on the instance. A non-data descriptor, so from then
+    on the instance's own attribute answers (a dict lookup, as for a method); a class-level
+    `__getattr__` would instead slow every attribute lookup on a backend. On the class: the op."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: FusedOp):
+        self.op = op
+
+    def __get__(self, backend, owner=None):
+        if backend is None:
+            return self.op
+        bound = backend._bind_op(self.op)
+        backend.__dict__[self.op.name] = bound
+        return bound
+
+
+_served: list = []  # the classes every op is an attribute of (Backend)
+
+
+def serve(cls) -> None:
+    """Makes every fused op, those registered later included, an attribute of `cls` (see _Method);
+    then imports every op module."""
+    _served.append(cls)
+    for op in OPS.values():
+        setattr(cls, op.name, _Method(op))
+    load_all()

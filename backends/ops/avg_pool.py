@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, blocks
 from backprop.backends.ops import fused_op
-from backprop.backends.ops.im2col import case_arrays, output_size, window
+from backprop.backends.ops.image_windows import case_arrays, output_size, window
 from backprop.backends.ops.max_pool import CASE_GEOMETRIES, numpy_pool_windows, pool_launch_sizes
 
 
@@ -47,7 +47,7 @@ def _(backend, x, kernel, stride, out=None):
 def _(backend, x, kernel, stride, out=None):
     sizes = pool_launch_sizes(x.shape, kernel, stride)
     out = backend._out(out, (*x.shape[:2], *sizes[-2:]))
-    backend._launch("avg_pool_fwd", _blocks(out.size, MAX_GRID), BLOCK, x, out, *sizes)
+    backend._launch("avg_pool_fwd", blocks(out.size, MAX_GRID), BLOCK, x, out, *sizes)
     return out
 
 
@@ -84,7 +84,7 @@ def _(backend, grad_y, input_shape, kernel, stride, out=None):
 @avg_pool_backward.cupy
 def _(backend, grad_y, input_shape, kernel, stride, out=None):
     out = backend._out(out, tuple(input_shape))
-    backend._launch("avg_pool_bwd", _blocks(out.size, MAX_GRID), BLOCK, grad_y, out,
+    backend._launch("avg_pool_bwd", blocks(out.size, MAX_GRID), BLOCK, grad_y, out,
                     *pool_launch_sizes(input_shape, kernel, stride))
     return out
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, blocks
 from backprop.backends.ops import fused_op
-from backprop.backends.ops.im2col import case_arrays
+from backprop.backends.ops.image_windows import case_arrays
 
 
 def _contiguous(xp, x, shape):
@@ -49,7 +49,7 @@ def _(backend, rows, batch_shape, out=None):
     n, h, w = batch_shape
     c = rows.shape[1]
     out = backend._out(out, (n, c, h, w))
-    backend._launch("to_channels_first", _blocks(out.size, MAX_GRID), BLOCK, rows, out, n, c, h * w)
+    backend._launch("to_channels_first", blocks(out.size, MAX_GRID), BLOCK, rows, out, n, c, h * w)
     return out
 
 
@@ -74,7 +74,7 @@ def _(backend, x, out=None):
 def _(backend, x, out=None):
     n, c, h, w = x.shape
     out = backend._out(out, (n * h * w, c))
-    backend._launch("to_channels_last", _blocks(out.size, MAX_GRID), BLOCK, x, out, n, c, h * w)
+    backend._launch("to_channels_last", blocks(out.size, MAX_GRID), BLOCK, x, out, n, c, h * w)
     return out
 
 

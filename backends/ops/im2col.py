@@ -21,23 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, blocks
 from backprop.backends.ops import fused_op
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output positions along one axis: (size + 2 padding - kernel) // stride + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
+from backprop.backends.ops.image_windows import case_arrays, output_size, window
 
 
 def _geometry(shape, kernel, stride, padding):
     n, c, h, w = shape
     return n, c, h, w, output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1])
-
-
-def window(array, i, j, stride, out_h, out_w):
-    """array[:, :, i + oh sh, j + ow sw] for every (oh, ow): a strided view."""
-    return array[:, :, i : i + stride[0] * (out_h - 1) + 1 : stride[0], j : j + stride[1] * (out_w - 1) + 1 : stride[1]]
 
 
 @fused_op
@@ -83,7 +74,7 @@ def _(backend, x, kernel, stride, padding, out=None):
     sizes = launch_sizes(x.shape, kernel, stride, padding)
     n, c, _, _, kh, kw, *_, out_h, out_w = sizes
     out = backend._out(out, (n * out_h * out_w, c * kh * kw))
-    backend._launch("im2col", _blocks(out.size, MAX_GRID), BLOCK, x, out, *sizes)
+    backend._launch("im2col", blocks(out.size, MAX_GRID), BLOCK, x, out, *sizes)
     return out
 
 
@@ -126,17 +117,9 @@ def _(backend, cols, input_shape, kernel, stride, padding, out=None):
 @col2im.cupy
 def _(backend, cols, input_shape, kernel, stride, padding, out=None):
     out = backend._out(out, tuple(input_shape))
-    backend._launch("col2im", _blocks(out.size, MAX_GRID), BLOCK, cols, out,
+    backend._launch("col2im", blocks(out.size, MAX_GRID), BLOCK, cols, out,
                     *launch_sizes(input_shape, kernel, stride, padding))
     return out
-
-
-def case_arrays(backend, a, *shapes):
-    """Arrays of `shapes` for an op case (normal values), drawn from a seed fixed by the case's
-    input `a["x"]`, so every backend of one case gets the same values."""
-    first = backend.to_host(a["x"]).ravel()
-    rng = np.random.default_rng([*a["x"].shape, int(abs(float(first[0])) * 1e6)])
-    return [backend.asarray(rng.normal(size=shape)) for shape in shapes]
 
 
 # (batch, channels, height, width), kernel, stride, padding: square and not, strided, padded,

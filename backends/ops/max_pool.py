@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, blocks
 from backprop.backends.ops import fused_op
-from backprop.backends.ops.im2col import case_arrays, output_size, window
+from backprop.backends.ops.image_windows import case_arrays, output_size, window
 
 
 def pool_windows(backend, x, kernel, stride):
@@ -69,7 +69,7 @@ def _(backend, x, kernel, stride, out=None):
     shape = (*x.shape[:2], *sizes[-2:])
     out = backend._out(out, shape)
     index = backend.xp.empty(shape, dtype=backend.xp.int64)
-    backend._launch("max_pool_fwd", _blocks(out.size, MAX_GRID), BLOCK, x, out, index, *sizes)
+    backend._launch("max_pool_fwd", blocks(out.size, MAX_GRID), BLOCK, x, out, index, *sizes)
     return out, index
 
 
@@ -106,7 +106,7 @@ def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
 @max_pool_backward.cupy
 def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
     out = backend._out(out, tuple(input_shape))
-    backend._launch("max_pool_bwd", _blocks(out.size, MAX_GRID), BLOCK, grad_y, index, out,
+    backend._launch("max_pool_bwd", blocks(out.size, MAX_GRID), BLOCK, grad_y, index, out,
                     *pool_launch_sizes(input_shape, kernel, stride))
     return out
 

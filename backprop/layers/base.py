@@ -40,9 +40,10 @@ and, where they apply,
 then register it (`@bp.register_layer`) so that checkpoints can rebuild it by name (a name is
 ASCII letters, digits and underscores in dot-joined parts, such as "Recenter" or "mylib.Recenter":
 `backprop.checks.check_name`). Every array operation goes through `self.backend` (its ops, or
-`self.backend.xp`, the array namespace: NumPy on the CPU, CuPy on a GPU), so the same layer runs
-on every device. A network's layers, built or loaded (`bp.load(path)`), are `net.layers`, in
-order: `bp.load(path).layers[1].mu` is the second layer's buffer `mu`.
+`self.backend.xp`, the Array API namespace: array-api-compat's for NumPy on the CPU, for CuPy on
+a GPU), so the same layer runs on every device. A network's layers, built or loaded
+(`bp.load(path)`), are `net.layers`, in order: `bp.load(path).layers[1].mu` is the second
+layer's buffer `mu`.
 
 State beyond the parameters comes in two kinds, because training treats them differently:
 - buffers (`add_buffer`): arrays estimated from the data, such as BatchNorm's running
@@ -66,7 +67,7 @@ import threading
 
 import numpy as np
 
-from backprop.backends.base import dropout_key
+from backprop.backends.ops.dropout import dropout_key
 from backprop.checks import NotRegisteredError, check_name, check_real
 from backprop.initializers import check_init
 from backprop.parameters import Parameter
@@ -241,7 +242,7 @@ class Layer:
         return array
 
     def noise_key(self, step: int) -> int:
-        """The 32-bit key of this layer's random draw number `step` (backends.base.dropout_key):
+        """The 32-bit key of this layer's random draw number `step` (backends.ops.dropout.dropout_key):
         a function of the network's seed, the layer's position and the step, so every backend
         draws the same numbers and data-parallel ranks draw their own."""
         return dropout_key(self._noise_seed, self.position, step)

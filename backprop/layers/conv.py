@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from backprop.backends.activations import get_activation
-from backprop.backends.ops.im2col import output_size
+from backprop.backends.ops.image_windows import output_size
 from backprop.checks import check_int, check_real
 from backprop.initializers import check_init
 from backprop.layers.base import Layer, register_layer

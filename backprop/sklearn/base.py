@@ -353,7 +353,9 @@ class MLPBase(BaseEstimator):
         if self.batch_size == "auto":
             return train, validation, min(AUTO_BATCH, n)
         if self.batch_size > n:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            # stacklevel 1: the line scikit-learn's own MLP attributes this warning to, its own
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                          stacklevel=1)
         return train, validation, min(self.batch_size, n)
 
     def _train(self, train, validation, batch_size: int, incremental: bool) -> None:
@@ -371,7 +373,7 @@ class MLPBase(BaseEstimator):
                 shuffle=self.shuffle, progress=False,
                 callbacks=[_EpochEnd(self, X_train.shape[0], validation, incremental)])
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=1)  # where scikit-learn's is
         finally:
             for layer in penalized:
                 layer.l2 = 0.0
@@ -404,7 +406,7 @@ class MLPBase(BaseEstimator):
                 print(message + f" Setting learning rate to {self._optimizer.lr:f}")
         if not incremental and self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
-                          "hasn't converged yet.", ConvergenceWarning)
+                          "hasn't converged yet.", ConvergenceWarning, stacklevel=1)  # where scikit-learn's is
         return False
 
     def _count_no_improvement(self, validation) -> None:
