@@ -8,8 +8,9 @@
 from backprop.backends import DeviceUnavailableError, available_devices, get_backend
 from backprop.backends.activations import ACTIVATIONS, Activation, register_activation
 from backprop.boundary import to_numpy
-from backprop.callbacks import Callback, ProgressBar
+from backprop.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar
 from backprop.checkpoint import load, save
+from backprop.clipping import clip_grad_norm
 from backprop.gradcheck import gradcheck
 from backprop.layers import BatchNorm, Dense, Dropout, Flatten, Layer, LayerNorm, register_layer
 from backprop.losses import (
@@ -25,15 +26,16 @@ from backprop.losses import (
 from backprop.network import Sequential
 from backprop.optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, Optimizer, StepLR
 from backprop.parameters import Parameter
+from backprop.schedules import ReduceLROnPlateau
 from backprop.training import History, TrainingDivergedError, evaluate, fit, predict
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "Callback",
-    "CosineAnnealingLR", "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR",
-    "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss",
-    "Optimizer", "Parameter", "ProgressBar", "Sequential", "StepLR", "TrainingDivergedError",
-    "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load", "predict", "register_activation",
-    "register_layer", "save", "to_numpy",
+    "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "CSVLogger",
+    "Callback", "CosineAnnealingLR", "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout",
+    "EarlyStopping", "ExponentialLR", "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss",
+    "MAELoss", "MSELoss", "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "ReduceLROnPlateau",
+    "Sequential", "StepLR", "TrainingDivergedError", "available_devices", "clip_grad_norm", "evaluate", "fit",
+    "get_backend", "gradcheck", "load", "predict", "register_activation", "register_layer", "save", "to_numpy",
 ]
