@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 
+from backprop.backends import ops
 from backprop.backends.activations import ACTIVATIONS, get_activation, sigmoid
 
 # PyTorch clamps the logs of binary cross-entropy at -100 and bounds the gradient's denominator.
@@ -69,6 +71,7 @@ class Backend:
     """Reference implementation of every op, on any Array API namespace `xp`."""
 
     name = "reference"
+    op_flavor = "reference"  # which implementation of each fused op this backend runs
 
     def __init__(self, xp, dtype: str = "float32", device: str = "cpu"):
         if dtype not in ("float32", "float64"):
@@ -80,6 +83,22 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r}, dtype={self.dtype_name!r})"
+
+    def __getattr__(self, name: str):
+        """A fused op (a module of backends/ops/) by name, as a method of this backend:
+        `backend.<op name>(...)`. Called only for names the class does not
+        define; the bound op is then kept on the instance, so later calls find it directly."""
+        op = None if name.startswith("_") else ops.find(name)
+        if op is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} "
+                                 f"(neither an array primitive nor a fused op of backends/ops)")
+        bound = self._bind_op(op)
+        self.__dict__[name] = bound
+        return bound
+
+    def _bind_op(self, op):
+        """`op`'s implementation for this backend's flavour, bound as a method."""
+        return types.MethodType(op.implementation(self.op_flavor), self)
 
     def on_device(self):
         """A context manager that makes this backend's device the current one, so that every
@@ -293,22 +312,6 @@ class Backend:
         classes = xp.arange(logits.shape[1], dtype=labels.dtype)
         onehot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1)), self.dtype)
         return self.cross_entropy_loss(logits, onehot, reduction)
-
-    def huber_loss(self, pred, target, delta: float, reduction: str = "mean"):
-        """Huber loss (torch.nn.HuberLoss), d = p - t:
-
-        l = d^2 / 2 where |d| < delta, else delta (|d| - delta / 2)
-        dL/dp = (d where |d| < delta, else delta sign(d)) / N
-        """
-        xp = self.xp
-        diff = pred - target
-        size = xp.abs(diff)
-        inside = size < delta
-        per = xp.where(inside, 0.5 * diff * diff, delta * (size - 0.5 * delta))
-        n = math.prod(pred.shape)
-        loss = self._reduce(xp.sum(per), n, reduction)
-        grad = xp.where(inside, diff, delta * xp.sign(diff))
-        return loss, self._scale(n, reduction) * grad
 
     def hinge_loss(self, pred, target, reduction: str = "mean"):
         """Hinge loss with targets in {-1, +1}:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 
 from backprop.backends.activations import get_activation
 from backprop.backends.base import Backend, dropout_threshold
@@ -78,6 +79,7 @@ class CupyBackend(Backend):
     """`Backend` on an NVIDIA GPU through CuPy and backprop's CUDA kernels."""
 
     name = "cupy"
+    op_flavor = "cupy"
 
     def __init__(self, dtype: str = "float32", device: str = "cuda:0"):
         import cupy
@@ -98,6 +100,10 @@ class CupyBackend(Backend):
 
     def on_device(self):
         return self._gpu
+
+    def _bind_op(self, op):
+        """A fused op runs with this backend's GPU current, as every primitive does."""
+        return types.MethodType(_on_its_device(op.implementation(self.op_flavor)), self)
 
     def _is_current(self) -> bool:
         return self._runtime.getDevice() == self._index
@@ -245,9 +251,6 @@ class CupyBackend(Backend):
         grad, partials = self.empty(pred.shape), self.empty((grid,))
         self._launch(kernel, grid, BLOCK, pred, target, grad, partials, n, factor * self._scale(n, reduction), *extra)
         return self._total(partials, grid, sign, n if reduction == "mean" else 1), grad
-
-    def huber_loss(self, pred, target, delta: float, reduction: str = "mean"):
-        return self._elementwise_loss("huber_loss", pred, target, reduction, 1.0, 1.0, (delta,))
 
     def mse_loss(self, pred, target, reduction: str = "mean"):
         return self._elementwise_loss("mse_loss", pred, target, reduction, 2.0, 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.metadata
+import sys
 import warnings
 
 from backprop.backends.device_names import parse_device
@@ -167,7 +168,16 @@ def available_devices() -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _warn_auto_fallback(reason: str) -> None:
-    warnings.warn(f"device='auto' is using the CPU: {reason}", RuntimeWarning, stacklevel=4)
+    warnings.warn(f"device='auto' is using the CPU: {reason}", RuntimeWarning, stacklevel=_callers_level())
+
+
+def _callers_level() -> int:
+    """The `stacklevel` that points a warning at the first frame outside backprop: the user's
+    line that asked for the device, however deep inside the library it was resolved."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "backprop":
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def resolve_device(device) -> str:

@@ -80,6 +80,7 @@ class NumpyBackend(Backend):
     """`Backend` on NumPy, tuned for speed."""
 
     name = "numpy"
+    op_flavor = "numpy"
 
     def __init__(self, dtype: str = "float32", device: str = "cpu"):
         super().__init__(np, dtype=dtype, device=device)

@@ -12,6 +12,7 @@ import numpy as np
 from backprop.backends import DeviceUnavailableError, get_backend, resolve_device
 from backprop.boundary import as_batch
 from backprop.checks import check_int
+from backprop.extension_checks import check_returned, is_builtin
 from backprop.layers import Layer
 from backprop.parameters import FlatStore
 
@@ -72,6 +73,7 @@ class Sequential:
         self.training = True
         self.epochs_trained = 0  # epochs completed by fit, over all calls: keys each epoch's shuffle
         self.output_shape = self._declare()
+        self._users_layers = frozenset(i for i, layer in enumerate(self.layers) if not is_builtin(layer))
         self._last_output_shape = None
         self._last_forward_thread = None
         self.usage = Usage()
@@ -191,6 +193,8 @@ class Sequential:
         self._last_output_shape = None
         if training is None:
             training = self.training
+        if self._users_layers:
+            return self._forward_checking_users_layers(x, training)
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -198,9 +202,33 @@ class Sequential:
     def backward_internal(self, grad, need_input_grad: bool = False):
         """Backward through every layer, overwriting each parameter's .grad; returns dL/dx of
         the network's input when `need_input_grad`, else None (the first layer skips it)."""
+        if self._users_layers:
+            return self._backward_checking_users_layers(grad, need_input_grad)
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             grad = self.layers[i].backward(grad, need_input_grad or i > 0)
+        return grad if need_input_grad else None
+
+    # A user's layer is checked where what it returns enters our code (the next layer, the loss,
+    # predict): an array of this backend and dtype, of the shape its build() declared for this
+    # batch. Built-in layers are not: they are tested, and their steps are the ones timed.
+
+    def _forward_checking_users_layers(self, x, training: bool):
+        rows = x.shape[0]
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x, training)
+            if i in self._users_layers:
+                check_returned(self.backend, x, (rows, *self._layer_shapes[i]), f"layer {i} ({type(layer).__name__}).forward")
+        return x
+
+    def _backward_checking_users_layers(self, grad, need_input_grad: bool):
+        rows = grad.shape[0]
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer, wanted = self.layers[i], need_input_grad or i > 0
+            grad = layer.backward(grad, wanted)
+            if wanted and i in self._users_layers:
+                shape = self._layer_shapes[i - 1] if i else self.input_shape
+                check_returned(self.backend, grad, (rows, *shape), f"layer {i} ({type(layer).__name__}).backward")
         return grad if need_input_grad else None
 
     def forward(self, x):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.backends import Backend, NumpyBackend, get_backend
+from backprop.backends import Backend, NumpyBackend, get_backend, ops
 from backprop.backends import devices
-from op_cases import CASES, COVERS, EXACT, SHAPES, TRANSFER_HELPERS, run_case
+from op_cases import CASES, COVERS, EXACT, OP_CASES, SHAPES, TRANSFER_HELPERS, run_case
 
 DTYPES = ["float32", "float64"]
 # Allowed distance from the reference, in units of the dtype's epsilon (relative) plus a floor:
@@ -117,6 +117,38 @@ def test_subclasses_override_only_reference_ops_with_identical_signatures(cls):
             f"{cls.__name__}.{name}{inspect.signature(member)} differs from Backend.{name}{base_sig}")
 
 
+def test_every_fused_op_runs_in_a_case_and_its_implementations_share_its_signature():
+    """Each fused op of backends/ops/ is called by some op case (a fresh backend binds an op on its
+    first call, so what the cases bound is what they ran), and every implementation takes exactly
+    the reference's arguments."""
+    backend = Backend(np, "float64")
+    for name in OP_CASES:
+        run_case(backend, name, 0, (3, 4))
+    for name, op in ops.load_all().items():
+        assert name in vars(backend), f"fused op {name} ({op.module}) runs in no case: add one with @{name}.case()"
+        for flavor, implementation in op.implementations.items():
+            assert inspect.signature(implementation) == inspect.signature(op.reference), (name, flavor)
+
+
+def test_backend_files_name_no_fused_op():
+    """The backends find fused ops by name: none of their own files names one."""
+    import pathlib
+    import re
+
+    import backprop.backends as package
+
+    folder = pathlib.Path(package.__file__).parent
+    for path in ("base.py", "numpy_backend.py", "cupy_backend.py"):
+        text = (folder / path).read_text()
+        named = [name for name in ops.load_all() if re.search(rf"\b{name}\b", text)]
+        assert not named, f"backends/{path} names the fused ops {named}"
+
+
+def test_an_unknown_op_is_an_attribute_error_naming_it():
+    with pytest.raises(AttributeError, match="no_such_op"):
+        Backend(np).no_such_op
+
+
 def test_every_reference_op_is_covered_by_a_case():
     for name, member in vars(Backend).items():
         if name.startswith("_") or not callable(member) or name in TRANSFER_HELPERS:
@@ -178,6 +210,18 @@ def test_auto_falls_back_to_cpu_with_one_warning(monkeypatch):
         assert devices.resolve_device("auto") == "cpu"
         assert devices.resolve_device("auto") == "cpu"
     assert len([w for w in caught if "device='auto' is using the CPU" in str(w.message)]) == 1
+
+
+def test_the_auto_warning_points_at_the_users_line(monkeypatch):
+    """However deep inside the library "auto" is resolved, the warning names the caller's line."""
+    _pretend_no_gpu(monkeypatch)
+    for make in (lambda: bp.Sequential(bp.Dense(2, 1), device="auto"), lambda: devices.resolve_device("auto")):
+        devices._warn_auto_fallback.cache_clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make()
+        (warning,) = [w for w in caught if "device='auto'" in str(w.message)]
+        assert warning.filename == __file__, warning.filename
 
 
 def test_detection_here_never_raises_and_is_cached():

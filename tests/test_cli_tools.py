@@ -68,3 +68,22 @@ def test_top_level_help_and_a_missing_command():
     assert_one_line_error(result.returncode, result.stderr, "required: COMMAND")
     status, _, err = run_cli("teach")
     assert_one_line_error(status, err, "'teach'")
+
+
+def test_every_help_text_fits_the_terminal_and_speaks_of_the_projects_own_targets(monkeypatch):
+    """Each command's --help at 80 columns: no line past the width, no flag without its help,
+    and the text names our own targets, never where they were once filed."""
+    monkeypatch.setenv("COLUMNS", "80")
+    for command in ("train", "explain", "devices", "gradcheck", "bench"):
+        status, out, _ = run_cli(command, "--help")
+        assert status == 0
+        assert max(len(line) for line in out.splitlines()) <= 80, command
+        assert "issue" not in out.lower(), command
+    import argparse
+
+    from backprop.apps.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, parser in commands.choices.items():
+        silent = [a.option_strings for a in parser._actions if a.option_strings and not a.help]
+        assert not silent, f"{command}: flags without help {silent}"

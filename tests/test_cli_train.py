@@ -350,3 +350,21 @@ def test_a_failed_run_removes_only_the_folders_it_created(tmp_path):
     (tmp_path / "mine").mkdir()
     status, _, _ = run_cli(*diverging, "--out", str(tmp_path / "mine"))
     assert status == 1 and (tmp_path / "mine").is_dir()
+
+
+def test_an_out_folder_that_cannot_be_made_is_a_one_line_error_naming_it(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    status, _, err = run_cli("train", "--epochs", "1", "--out", str(blocker / "run"))
+    assert_one_line_error(status, err, "--out", "cannot create the run folder")
+    assert "[Errno" not in err
+
+
+def test_a_cpu_run_that_asked_for_no_gpu_says_so_in_one_short_line(tmp_path):
+    status, out, _ = run_cli("train", "--epochs", "1", "--device", "auto", "--out", str(tmp_path / "run"))
+    assert status == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("device")]
+    assert len(line) <= 100, line
+    status, out, _ = run_cli("train", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "cpu"))
+    (line,) = [line for line in out.splitlines() if line.startswith("device")]
+    assert "GPU" not in line, line

@@ -15,7 +15,7 @@ How it measures, so that the numbers mean what they say:
   gradient, backward, the finiteness check of loss and gradients, the optimizer update and the
   device-side loss and accuracy accumulators, plus fit's once-per-call validation and
   conversion of the whole data and its per-epoch work, amortized.
-- The hand-written step (backprop/apps/bench_baseline.py) is the bar the issue sets: a
+- The hand-written step (backprop/apps/bench_baseline.py) is the speed we aim to match: a
   preallocated, single-purpose NumPy step for that one network, over the same batches, with
   none of the library's layers, checks or metrics. ours / hand-written is what the library
   costs on top of code written by hand; hand-written / PyTorch is the best NumPy can do here.
@@ -48,7 +48,7 @@ class Config:
     loss: str  # "bce" (sigmoid output, probabilities) or "cross_entropy" (logits)
     batch: int
     steps: int  # steps per timed block: enough that one block takes ~0.1-0.5 s
-    target: float  # the ratio to PyTorch the issue asks for
+    target: float  # the ratio to PyTorch we aim for
     loop_target: float  # the public loop's step over fit's
 
     def describe(self) -> str:
@@ -529,7 +529,8 @@ def machine() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The runner's options (shared by `python -m backprop bench` and `python -m backprop.apps.bench`)."""
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for every side's BLAS and PyTorch's intra-op pool")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (a process each)")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per process")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale the steps per block")

@@ -1,4 +1,4 @@
-"""The bar the speed issue sets: a hand-written, preallocated, single-purpose NumPy step.
+"""The speed we aim to match: a hand-written, preallocated, single-purpose NumPy step.
 
 `python -m backprop bench` times this step beside `fit`'s and PyTorch's (and, on the digits,
 beside `fit` and scikit-learn), on the same network, data, dtype and threads, so that what the

@@ -88,7 +88,7 @@ def _add_train(sub) -> None:
                     "history.json and training.png (loss/accuracy curves, confusion matrix) to --out. "
                     "Ctrl-C stops after the current batch, saves what was trained and exits with 130.",
         epilog="examples:\n  python -m backprop train\n  python -m backprop train --dataset moons --hidden 16,16"
-               "\n  python -m backprop train --dataset idx:~/mnist --hidden 256 --epochs 20 --device cuda",
+               "\n  python -m backprop train --dataset idx:~/mnist --hidden 256 --device cuda",
         formatter_class=_Formatter)
     data = train.add_argument_group("data")
     data.add_argument("--dataset", default="digits", metavar="NAME",
@@ -99,8 +99,8 @@ def _add_train(sub) -> None:
     model = train.add_argument_group("network")
     model.add_argument("--hidden", type=widths, default=[512], metavar="W1,W2,...",
                        help="hidden layer widths, comma-separated; 'none' for no hidden layer (default: 512)")
-    model.add_argument("--activation", default="relu", choices=hidden_activations(),
-                       help="activation of the hidden layers")
+    model.add_argument("--activation", default="relu", choices=hidden_activations(), metavar="NAME",
+                       help="activation of the hidden layers: " + ", ".join(hidden_activations()))
     model.add_argument("--dropout", type=probability, default=0.0, metavar="P",
                        help="dropout probability after each hidden layer (0 for none)")
     model.add_argument("--batch-norm", action="store_true",
@@ -208,8 +208,33 @@ class _Formatter(argparse.HelpFormatter):
     flag's default after its help, unless the help already says it or there is none."""
 
     def _fill_text(self, text, width, indent):
-        return "\n".join(indent + line if line.startswith(" ") else super(_Formatter, self)._fill_text(line, width, indent)
-                         for line in text.splitlines())
+        """Paragraphs and "- " items re-flowed to `width` (the source wraps them at its own width);
+        blank lines kept; lines indented by four spaces or more (examples) kept as written."""
+        import textwrap
+
+        out, item = [], None  # item: [first-line prefix, continuation prefix, its text]
+
+        def flush():
+            if item:
+                out.extend(textwrap.wrap(item[2], width, initial_indent=indent + item[0],
+                                         subsequent_indent=indent + item[1]))
+
+        for line in text.splitlines():
+            continues = item is not None and line.strip() and not line.startswith("    ") and (
+                line.startswith("  ") if item[0] else not line.startswith((" ", "- ")))
+            if continues:
+                item[2] += " " + line.strip()
+                continue
+            flush()
+            item = None
+            if line.startswith("- "):
+                item = ["- ", "  ", line[2:].strip()]
+            elif line.strip() and not line.startswith(" "):
+                item = ["", "", line.strip()]
+            else:
+                out.append(indent + line if line.strip() else "")
+        flush()
+        return "\n".join(out)
 
     def _get_help_string(self, action):
         text = action.help or ""

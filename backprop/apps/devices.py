@@ -6,12 +6,13 @@ from backprop.backends import available_devices, cuda_status, parse_device
 
 
 def pick_device(requested: str) -> tuple[str, str]:
-    """(device to use, note for the user). "auto" without a usable GPU becomes "cpu", with the
-    reason in the note (instead of the library's one-time warning)."""
+    """(device to use, note for the user). "auto" without a usable GPU becomes "cpu" with a short
+    note (instead of the library's one-time warning): a user who asked for no GPU needs no
+    driver diagnosis; `python -m backprop devices` gives it, and the fix, to whoever wants one."""
     kind, _ = parse_device(requested)
     if kind == "auto":
-        count, reason = cuda_status()
-        return ("cuda:0", "") if count else ("cpu", f"no GPU: {reason}")
+        count, _ = cuda_status()
+        return ("cuda:0", "") if count else ("cpu", "no usable GPU: `python -m backprop devices` says why")
     return requested, ""
 
 

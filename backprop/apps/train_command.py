@@ -107,7 +107,10 @@ def run_folder(path: str, create: bool = True):
     while not os.path.exists(folder):
         created.append(folder)
         folder = os.path.dirname(folder)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"--out {path}: cannot create the run folder ({error.strerror or error})") from None
     try:
         yield
     except BaseException:
