@@ -23,6 +23,7 @@ from backprop.losses import (
     MAELoss,
     MSELoss,
 )
+from backprop.metrics import Metric, TopKAccuracy
 from backprop.network import Sequential
 from backprop.optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, Optimizer, StepLR
 from backprop.parameters import Parameter
@@ -35,7 +36,7 @@ __all__ = [
     "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "CSVLogger",
     "Callback", "CosineAnnealingLR", "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout",
     "EarlyStopping", "ExponentialLR", "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss",
-    "MAELoss", "MSELoss", "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "ReduceLROnPlateau",
-    "Sequential", "StepLR", "TrainingDivergedError", "available_devices", "clip_grad_norm", "evaluate", "fit",
+    "MAELoss", "MSELoss", "Metric", "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "ReduceLROnPlateau",
+    "Sequential", "StepLR", "TopKAccuracy", "TrainingDivergedError", "available_devices", "clip_grad_norm", "evaluate", "fit",
     "get_backend", "gradcheck", "load", "predict", "register_activation", "register_layer", "save", "to_numpy",
 ]

@@ -31,6 +31,7 @@ from backprop.callbacks import Callback, EarlyStopping, ProgressBar
 from backprop.checks import check_int, check_real
 from backprop.guards import DeferredInterrupt, LayerStateGuard, StepNotFinite, checked_update
 from backprop.losses import Loss, check_loss, checked_target, target_on_device
+from backprop.metrics import Tally, checked_metrics
 from backprop.objective import PENALTY_SCALES, Objective
 from backprop.optim import Adam, LRScheduler, Optimizer
 from backprop.parallel import DataParallel, SingleProcess
@@ -171,11 +172,12 @@ class _Settings:
     sample_weight: object
     penalty_scale: str
     clip_norm: float | None
+    metrics: list
 
 
 def _checked_settings(net, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
                       early_stopping, progress, seed, scheduler, distributed, callbacks, sample_weight,
-                      penalty_scale, clip_norm) -> _Settings:
+                      penalty_scale, clip_norm, metrics) -> _Settings:
     """Every argument of fit that is not data, checked before anything runs."""
     check_loss(loss, net)
     epochs = check_int("epochs", epochs, wanted="a positive integer")
@@ -219,9 +221,10 @@ def _checked_settings(net, loss, optimizer, epochs, batch_size, shuffle, validat
                              f"but the loss has reduction={loss.reduction!r}; use reduction='mean'")
     if clip_norm is not None:
         clip_norm = check_real("clip_norm", clip_norm, low_open=True)
+    metrics = checked_metrics(() if metrics is None else metrics, loss, net.out_features)
     return _Settings(loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
                      early_stopping, progress, seed, scheduler, distributed, callbacks, sample_weight,
-                     penalty_scale, clip_norm)
+                     penalty_scale, clip_norm, metrics)
 
 
 def _communicator(net, distributed):
@@ -242,7 +245,7 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         batch_size: int = 32, shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         early_stopping: int | None = None, progress: bool = True, seed: int | None = None,
         scheduler: LRScheduler | None = None, distributed=False, callbacks=(), sample_weight=None,
-        penalty_scale: str = "batch", clip_norm: float | None = None) -> History:
+        penalty_scale: str = "batch", clip_norm: float | None = None, metrics=None) -> History:
     """Train `net` on (X, y) by mini-batch backpropagation; returns a `History`.
 
     - `loss`: a backprop loss (required); `optimizer`: defaults to Adam(net.parameters()).
@@ -264,6 +267,10 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
       (its rows without sample_weight): (sum_i w_i l_i + penalty) / sum_i w_i, scikit-learn's MLP.
     - `clip_norm=c`: every step's gradient is scaled to a global L2 norm of at most c, as
       `bp.clip_grad_norm` (after the data-parallel allreduce).
+    - `metrics`: more metrics to record each epoch (backprop/metrics.py: "precision", "recall",
+      "f1", "mae", "mse", "rmse", "r2", or objects such as bp.TopKAccuracy(5)), over the epoch's
+      batches as they were trained on, and as "val_<name>" on the validation data with the
+      epoch's final weights. "loss", and "accuracy" for a classifier, are always recorded.
     - `seed` (default: the network's seed) fixes the validation split and the shuffles: epoch e
       of the network's life (`net.epochs_trained`, kept in checkpoints) is shuffled from
       (seed, e) alone, so the same seed gives the same training, and a resumed run continues
@@ -281,7 +288,7 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     """
     settings = _checked_settings(net, loss, optimizer, epochs, batch_size, shuffle, validation_data,
                                  validation_split, early_stopping, progress, seed, scheduler, distributed,
-                                 callbacks, sample_weight, penalty_scale, clip_norm)
+                                 callbacks, sample_weight, penalty_scale, clip_norm, metrics)
     token = net.usage.begin_training("fit")
     try:
         with net.backend.on_device():
@@ -387,6 +394,8 @@ class _Fit:
         order = epoch_order(parallel.seed, net.epochs_trained, n) if self.settings.shuffle else None
         step_callbacks = [c.on_batch_end for c in self.callbacks
                           if type(c).on_batch_end is not Callback.on_batch_end]
+        metrics = self.settings.metrics
+        tally = Tally(backend, loss, metrics, net.out_features) if metrics else None
         loss_sum, correct, counted = None, None, 0
         for batch in self.batches.epoch(order):
             if parallel.any(interrupt.requested):
@@ -399,14 +408,19 @@ class _Fit:
                 if scored is not None:
                     correct = scored[0] if correct is None else correct + scored[0]
                     counted += scored[1]
+                if tally is not None:
+                    tally.add(pred, batch.y)
             for on_batch_end in step_callbacks:
                 on_batch_end()
         metrics = parallel.epoch_metrics(loss_sum, correct, counted, n)
+        if tally is not None:
+            metrics.update(tally.values(parallel.comm))
         if not backend.all_finite(net.store.data):  # an update after the checked first one overflowed
             raise self._diverged(epoch, len(self.batches), "the weights are not finite")
         net.epochs_trained += 1
         if self.val is not None:
-            val_metrics = _evaluate_device(net, loss, *self.val, batch_size=max(self.settings.batch_size, 1024))
+            val_metrics = _evaluate_device(net, loss, *self.val, batch_size=max(self.settings.batch_size, 1024),
+                                           metrics=self.settings.metrics)
             metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         return parallel.shared_metrics(metrics)  # rank 0's numbers decide on every rank
 
@@ -465,9 +479,10 @@ def _check_no_overlap(net, optimizer, data: dict) -> None:
 # ---------------------------------------------------------------------- inference
 
 
-def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
+def _evaluate_device(net, loss, X, Y, batch_size: int, metrics=()) -> dict:
     backend = net.backend
     n = X.shape[0]
+    tally = Tally(backend, loss, metrics, net.out_features)
     loss_sum, correct, counted = None, None, 0
     for start in range(0, n, batch_size):
         xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
@@ -480,21 +495,25 @@ def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
         if scored is not None:
             correct = scored[0] if correct is None else correct + scored[0]
             counted += scored[1]
+        tally.add(pred, yb)
     total = backend.to_scalar(loss_sum)
     if loss.reduction == "mean":
         total /= n
-    metrics = {"loss": total + net.penalty()}
+    results = {"loss": total + net.penalty()}
     if correct is not None:
-        metrics["accuracy"] = backend.to_scalar(correct) / counted
-    return metrics
+        results["accuracy"] = backend.to_scalar(correct) / counted
+    results.update(tally.values())
+    return results
 
 
-def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
-    """{"loss": ..., "accuracy": ...} of `net` on (X, y) in eval mode (accuracy where the loss
-    defines one). The loss includes the regularization penalty, as fit's history does. Several
-    threads may evaluate and predict with one network at once."""
+def evaluate(net, X, y, loss: Loss, batch_size: int = 1024, metrics=None) -> dict:
+    """{"loss": ..., "accuracy": ..., and each of `metrics`} of `net` on (X, y) in eval mode
+    (accuracy where the loss defines one; the metrics as fit's, backprop/metrics.py). The loss
+    includes the regularization penalty, as fit's history does. Several threads may evaluate
+    and predict with one network at once."""
     check_loss(loss, net)
     batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
+    metrics = checked_metrics(() if metrics is None else metrics, loss, net.out_features)
     backend = net.backend
     net.usage.begin_inference()
     try:
@@ -502,7 +521,7 @@ def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
             X_host, Y_host = examples_and_targets(net, loss, X, y)
             with np.errstate(all="ignore"):
                 return _evaluate_device(net, loss, backend.asarray(X_host), target_on_device(backend, Y_host),
-                                        batch_size)
+                                        batch_size, metrics)
     finally:
         net.usage.end_inference()
 

@@ -82,6 +82,7 @@ def build(case: str, rank: int = 0, device: str = "cpu"):
         opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
         weights = np.random.default_rng(3).uniform(0.0, 2.0, X.shape[0])
         kwargs.update(sample_weight=weights, clip_norm=0.5, validation_split=0.1, epochs=4,
+                      metrics=["f1", "precision", "recall", bp.TopKAccuracy(2)],
                       scheduler=bp.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=0.5),
                       penalty_scale="weight" if case == "weighted_penalty_per_weight" else "batch")
     elif case == "callback_stop":  # rank 0's callback stops at epoch 2, rank 1's would at 5: rank 0 decides
