@@ -408,3 +408,20 @@ def test_sample_weight_refusals():
     with pytest.raises(ValueError, match="penalty_scale must be one of \\('batch', 'weight'\\), got 'rows'"):
         bp.fit(net, X, y, loss=bp.CrossEntropyLoss(), penalty_scale="rows", progress=False)
     np.testing.assert_array_equal(bp.to_numpy(net.store.data), before)
+
+
+def test_the_readme_training_section_runs_as_written(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Training"):readme.index("## Extending backprop")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    history = namespace["history"]
+    assert history["val_accuracy"][history.best_epoch - 1] > 0.85
+    assert (tmp_path / "history.csv").exists() and namespace["best"].epochs_trained == history.best_epoch
+    assert isinstance(namespace["norm"], float)
