@@ -327,12 +327,15 @@ class _Fit:
         backend = self.backend = net.backend
         comm = _communicator(net, settings.distributed)
         data = _agreed(comm, lambda: _checked_data(net, settings, X, y))
+        # from here every rank starts as rank 0 (its weights, optimizer state, seed)
         parallel = self.parallel = DataParallel(net, self.optimizer, self.loss, settings.seed, comm)
-        if settings.validation_split:  # from here every rank starts as rank 0
+        if settings.validation_split:
             data.split(settings.validation_split, parallel.seed)
         parallel.begin(data.X.shape[0], settings.batch_size, epochs=settings.epochs, shuffle=settings.shuffle,
                        validation=None if data.X_val is None else data.X_val.shape[0],
-                       early_stopping=settings.early_stopping)
+                       early_stopping=settings.early_stopping, weighted=data.W is not None,
+                       penalty_scale=settings.penalty_scale, clip_norm=settings.clip_norm,
+                       metrics=[metric.name for metric in settings.metrics])
         self.batches = Batches(backend, backend.asarray(data.X), target_on_device(backend, data.Y), data.W,
                                settings.batch_size, parallel)
         self.val = None if data.X_val is None else (backend.asarray(data.X_val),
