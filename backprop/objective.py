@@ -18,6 +18,8 @@ batch's rows over the shard's.
 
 from __future__ import annotations
 
+import numpy as np
+
 PENALTY_SCALES = ("batch", "weight")
 
 
@@ -30,7 +32,8 @@ class Objective:
         self.weighted = weighted
         self.per_weight = weighted and penalty_scale == "weight"
         self.summed = weighted or loss.reduction == "sum"  # scaled by b / b_r on a shard
-        self.penalized = net.penalty_internal() is not None
+        with np.errstate(all="ignore"):  # only whether there is one: an overflow is fit's to report
+            self.penalized = net.penalty_internal() is not None
         self.samples = samples
 
     def __call__(self, pred, batch):
