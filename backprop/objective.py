@@ -35,9 +35,12 @@ class Objective:
         with np.errstate(all="ignore"):  # only whether there is one: an overflow is fit's to report
             self.penalized = net.penalty_internal() is not None
         self.samples = samples
+        self.plain = not (self.summed or self.penalized)  # the loss as it is: the common case, kept short
 
     def __call__(self, pred, batch):
         """(the data term of L on this shard, dL/dpred)."""
+        if self.plain:
+            return self.loss.value_and_grad(self.backend, pred, batch.y)
         if self.weighted:
             value, grad = self._weighted(pred, batch)
         else:
@@ -64,8 +67,10 @@ class Objective:
         a mean weighs each batch's loss by its rows; "sum" adds each batch's total (on N ranks,
         this rank's part of it: `value` is its own total scaled by b / b_r). The penalty enters
         as a batch-size-weighted mean, so it counts once whatever the number of batches."""
-        penalty = self.net.penalty_internal() if self.penalized else None
         rows = batch.rows
+        if self.plain:
+            return value, value * rows
+        penalty = self.net.penalty_internal() if self.penalized else None
         if self.per_weight:
             scale = 1.0 / batch.weight_sum if batch.weight_sum else 0.0
             grad = self.net.store.grad

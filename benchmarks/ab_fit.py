@@ -10,6 +10,10 @@ the machine's load falls on both alike. A measurement is bench's: fit over `step
 is `loss(net(x), y); net.backward(loss.backward()); opt.step()` over the same batches. The
 worker uses only the API both sides share, and defines its networks here (the runner's own
 module moved between versions), with bench's configs and data.
+
+`--clock cpu` times each block with `time.process_time()` instead of the wall clock: on a
+machine shared with other jobs, the CPU time a process spends is disturbed far less than the
+time it waits for a core (compare the bests then).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ CONFIGS = {  # widths, hidden activation, loss, batch, steps per timed block (be
 THREADS = 2
 
 
-def worker(name: str, side: str, blocks: int = 3) -> list[float]:
+def worker(name: str, side: str, clock: str = "wall", blocks: int = 3) -> list[float]:
     """Seconds per step of `side` ("fit" or "loop") on config `name`, one per timed block."""
     import numpy as np
 
@@ -63,19 +67,20 @@ def worker(name: str, side: str, blocks: int = 3) -> list[float]:
         return steps
 
     run = fit if side == "fit" else loop
+    now = time.process_time if clock == "cpu" else time.perf_counter
     run()  # warm up: workspaces and caches
     times = []
     for _ in range(blocks):
-        start = time.perf_counter()
+        start = now()
         count = run()
-        times.append((time.perf_counter() - start) / count)
+        times.append((now() - start) / count)
     return times
 
 
-def measure(python: str, name: str, side: str) -> list[float]:
+def measure(python: str, name: str, side: str, clock: str = "wall") -> list[float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS=str(THREADS),
                MKL_NUM_THREADS=str(THREADS))
-    done = subprocess.run([python, os.path.abspath(__file__), "--worker", name, side], env=env,
+    done = subprocess.run([python, os.path.abspath(__file__), "--worker", name, side, clock], env=env,
                           capture_output=True, text=True, cwd="/")  # cwd: never a checkout's own folder
     if done.returncode != 0:
         raise RuntimeError(f"{python} {name} {side} failed:\n{done.stderr[-3000:]}")
@@ -89,13 +94,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--sides", default="fit,loop")
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return 0
     print(f"load average before: {os.getloadavg()[0]:.2f}; {args.rounds} interleaved rounds x 3 blocks, "
-          f"{THREADS} threads, float32")
+          f"{THREADS} threads, float32, {args.clock} clock")
     print("| config | side | A median (best) | B median (best) | B - A (medians) | B / A |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in args.configs.split(","):
@@ -103,7 +109,7 @@ def main() -> int:
             runs = {"a": [], "b": []}
             for r in range(args.rounds):
                 for key in ("a", "b") if r % 2 == 0 else ("b", "a"):
-                    runs[key] += measure(getattr(args, key), name, side)
+                    runs[key] += measure(getattr(args, key), name, side, args.clock)
             a, b = statistics.median(runs["a"]), statistics.median(runs["b"])
             print(f"| {name} | {side} | {a * 1e6:,.1f} us ({min(runs['a']) * 1e6:,.1f}) | {b * 1e6:,.1f} us "
                   f"({min(runs['b']) * 1e6:,.1f}) | {(b - a) * 1e6:+,.1f} us | {b / a:.3f} |", flush=True)
