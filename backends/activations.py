@@ -21,8 +21,8 @@ users call `register_activation` with the same fields.
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -165,34 +165,60 @@ def _elu_backward(xp, grad_y, y, x, slope):
 
 ACTIVATIONS: dict[str, Activation] = {}
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
 
 def register_activation(name: str, forward: Callable, backward: Callable, *, needs_input: bool = False,
                         init: str = "glorot_uniform", rowwise: bool = False) -> Activation:
     """Make `name` an activation every backend and `Dense(..., activation=name)` can use.
 
     `forward(xp, x, slope) -> y` and `backward(xp, grad_y, y, x, slope) -> dL/dx` are written with
-    Array API functions on `xp` (NumPy on the CPU, CuPy on a GPU: no kernel needed). `x` reaches
-    `backward` only with `needs_input=True`. `init` is the default weight initialization of a
-    Dense layer using it. Checkpoints record the name, so a process loading one must register
-    the activation first. Registering a name again replaces a user's own definition; the
-    built-ins cannot be replaced.
+    Array API functions on `xp` (NumPy on the CPU, CuPy on a GPU: no kernel needed). `slope` is
+    the using layer's `Dense(..., slope=)` (0.01 unless given), passed to every activation, a
+    user's too: one that takes a parameter may read it, the others ignore it. `x` reaches
+    `backward` only with `needs_input=True`; `rowwise=True` marks one that normalizes each row
+    (as softmax) instead of acting elementwise; both flags are True or False. `init` is the
+    default weight initialization of a Dense layer using it.
+
+    `name` is lowercase ASCII letters, digits and underscores, in dot-joined parts, at most 100
+    characters (`backprop.checks.check_name`: the rule layers' names follow, lowercase because
+    `Dense(activation=...)` looks names up in any case). Checkpoints record the name, so a
+    process loading one must register the activation first. Registering a name again replaces
+    a user's own definition; the built-ins cannot be replaced.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"name must be lowercase letters, digits and underscores (starting with a "
-                         f"letter), got {name!r}")
+    from backprop.checks import check_bool, check_name
+    from backprop.initializers import check_init
+
+    check_name("name", name, lowercase=True)  # looked up case-insensitively: Dense(activation="SoftSign")
     if name in ACTIVATIONS and ACTIVATIONS[name].builtin:
         raise ValueError(f"{name!r} is a built-in activation and cannot be replaced; choose another name")
     for label, function in (("forward", forward), ("backward", backward)):
         if not callable(function):
             raise TypeError(f"{label} must be a function, got {type(function).__name__}")
-    from backprop.initializers import check_init
-
     check_init(init)
-    activation = Activation(name, forward, backward, bool(needs_input), init, bool(rowwise))
+    activation = Activation(name, _returns_checked(name, "forward", forward),
+                            _returns_checked(name, "backward", backward), check_bool("needs_input", needs_input),
+                            init, check_bool("rowwise", rowwise))
     ACTIVATIONS[name] = activation
     return activation
+
+
+def _returns_checked(name: str, which: str, function: Callable) -> Callable:
+    """A user's `forward(xp, x, ...)` or `backward(xp, grad_y, ...)` whose result is checked where
+    it enters our code: an array of the same library, shape and dtype as its first array argument
+    (one row returned for a batch would otherwise be broadcast, every prediction the first's)."""
+
+    @functools.wraps(function)
+    def checked(xp, first, *rest):
+        value = function(xp, first, *rest)
+        wanted = f"an array of shape {tuple(first.shape)} and dtype {first.dtype}, like its input"
+        if not isinstance(value, type(first)):
+            raise TypeError(f"activation {name!r}: {which} returned {type(value).__name__}, expected {wanted}")
+        if value.dtype != first.dtype:
+            raise TypeError(f"activation {name!r}: {which} returned dtype {value.dtype}, expected {wanted}")
+        if value.shape != first.shape:
+            raise ValueError(f"activation {name!r}: {which} returned shape {tuple(value.shape)}, expected {wanted}")
+        return value
+
+    return checked
 
 
 def get_activation(name) -> Activation:
@@ -201,8 +227,12 @@ def get_activation(name) -> Activation:
         name = "linear"
     if isinstance(name, str) and name.lower() in ACTIVATIONS:
         return ACTIVATIONS[name.lower()]
-    raise ValueError(f"activation must be None or one of {sorted(ACTIVATIONS)}, got {name!r}"
-                     + ("; register your own with bp.register_activation" if isinstance(name, str) else ""))
+    if not isinstance(name, str):
+        raise ValueError(f"activation must be None or one of {sorted(ACTIVATIONS)}, got {name!r}")
+    from backprop.checks import NotRegisteredError
+
+    raise NotRegisteredError(f"activation {name!r} is not registered in this process (known: {sorted(ACTIVATIONS)}); "
+                             "register your own with bp.register_activation (before bp.load, for a checkpoint)")
 
 
 def _builtin(name, forward, backward, **fields) -> None:

@@ -9,10 +9,23 @@ from backprop.backends import DeviceUnavailableError, available_devices, get_bac
 from backprop.backends.activations import ACTIVATIONS, Activation, register_activation
 from backprop.boundary import to_numpy
 from backprop.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar
-from backprop.checkpoint import load, save
+from backprop.checkpoint import load, load_data_info, save
 from backprop.clipping import clip_grad_norm
+from backprop.datainfo import DataInfo
 from backprop.gradcheck import gradcheck
-from backprop.layers import BatchNorm, Dense, Dropout, Flatten, Layer, LayerNorm, register_layer
+from backprop.layers import (
+    AvgPool2D,
+    BatchNorm,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LayerNorm,
+    MaxPool2D,
+    register_layer,
+)
 from backprop.losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -33,10 +46,11 @@ from backprop.training import History, TrainingDivergedError, evaluate, fit, pre
 __version__ = "0.2.0"
 
 __all__ = [
-    "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "BCELoss", "BCEWithLogitsLoss", "BatchNorm", "CSVLogger",
-    "Callback", "CosineAnnealingLR", "CrossEntropyLoss", "Dense", "DeviceUnavailableError", "Dropout",
-    "EarlyStopping", "ExponentialLR", "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss",
-    "MAELoss", "MSELoss", "Metric", "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "ReduceLROnPlateau",
-    "Sequential", "StepLR", "TopKAccuracy", "TrainingDivergedError", "available_devices", "clip_grad_norm", "evaluate", "fit",
-    "get_backend", "gradcheck", "load", "predict", "register_activation", "register_layer", "save", "to_numpy",
+    "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "AvgPool2D", "BCELoss", "BCEWithLogitsLoss", "BatchNorm",
+    "BatchNorm2D", "CSVLogger", "Callback", "Conv2D", "CosineAnnealingLR", "CrossEntropyLoss", "DataInfo", "Dense",
+    "DeviceUnavailableError", "Dropout", "EarlyStopping", "ExponentialLR", "Flatten", "HingeLoss", "History",
+    "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss", "MaxPool2D", "Metric", "ModelCheckpoint",
+    "Optimizer", "Parameter", "ProgressBar", "ReduceLROnPlateau", "Sequential", "StepLR", "TopKAccuracy",
+    "TrainingDivergedError", "available_devices", "clip_grad_norm", "evaluate", "fit", "get_backend", "gradcheck",
+    "load", "load_data_info", "predict", "register_activation", "register_layer", "save", "to_numpy",
 ]

@@ -163,7 +163,7 @@ class ModelCheckpoint(Callback):
         from backprop.checkpoint import _check_save_arguments
 
         # a network or optimizer a checkpoint cannot hold is refused before the first step
-        _check_save_arguments(self.net, self.path, self.optimizer, self.scheduler)
+        _check_save_arguments(self.net, self.path, self.optimizer, self.scheduler, None)
         self._improvement = _Improvement()
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
@@ -207,8 +207,12 @@ class CSVLogger(Callback):
 
 # Shorter names in the bar, so the numbers still fit an 80-column terminal next to it.
 _SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}
-# The bar: elapsed and remaining time, then the epoch's metrics once it ends.
+# The bar: elapsed and remaining time. Once the epoch ends, its line gives the time it took and
+# its metrics instead, which fit 80 columns with the validation metrics.
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
+_END_FORMAT = "{desc} [{elapsed}]{postfix}"
+# Narrower terminals (a pseudo-terminal that reports 0 columns, say) get the plain lines too.
+_MIN_COLUMNS = 40
 
 
 def _format(metrics: dict) -> str:
@@ -232,7 +236,8 @@ class ProgressBar(Callback):
     def on_train_begin(self, epochs: int, batches_per_epoch: int) -> None:
         self.epochs, self.batches, self._epoch = epochs, batches_per_epoch, 0
         self._tqdm = None
-        if self.is_root and getattr(self.stream, "isatty", lambda: False)():
+        if self.is_root and getattr(self.stream, "isatty", lambda: False)() \
+                and _columns(self.stream) >= _MIN_COLUMNS:
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # tqdm is optional: plain lines then
@@ -261,6 +266,7 @@ class ProgressBar(Callback):
         seconds = 0.0 if self._started is None else time.perf_counter() - self._started
         self._started = None
         if self._bar is not None:
+            self._bar.bar_format = _END_FORMAT
             self._bar.set_postfix_str(" ".join(f"{_SHORT.get(k, k)} {v:.3f}" for k, v in metrics.items()),
                                       refresh=True)
             self._bar.close()
@@ -272,3 +278,11 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _columns(stream) -> int:
+    """The width of the terminal `stream` writes to (0 where it does not say)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0

@@ -4,7 +4,9 @@ Format version 2 (what `save` writes): a safetensors file whose tensors are
     layers.{i}.{name}      every parameter (layers.0.weight, layers.0.bias, ...) and every layer
                            buffer (layers.1.running_mean, ...), in the network's dtype
     optimizer.{name}       the optimizer's state (momentum, Adam's moments) over the flat buffer
-and whose metadata holds
+(every tensor under "layers." is one the architecture declares, every one under "optimizer."
+one the optimizer declares: anything else there is refused, never silently dropped), and whose
+metadata holds
     format, version        "backprop-checkpoint", "2"
     sha256                 a digest of the records and of every tensor's name, dtype, shape and
                            bytes: safetensors itself has no checksum, and a damaged byte must be
@@ -14,7 +16,9 @@ and whose metadata holds
                            optimizer's and the schedule's records (ReduceLROnPlateau's with
                            its "plateau" state: best value, bad epochs, cooldown counter).
 Layers are recorded by their registered names (`@bp.register_layer`), so a user's own layer
-round-trips once its class is registered in the loading process.
+round-trips once its class is registered in the loading process. The records also hold, when
+given, what the data was (`bp.DataInfo`: the task, the class and feature names, the input
+scaling), read back by `load_data_info` and checked, as every record is, by `load` too.
 
 Version 1 (backprop 0.1.0's `.npz`: one flat parameter array, per-layer state arrays, the same
 records as a JSON byte array) keeps loading; the reader tells the two apart by their first bytes.
@@ -42,7 +46,9 @@ import zipfile
 import numpy as np
 
 from backprop.backends import resolve_device
-from backprop.checks import check_bool, check_int
+from backprop.checks import NotRegisteredError, check_bool, check_int
+from backprop.datainfo import DataInfo
+from backprop.files import open_regular
 from backprop.layers import layer_from_config
 from backprop.layers.base import check_registered
 from backprop.network import Sequential, declared_network
@@ -51,6 +57,10 @@ from backprop.schedules import SCHEDULERS, ReduceLROnPlateau
 
 FORMAT = "backprop-checkpoint"
 FORMAT_VERSION = 2
+# The most layers a checkpoint may declare. Loading costs time and memory per declared layer
+# whatever the layer holds (a Flatten's record is a few bytes), so a small file could otherwise
+# declare millions; real networks stay far below it (a ResNet-152 is about 500 layers here).
+MAX_LAYERS = 10_000
 _ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of an .npz (a zip archive): format version 1
 
 
@@ -67,9 +77,12 @@ def _saved_name(obj, registry: dict, what: str) -> str:
     return name
 
 
-def _check_save_arguments(net, path, optimizer, scheduler) -> str:
+def _check_save_arguments(net, path, optimizer, scheduler, data_info) -> str:
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a Sequential, got {type(net).__name__}")
+    if len(net.layers) > MAX_LAYERS:
+        raise ValueError(f"net has {len(net.layers):,} layers; a checkpoint holds at most {MAX_LAYERS:,} (bp.load "
+                         "refuses more)")
     for layer in net.layers:
         check_registered(layer)
     if optimizer is not None:
@@ -85,6 +98,10 @@ def _check_save_arguments(net, path, optimizer, scheduler) -> str:
             raise ValueError("scheduler must be saved with its optimizer: save(net, path, optimizer=opt, "
                              "scheduler=sched), where sched was built for opt")
         _saved_name(scheduler, SCHEDULERS, "scheduler")
+    if data_info is not None:
+        if not isinstance(data_info, DataInfo):
+            raise TypeError(f"data_info must be a bp.DataInfo or None, got {type(data_info).__name__}")
+        data_info.check_network(net)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name such as 'model.safetensors', got {type(path).__name__} {path!r}")
     path = os.fspath(path)
@@ -93,11 +110,13 @@ def _check_save_arguments(net, path, optimizer, scheduler) -> str:
     return path
 
 
-def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: LRScheduler | None = None) -> str:
-    """Write `net` (and optionally `optimizer` and its `scheduler`) to `path`; returns the path.
+def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: LRScheduler | None = None,
+         data_info: DataInfo | None = None) -> str:
+    """Write `net` (and optionally `optimizer` and its `scheduler`, and what the data was:
+    `data_info`, read back by `load_data_info`) to `path`; returns the path.
 
     Everything is checked, and every layer's config() recorded, before a byte is written."""
-    path = _check_save_arguments(net, path, optimizer, scheduler)
+    path = _check_save_arguments(net, path, optimizer, scheduler, data_info)
     from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
@@ -110,12 +129,21 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
         tensors = {p.name: backend.to_host(p.data) for p in net.parameters()}
         for i, layer in enumerate(net.layers):
             for name, buffer in layer.buffers().items():
-                tensors[f"layers.{i}.{name}"] = backend.to_host(buffer)
+                tensors[f"layers.{i}.{name}"] = _loadable_buffer(layer, i, name, backend.to_host(buffer))
+        for param in net.parameters():
+            if not np.isfinite(tensors[param.name]).all():
+                raise ValueError(f"cannot save: parameter {param.name!r} holds NaN or inf, which bp.load refuses")
         if optimizer is not None:
+            try:
+                optimizer.check_state(optimizer.step_count, optimizer.state_arrays())
+            except ValueError as exc:
+                raise ValueError(f"cannot save: {exc}, which bp.load refuses") from None
             record["optimizer"] = {"type": _saved_name(optimizer, OPTIMIZERS, "optimizer"),
                                    "hyperparameters": optimizer.hyperparameters(),
                                    "step_count": optimizer.step_count, "segments": optimizer.segments}
             tensors.update({f"optimizer.{name}": value for name, value in optimizer.state_arrays().items()})
+    if data_info is not None:
+        record["data"] = data_info.to_record()
     if scheduler is not None:
         record["scheduler"] = {"type": _saved_name(scheduler, SCHEDULERS, "scheduler"),
                                "hyperparameters": scheduler.hyperparameters(),
@@ -146,6 +174,19 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
             raise _write_error(path, exc) from None
         raise
     return path
+
+
+def _loadable_buffer(layer, index: int, name: str, values: np.ndarray) -> np.ndarray:
+    """`values` of buffer `name` of layer `index`, unless `bp.load` would refuse them (NaN or inf,
+    or below what the layer's `check_buffer` allows): then ValueError naming the layer and buffer."""
+    what = f"cannot save: buffer {name!r} of layer {index} ({type(layer).__name__})"
+    if not np.isfinite(values).all():
+        raise ValueError(f"{what} holds NaN or inf, which bp.load refuses")
+    try:
+        layer.check_buffer(name, values)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}, which bp.load refuses") from None
+    return values
 
 
 def _write_error(path: str, exc: Exception) -> OSError:
@@ -193,9 +234,11 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
     raises ValueError naming it, and so does any value training could not use: NaN or inf in a
     tensor, a value a layer's buffer or the optimizer's state can never hold (BatchNorm's
     running variance and Adam's second moments are never negative), a step count that is not a
-    non-negative integer, a hyperparameter out of range. The records and every tensor's header
-    are checked before the network is allocated, so a file costs memory in proportion to the
-    data it really holds.
+    non-negative integer, a hyperparameter out of range, a tensor that nothing declares (a
+    layer's or the optimizer's), more than MAX_LAYERS layers. Anything but a regular file (a
+    folder, a FIFO, a device) is refused before it is read. The records and every tensor's
+    header are checked before the network is allocated, so a file costs memory in proportion to
+    the data it really holds.
     """
     if device is not None and not isinstance(device, str):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', or None, got "
@@ -205,16 +248,30 @@ def load(path, device=None, optimizer: bool = False, scheduler: bool = False):
     check_bool("scheduler", scheduler)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file name, got {type(path).__name__} {path!r}")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    with (_VersionOne if magic == _ZIP_MAGIC else _VersionTwo)(path) as reader:
+    with _open_reader(path) as reader:
         net = reader.network(device)
+        reader.data_info(net)  # checked as every record is, though only load_data_info returns it
         if not (optimizer or scheduler):
             return net
         opt = reader.optimizer(net)
         if not scheduler:
             return net, opt
         return net, opt, reader.scheduler(opt)
+
+
+def load_data_info(path) -> DataInfo | None:
+    """The `DataInfo` saved with the checkpoint at `path` (None if it was saved without one),
+    checked, with the whole file, as `load` checks it."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name, got {type(path).__name__} {path!r}")
+    with _open_reader(path) as reader:
+        return reader.data_info(reader.network("cpu"))
+
+
+def _open_reader(path):
+    with open_regular(path, os.fspath(path)) as handle:  # never a FIFO's wait or a device's endless bytes
+        magic = handle.read(4)
+    return (_VersionOne if magic == _ZIP_MAGIC else _VersionTwo)(path)
 
 
 class CheckpointError(ValueError):
@@ -255,6 +312,8 @@ class _Reader:
             yield
         except CheckpointError:
             raise
+        except NotRegisteredError as exc:  # the record may be right: this process lacks a registration
+            raise CheckpointError(f"{self.path} cannot be loaded in this process: {exc}") from None
         except (KeyError, IndexError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise self.invalid(f"{what} ({_describe(exc)})") from None
 
@@ -273,6 +332,8 @@ class _Reader:
         arch = self.record.get("architecture")
         if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list) or not arch["layers"]:
             raise self.invalid("it has no architecture record")
+        if len(arch["layers"]) > MAX_LAYERS:
+            raise self.invalid(f"it declares {len(arch['layers']):,} layers; backprop loads at most {MAX_LAYERS:,}")
         with self.rebuilding("a layer record is malformed"):
             layers = [layer_from_config(config) for config in arch["layers"]]
         with self.rebuilding("its architecture record is inconsistent"):
@@ -287,6 +348,14 @@ class _Reader:
         net.epochs_trained = epochs
         net.eval()
         return net
+
+    def refuse_undeclared(self, prefix: str, declared: set, owner: str) -> None:
+        """Every tensor named `prefix`... is one `owner` declares: whatever else the file holds
+        there would be read by nothing, so it is refused, not silently dropped."""
+        extra = sorted(name for name in self.tensor_names() if name.startswith(prefix) and name not in declared)
+        if extra:
+            raise self.invalid(f"tensor {extra[0]!r} is not declared by {owner} "
+                               f"(which declares {_short(sorted(declared))} under {prefix!r})")
 
     def expect_tensor(self, name: str, shape) -> None:
         got = self.tensor_shape(name)
@@ -319,6 +388,15 @@ class _Reader:
             raise self.invalid(f"tensor {key!r} (layer {index}): {exc}") from None
         return values
 
+    def data_info(self, net) -> DataInfo | None:
+        """The data record (None when there is none), checked against `net`."""
+        if "data" not in self.record:
+            return None
+        with self.rebuilding("an invalid data record"):
+            info = DataInfo.from_record(self.record["data"])
+            info.check_network(net)
+        return info
+
     # -- the optimizer and schedule
 
     def optimizer(self, net):
@@ -337,6 +415,8 @@ class _Reader:
                 key = f"optimizer.{name}"
                 self.expect_tensor(key, (net.num_parameters(),))
                 state[name] = self.floats(key, net.dtype)
+            self.refuse_undeclared("optimizer.", {f"optimizer.{name}" for name in opt.state_names},
+                                   f"the optimizer ({record['type']})")
             opt.load_state(record["step_count"], state)
         return opt
 
@@ -436,6 +516,12 @@ class _VersionTwo(_Reader):
         for i, layer in enumerate(net.layers):
             for name, (shape, *_) in layer._buffer_specs.items():
                 self.expect_tensor(f"layers.{i}.{name}", shape)
+        self.refuse_undeclared("layers.", {param.name for param in net.parameters()} | {
+            f"layers.{i}.{name}" for i, layer in enumerate(net.layers) for name in layer._buffer_specs},
+            "the architecture")
+
+    def tensor_names(self):
+        return self._keys
 
     def fill(self, net) -> None:
         backend = net.backend
@@ -522,6 +608,9 @@ class _VersionOne(_Reader):
     def tensor_shape(self, name: str):
         return self._members[name][1] if name in self._members else None
 
+    def tensor_names(self):
+        return self._members
+
     def tensor(self, name: str) -> np.ndarray:
         with self._zip.open(self._members[name][0]) as handle:
             return np.lib.format.read_array(handle, allow_pickle=False)
@@ -537,6 +626,8 @@ class _VersionOne(_Reader):
                 self.expect_tensor(f"layer{i}.{name}", shape)
             for name in layer.counters:
                 self.expect_tensor(f"layer{i}.{name}", ())
+        self.refuse_undeclared("layer", {f"layer{i}.{name}" for i, layer in enumerate(net.layers)
+                                         for name in (*layer._buffer_specs, *layer.counters)}, "the architecture")
 
     def fill(self, net) -> None:
         backend = net.backend

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import numpy as np
 
@@ -46,3 +47,30 @@ def check_bool(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+class NotRegisteredError(ValueError):
+    """A layer type or activation named (by a caller or a checkpoint) that this process has not
+    registered: the name may be right, and the module that registers it not yet imported."""
+
+
+# A registered name (a layer's, an activation's) is what a checkpoint records and a loading
+# process looks up: one or more ASCII identifiers joined by dots ("Recenter", "tests.Scale"),
+# so it prints on one line, survives JSON and shells, and never hides a control character.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+NAME_MAX_LENGTH = 100
+
+
+def check_name(what: str, value, lowercase: bool = False) -> str:
+    """`value` as a registered name (see NAME_PATTERN), at most NAME_MAX_LENGTH characters;
+    `lowercase` where names are looked up case-insensitively (activations)."""
+    wanted = ("ASCII letters, digits and underscores, in parts joined by dots, each part starting with a "
+              f"letter or underscore, at most {NAME_MAX_LENGTH} characters")
+    if lowercase:
+        wanted = "lowercase " + wanted
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string of {wanted}, got {type(value).__name__} {value!r}")
+    if (len(value) > NAME_MAX_LENGTH or not NAME_PATTERN.fullmatch(value)
+            or (lowercase and value != value.lower())):
+        raise ValueError(f"{what} must be {wanted}, got {value!r}")
+    return value

@@ -115,6 +115,20 @@ class Optimizer:
         flat buffer). Everything is checked before anything is set: a step count that is not a
         non-negative integer, or a buffer of the wrong shape, not finite or below its
         `state_minimum` (Adam's exp_avg_sq is a mean of squares), is a ValueError or TypeError."""
+        with self.store.owner.usage.training("optimizer.load_state()"):  # never under another thread's fit
+            self._load_state(step_count, arrays)
+
+    def _load_state(self, step_count, arrays: dict) -> None:
+        step_count = self.check_state(step_count, arrays)
+        backend = self.store.backend
+        for name in self.state_names:
+            self.state[name] = backend.asarray(arrays[name])
+        self._segment_arrays = None  # new state buffers: views of the old ones are stale
+        self.step_count = step_count
+
+    def check_state(self, step_count, arrays: dict) -> int:
+        """The checks of `load_state` (a checkpoint runs them before saving, too): the step count
+        as an int, or the error naming what is wrong."""
         step_count = check_int("step_count", step_count, 0, wanted="a non-negative integer")
         for name in self.state_names:
             values = arrays.get(name)
@@ -126,11 +140,7 @@ class Optimizer:
             if minimum is not None and values.size and values.min() < minimum:
                 raise ValueError(f"optimizer state {name!r} must be >= {minimum:g} everywhere, "
                                  f"got {float(values.min())!r}")
-        backend = self.store.backend
-        for name in self.state_names:
-            self.state[name] = backend.asarray(arrays[name])
-        self._segment_arrays = None  # new state buffers: views of the old ones are stale
-        self.step_count = step_count
+        return step_count
 
     def __getstate__(self) -> dict:
         """Pickles and deep copies hold the state on the host; the parameters pickle as places in
@@ -245,7 +255,12 @@ class LRScheduler:
 
     def step(self) -> None:
         """Move to the next epoch and set its lr; a schedule whose lr there is not a finite
-        number (gamma 10 for 400 epochs) raises ValueError and changes nothing."""
+        number (gamma 10 for 400 epochs) raises ValueError and changes nothing. Refused while
+        another thread trains the optimizer's network (fit steps the schedule itself)."""
+        with self.optimizer.store.owner.usage.training("a schedule's step()"):
+            self._step()
+
+    def _step(self) -> None:
         epoch = self.epoch + 1
         try:
             lr = float(self.lr_at(epoch))

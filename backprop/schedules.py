@@ -69,12 +69,16 @@ class ReduceLROnPlateau(LRScheduler):
         return value > (best * (1.0 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
 
     def step(self, value) -> None:
-        """One epoch's `value` of the monitored quantity (NaN counts as no improvement)."""
+        """One epoch's `value` of the monitored quantity (NaN counts as no improvement); refused
+        while another thread trains the optimizer's network, as every schedule's step."""
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.ndarray)) \
                 or np.ndim(value) != 0:
             raise TypeError(f"value must be a real number (the monitored loss), got {type(value).__name__} "
                             f"{value!r}")
-        current = float(value)
+        with self.optimizer.store.owner.usage.training("a schedule's step()"):  # fit steps it itself
+            self._step_with(float(value))
+
+    def _step_with(self, current: float) -> None:
         self.epoch += 1
         if self.is_better(current, self.best):
             self.best, self.num_bad_epochs = current, 0

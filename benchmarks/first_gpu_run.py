@@ -39,7 +39,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GPU_TEST_FILES = ("tests/test_gpu.py", "tests/test_extreme.py", "tests/test_distributed.py")
+GPU_TEST_FILES = ("tests/test_gpu.py", "tests/test_extreme.py", "tests/test_distributed.py", "tests/test_images.py")
 BUDGET_S = 290
 # The most each phase may take; each also stops where the budget ends.
 PHASE_LIMITS_S = {"install": 90, "detect": 60, "tests": 150, "benchmarks": 120}

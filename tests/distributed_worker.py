@@ -60,6 +60,12 @@ def build(case: str, rank: int = 0, device: str = "cpu"):
         net = _mlp("float64", l2=1e-3, device=device)
         opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
         kwargs.update(validation_split=0.1)
+    elif case == "cnn_float64":  # NCHW batches through convolution and both poolings, l2, momentum
+        X = np.random.default_rng(2).normal(size=(203, 2, 6, 5))
+        net = bp.Sequential(bp.Conv2D(2, 4, 3, padding=1, activation="relu", l2=1e-3), bp.MaxPool2D(2),
+                            bp.AvgPool2D((1, 2)), bp.Flatten(), bp.Dense(12, 3), input_shape=(2, 6, 5),
+                            dtype="float64", seed=1, device=device)
+        opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
     elif case == "adam_float32":
         net = _mlp("float32")
         opt = bp.Adam(net.parameters(), lr=1e-2)

@@ -129,3 +129,34 @@ def test_gemm_rates_times_the_gemms_inside_fit_and_leaves_the_backend_as_it_was(
     assert set(rates["square_gflops"]) == {1024, 2048}
     assert rates["fraction_of_square"] == rates["step_gemm_gflops"] / max(rates["square_gflops"].values())
     assert "matmul" not in vars(net.backend)  # the timing wrapper is gone
+
+
+@pytest.mark.parametrize("name", ["lenet", "digits_cnn"])
+def test_the_cnn_configs_run_on_every_side(name):
+    config = bench.Config(**dict(bench.CONFIGS[name].__dict__, steps=2))
+    sides = ["ours", "loop", "handwritten"] + (["torch"] if bench.installed("torch") else [])
+    for side in sides:
+        result = bench.run_worker({"kind": side, "config": config.__dict__, "blocks": 1}, threads=1)
+        assert len(result["times"]) == 1 and result["times"][0] > 0, side
+    shares = bench.run_worker({"kind": "ours", "config": config.__dict__, "blocks": 1}, threads=1)["shares"]
+    assert set(shares) == {"matmul", "im2col", "col2im"} and 0 < sum(shares.values()) < 1
+
+
+@pytest.mark.parametrize("arch", ["lenet", "digits_cnn"])
+def test_the_hand_written_cnn_step_learns_a_batch(arch):
+    """Steps on one batch drive its cross-entropy down (the logits of each step's forward are
+    the last Dense layer's output)."""
+    from backprop.apps.bench_conv_baseline import ARCHITECTURES, HandwrittenConvStep
+
+    step = HandwrittenConvStep(arch, 16, lr=0.05)
+    step.dropout = 0.0  # the same function every step
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, *ARCHITECTURES[arch]["image"]), dtype=np.float32)
+    labels = rng.integers(0, 10, size=16)
+    losses = []
+    for _ in range(30):
+        step.step(x, labels)
+        logits = step.a[-1].astype(np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        losses.append(float(np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(16), labels])))
+    assert losses[-1] < 0.5 * losses[0], losses

@@ -278,19 +278,37 @@ class _Marker:
 # ---------------------------------------------------------------------- format version 1 (.npz)
 
 
+# What tests/data/checkpoint_v1_expected.npz holds was computed on the machine that wrote the
+# file. Another CPU's BLAS kernels sum in another order, so its float64 results differ in their
+# last bits (an AVX2 machine: 2 of 139 resumed parameters, by 3.6e-16 relative); the stored
+# values are matched within this bound, far above such rounding and far below any real change.
+# The bit-for-bit promise is between two runs on this machine, computed in the test.
+STORED_RTOL, STORED_ATOL = 1e-9, 1e-12
+
+
 def test_a_version_1_checkpoint_keeps_loading_and_resumes_bit_for_bit(tmp_path):
     """tests/data/checkpoint_v1.npz was written by backprop 0.1.0 (format version 1): a float64
     Dense/BatchNorm/Dropout/GELU network, Adam, a StepLR schedule, after 3 epochs. It loads with
-    the same outputs, and one more epoch from it trains exactly as it did then."""
+    the outputs it had then, one more epoch trains as it did then (within rounding: see
+    STORED_RTOL), and two epochs from it in one run equal one epoch, a save as version 2, a load
+    and one more epoch, bit for bit."""
     expected = np.load(DATA / "checkpoint_v1_expected.npz")
+    data = dict(loss=bp.CrossEntropyLoss(), epochs=1, batch_size=8, progress=False)
     net, opt, sched = bp.load(v1_copy(tmp_path), optimizer=True, scheduler=True)
-    np.testing.assert_array_equal(bp.predict(net, expected["probe"]), expected["output"])
-    bp.fit(net, expected["X"], expected["y"], loss=bp.CrossEntropyLoss(), optimizer=opt, scheduler=sched, epochs=1,
-           batch_size=8, progress=False)
-    np.testing.assert_array_equal(net.store.data, expected["resumed_parameters"])
-    assert opt.lr == expected["resumed_lr"]
+    np.testing.assert_allclose(bp.predict(net, expected["probe"]), expected["output"], rtol=STORED_RTOL,
+                               atol=STORED_ATOL)
+    bp.fit(net, expected["X"], expected["y"], optimizer=opt, scheduler=sched, **data)
+    np.testing.assert_allclose(net.store.data, expected["resumed_parameters"], rtol=STORED_RTOL, atol=STORED_ATOL)
+    assert opt.lr == expected["resumed_lr"]  # the schedule's arithmetic: no BLAS in it
     bp.save(net, tmp_path / "v2.safetensors", optimizer=opt, scheduler=sched)  # and it saves as version 2
     assert read(tmp_path / "v2.safetensors")[0]["version"] == "2"
+    resumed, resumed_opt, resumed_sched = bp.load(tmp_path / "v2.safetensors", optimizer=True, scheduler=True)
+    bp.fit(resumed, expected["X"], expected["y"], optimizer=resumed_opt, scheduler=resumed_sched, **data)
+
+    whole, whole_opt, whole_sched = bp.load(v1_copy(tmp_path), optimizer=True, scheduler=True)
+    bp.fit(whole, expected["X"], expected["y"], optimizer=whole_opt, scheduler=whole_sched, **{**data, "epochs": 2})
+    assert state(resumed, resumed_opt) == state(whole, whole_opt)
+    assert (resumed_opt.lr, resumed_sched.epoch) == (whole_opt.lr, whole_sched.epoch)
 
 
 @pytest.mark.parametrize("craft, match", [

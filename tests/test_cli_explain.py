@@ -5,8 +5,11 @@ texts, against an independent NumPy computation and against central finite diffe
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -380,6 +383,8 @@ def mazur_layer(index: int, **changes) -> dict:
     (mazur_layer(1, W=[[0.4, 0.45], [0.5]]), "layers[1].W must be a list of rows"),
     (mazur_layer(0, W=[[0.15, "x"], [0.25, 0.3]]), "layers[0].W must be a list of rows"),
     (mazur_layer(0, b=[0.35]), "layers[0].b has 1 number but layers[0].W has 2 rows"),
+    (mazur_layer(0, W=[[[[0.15, 0.2]]], [[[0.25, 0.3]]]]), "layers[0].W has 4 axes, a convolution's kernel: explain "
+                                                           "steps through dense networks only"),
     (mazur_layer(0, activation="swish"), "layers[0].activation must be one of"),
     (mazur_layer(0, bias=[0.35, 0.35]), "layers[0] must be an object with exactly the keys W, b, activation"),
     ('{"input": [NaN, 0.1], "target": [0.01, 0.99], "loss": "mse", "layers": [{"W": [[1, 1]], "b": [0], '
@@ -407,3 +412,74 @@ def test_missing_weights_file_and_bad_flags_are_one_line_errors(tmp_path):
     assert_one_line_error(status, err, "--lr")
     status, _, err = run_cli("explain", "--device", "gpu7")
     assert_one_line_error(status, err, "gpu7")
+
+
+# ---------------------------------------------------------------------- hostile files: one line, status 2, bounded
+
+
+HUGE = 10**400  # a JSON integer has no size limit; float64 ends near 1.8e308
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("[" * 3000 + "]" * 3000, "is not valid JSON here: it nests lists or objects too deeply"),
+    ('{"input": ' + "[" * 900 + "]" * 900 + "}", "keys input, target, loss, layers"),
+    (mazur_with(input=[HUGE, 0.1]), "input must hold finite numbers, got [1000000000000"),
+    (mazur_with(input=HUGE), "input must hold finite numbers"),
+    (mazur_with(target=[-HUGE, 0.5]), "target must hold finite numbers"),
+    (mazur_layer(0, W=[[HUGE, 0.2], [0.25, 0.3]]), "layers[0].W must hold finite numbers"),
+    (mazur_with(lr=HUGE), "lr must be a finite number > 0, got 1000000000000"),
+    (" " * (1 << 20) + "{}", "is 1,048,578 bytes; at most 1,048,576 are read"),
+])
+def test_hostile_files_are_one_short_line_with_status_2(tmp_path, content, fragment):
+    path = as_file(tmp_path, content)
+    status, out, err = run_cli("explain", "--weights", path)
+    assert_one_line_error(status, err, f"--weights {path}", fragment)
+    assert out == "" and len(err) < 1000
+
+
+def run_bounded(*argv: str, memory: int = 1 << 30) -> subprocess.CompletedProcess:
+    """`python -m backprop argv...` with at most `memory` bytes of address space and 60 s: a
+    command that reads without end fails here instead of taking the machine's memory."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run([sys.executable, "-m", "backprop", *argv], capture_output=True, text=True, timeout=60,
+                          preexec_fn=limit)
+
+
+def test_a_device_a_fifo_or_a_folder_as_weights_is_refused_at_once(tmp_path):
+    """/dev/zero was read until memory ran out; a FIFO blocked forever, waiting for a writer."""
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    for path, what in [("/dev/zero", "is a character device, not a regular file"),
+                       (str(fifo), "is a named pipe (FIFO), not a regular file"),
+                       (str(tmp_path), "is a folder, not a file")]:
+        done = run_bounded("explain", "--weights", path)
+        assert_one_line_error(done.returncode, done.stderr, f"--weights {path} {what}")
+        assert done.stdout == ""
+
+
+def test_json_output_is_strict_json_even_when_a_number_overflows(tmp_path):
+    """A gradient of 1e10 * 1e300 is inf and the updated weight -inf: JSON has no token for
+    either, so they are the strings "Infinity" and "-Infinity" (never a bare Infinity)."""
+    path = as_file(tmp_path, {"input": [1e300], "target": [-1e10], "loss": "half_sse", "lr": 1.0,
+                              "layers": [{"W": [[1e-300]], "b": [0], "activation": None}]})
+    status, out, err = run_cli("explain", "--json", "--weights", path, "--steps", "0")
+    assert status == 0 and err == ""
+
+    def refuse(token):
+        raise AssertionError(f"not strict JSON: {token}")
+
+    result = json.loads(out, parse_constant=refuse)
+    (layer,) = result["layers"]
+    assert layer["dE_dW"] == [["Infinity"]] and layer["W_updated"] == [["-Infinity"]]
+    assert result["E"] == pytest.approx(0.5 * (1 + 1e10) ** 2)
+
+
+def test_steps_are_bounded():
+    status, _, err = run_cli("explain", "--steps", "10001")
+    assert_one_line_error(status, err, "--steps", "an integer from 0 to 10000")
+    status, _, err = run_cli("explain", "--steps", str(HUGE))
+    assert_one_line_error(status, err, "--steps")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import signal
 import subprocess
@@ -184,6 +185,21 @@ def test_bad_files_are_one_line_errors(tmp_path):
     assert_one_line_error(status, err, "not an IDX file")
 
 
+@pytest.mark.parametrize("make, what", [
+    (lambda folder: folder, "is a folder, not a file"),
+    (lambda folder: os.mkfifo(folder / "pipe.npz") or folder / "pipe.npz", "is a named pipe (FIFO), not a regular file"),
+    (lambda folder: "/dev/zero", "is a character device, not a regular file"),
+    (lambda folder: folder / "none.npz", ": no such file"),
+], ids=["folder", "fifo", "device", "missing"])
+def test_a_dataset_path_that_is_not_a_regular_file_says_what_it_is(tmp_path, make, what):
+    path = make(tmp_path)
+    for spec, named in ((f"npz:{path}", f"npz:{path}"), (f"csv:{path}", f"csv:{path}"),
+                        (f"idx:{path},{path}", f"idx: {path}")):
+        status, _, err = run_cli("train", "--dataset", spec, "--out", str(tmp_path / "run"))
+        assert_one_line_error(status, err, f"{named}{' ' if what[0] != ':' else ''}{what}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_gpu_that_is_not_there_is_a_one_line_error(tmp_path):
     from backprop.backends import cuda_status
 
@@ -207,7 +223,7 @@ def test_help_names_every_flag():
     assert status == 0
     for flag in ("--device", "--dtype", "--hidden", "--activation", "--optimizer", "--lr", "--momentum",
                  "--weight-decay", "--dropout", "--batch-norm", "--epochs", "--batch-size", "--early-stopping",
-                 "--seed", "--out", "--dataset", "idx:", "npz:", "xor", "moons", "circles", "(default: 512)"):
+                 "--seed", "--out", "--dataset", "--model", "cnn", "idx:", "npz:", "xor", "moons", "circles", "(default: 512)"):
         assert flag in out, flag
 
 
@@ -368,3 +384,46 @@ def test_a_cpu_run_that_asked_for_no_gpu_says_so_in_one_short_line(tmp_path):
     status, out, _ = run_cli("train", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "cpu"))
     (line,) = [line for line in out.splitlines() if line.startswith("device")]
     assert "GPU" not in line, line
+
+
+# ---------------------------------------------------------------------- --model cnn
+
+
+def test_the_cnn_command_reads_the_digits_as_images(tmp_path):
+    """`train --model cnn` on the digits, seed 0: the README's CNN command. Its median over seeds
+    0-9 is in benchmarks/RESULTS.md; one seed is asserted with a margin."""
+    status, out, err = run_cli("train", "--model", "cnn", "--out", str(tmp_path / "run"))
+    assert status == 0, err
+    assert "1259 training, 179 validation, 359 test samples; images of 1x8x8, 10 classes" in out
+    assert ("network   1x8x8 -> Conv2D 1->32 3x3 pad 1 relu -> MaxPool2D 2x2 -> Conv2D 32->64 3x3 pad 1 relu -> "
+            "MaxPool2D 2x2 -> Flatten -> Dense 256->64 relu -> Dropout 0.3 -> Dense 64->10 (35,914 parameters)") in out
+    accuracy = float(re.search(r"^test accuracy ([\d.]+)%", out, re.M).group(1))
+    assert accuracy >= 97.5, out  # 98.05 measured (one test image is 0.28 %)
+    assert {p.name for p in (tmp_path / "run").iterdir()} == FILES
+    net = bp.load(tmp_path / "run" / "model.safetensors")
+    assert net.input_shape == (1, 8, 8) and type(net.layers[0]).__name__ == "Conv2D"
+
+
+def test_the_cnn_command_on_28x28_idx_images_is_lenet_shaped(tmp_path):
+    rng = np.random.default_rng(3)
+    images, labels = digit_like_images(90, rng)
+    images = np.kron(images, np.ones((1, 5, 5), dtype=np.uint8))[:, :28, :28]  # 30x30 cut to 28x28
+    write_idx(tmp_path / "img.idx", images)
+    write_idx(tmp_path / "lab.idx", labels)
+    status, out, err = run_cli("train", "--model", "cnn", "--dataset", f"idx:{tmp_path / 'img.idx'},{tmp_path / 'lab.idx'}",
+                               "--epochs", "2", "--out", str(tmp_path / "run"))
+    assert status == 0, err
+    assert "images of 1x28x28, 3 classes" in out
+    assert ("1x28x28 -> Conv2D 1->6 5x5 pad 2 relu -> MaxPool2D 2x2 -> Conv2D 6->16 5x5 relu -> MaxPool2D 2x2 -> "
+            "Flatten -> Dense 400->120 relu -> Dense 120->84 relu -> Dropout 0.3 -> Dense 84->3") in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset", "moons"], "--model cnn needs images, but moons has rows of 2 features"),
+    (["--hidden", "64"], "--hidden applies to --model mlp only"),
+    (["--activation", "tanh", "--batch-norm"], "--activation, --batch-norm apply to --model mlp only"),
+])
+def test_the_cnn_command_refuses_what_does_not_fit_it(tmp_path, flags, message):
+    status, _, err = run_cli("train", "--model", "cnn", *flags, "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, message)
+    assert not (tmp_path / "run").exists()

@@ -89,14 +89,14 @@ def assert_history_close(history, reference, rtol):
 
 
 @pytest.mark.parametrize("case, rtol", [("mean_float64", 1e-12), ("adam_float32", 2e-5),
-                                        ("sum_one_row_last_batch", 1e-12), ("weighted_clipped", 1e-12),
-                                        ("weighted_penalty_per_weight", 1e-12)])
+                                        ("sum_one_row_last_batch", 1e-12), ("cnn_float64", 1e-12),
+                                        ("weighted_clipped", 1e-12), ("weighted_penalty_per_weight", 1e-12)])
 def test_two_ranks_at_half_batch_equal_one_process(case, rtol, tmp_path):
     """Weights and per-epoch metrics of 2 ranks = one process with the whole batch, to rounding:
     an uneven last batch (shards of 5 and 6 rows), a 1-row last batch (rank 0 gets none),
-    reduction="sum", l1/l2 penalties, momentum, Adam, a validation split; sample weights (their
-    sum over both ranks' rows), gradient clipping after the allreduce, ReduceLROnPlateau, metrics
-    from counts summed over the ranks."""
+    reduction="sum", l1/l2 penalties, momentum, Adam, a validation split, image batches; sample
+    weights (their sum over both ranks' rows), gradient clipping after the allreduce,
+    ReduceLROnPlateau, metrics from counts summed over the ranks."""
     results = run_ranks(case, tmp_path)
     assert_ranks_identical(results)
     net, opt, history = one_process(case)

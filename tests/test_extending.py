@@ -10,7 +10,7 @@ import pickle
 
 import numpy as np
 import pytest
-from readme_extensions import LogCoshLoss, Recenter, extending_blocks
+from readme_extensions import LogCoshLoss, Recenter
 
 import backprop as bp
 
@@ -27,24 +27,6 @@ def make(dtype="float64", seed=1):
 def everything(net) -> list:
     return [net.store.data.tobytes(), net.config(), net.epochs_trained,
             [(k, np.asarray(v).tobytes()) for layer in net.layers for k, v in sorted(layer.state().items())]]
-
-
-def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
-    from backprop.backends.activations import ACTIVATIONS
-    from backprop.layers import LAYERS
-
-    monkeypatch.chdir(tmp_path)
-    # Running the README registers its own Recenter and softsign again: the other tests keep
-    # the ones of readme_extensions.
-    monkeypatch.setitem(LAYERS, "Recenter", LAYERS["Recenter"])
-    monkeypatch.setitem(ACTIVATIONS, "softsign", ACTIVATIONS["softsign"])
-    namespace: dict = {}
-    for block in extending_blocks():
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
-    history = namespace["history"]
-    assert history["loss"][-1] < history["loss"][0] / 2
-    assert namespace["net"].layers[1].label().startswith("Recenter(")
-    assert (tmp_path / "custom.safetensors").exists()
 
 
 def test_the_three_train_gradcheck_and_print():
@@ -89,9 +71,11 @@ def test_a_checkpoint_naming_an_unregistered_activation_is_refused(tmp_path):
 
     saved = ACTIVATIONS.pop("softsign")
     try:
-        with pytest.raises(ValueError, match=r"activation must be None or one of .*got 'softsign'; register your own "
-                                             r"with bp.register_activation"):
+        with pytest.raises(ValueError, match=r"m.safetensors cannot be loaded in this process: activation 'softsign' is "
+                                             r"not registered in this process \(known: .*\); register your own with "
+                                             r"bp.register_activation") as info:
             bp.load(tmp_path / "m.safetensors")
+        assert "malformed" not in str(info.value)
     finally:
         ACTIVATIONS["softsign"] = saved
 
@@ -103,7 +87,8 @@ def test_a_checkpoint_naming_an_unregistered_layer_is_refused(tmp_path):
 
     saved = LAYERS.pop("Recenter")
     try:
-        with pytest.raises(ValueError, match="layer type 'Recenter' is not registered in this process"):
+        with pytest.raises(ValueError, match="m.safetensors cannot be loaded in this process: layer type 'Recenter' is "
+                                             "not registered in this process"):
             bp.load(tmp_path / "m.safetensors")
     finally:
         LAYERS["Recenter"] = saved
@@ -140,7 +125,7 @@ def test_a_loss_without_value_and_grad_names_what_is_missing():
 def test_registering_a_builtin_name_or_a_bad_one_is_refused():
     with pytest.raises(ValueError, match="'relu' is a built-in activation and cannot be replaced"):
         bp.register_activation("relu", lambda xp, x, s: x, lambda xp, g, y, x, s: g)
-    with pytest.raises(ValueError, match="name must be lowercase letters"):
+    with pytest.raises(ValueError, match="name must be lowercase ASCII letters"):
         bp.register_activation("Soft Sign", lambda xp, x, s: x, lambda xp, g, y, x, s: g)
     with pytest.raises(ValueError, match="'Dense' is a built-in layer and cannot be replaced"):
         bp.register_layer(type("Dense", (bp.Layer,), {}))
@@ -185,3 +170,130 @@ def test_saving_with_an_optimizer_built_before_the_network_moved_is_refused(tmp_
     net64.store.generation += 1  # what net.to(another device) does to the buffers the optimizer holds
     with pytest.raises(RuntimeError, match="Adam was built before the network moved"):
         bp.save(net64, tmp_path / "m.safetensors", optimizer=opt64)
+
+
+# ---------------------------------------------------------------------- registration
+
+
+def test_a_registered_class_under_a_second_name_or_a_name_another_class_holds_is_refused(tmp_path):
+    """A class has one name and a name one class: an alias of Dense made every Dense network
+    save as the alias, which a fresh process cannot load."""
+    from backprop.layers import LAYERS
+
+    before = dict(LAYERS)
+    with pytest.raises(ValueError, match=r"backprop.layers.dense.Dense is already registered as 'Dense'; .* "
+                                         r"cannot also be 'Alias'"):
+        bp.register_layer(bp.Dense, name="Alias")
+    with pytest.raises(ValueError, match=r"readme_extensions.Recenter is already registered as 'Recenter'"):
+        bp.register_layer(Recenter, name="tests.Recentre")
+
+    class Other(bp.Layer):
+        pass
+
+    with pytest.raises(ValueError, match=r"'Recenter' is already the registered name of readme_extensions.Recenter; "
+                                         "choose another name"):
+        bp.register_layer(Other, name="Recenter")
+    assert LAYERS == before
+    bp.save(bp.Sequential(bp.Dense(3, 2), seed=0), tmp_path / "m.safetensors")
+    assert bp.load(tmp_path / "m.safetensors").config()["layers"][0]["type"] == "Dense"
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "nul\x00", "esc\x1b[31m", "with space", "", ".lead",
+                                  "trail.", "a..b", "1digit", "dash-ed", "é", "x" * 101])
+def test_a_name_outside_the_naming_rule_is_refused_for_layers_and_activations(name):
+    from backprop.backends.activations import ACTIVATIONS
+    from backprop.layers import LAYERS
+
+    class Named(bp.Layer):
+        pass
+
+    with pytest.raises(ValueError, match=r"name must be ASCII letters, digits and underscores, in parts joined by dots"):
+        bp.register_layer(Named, name=name)
+    with pytest.raises(ValueError, match=r"name must be lowercase ASCII letters, digits and underscores"):
+        bp.register_activation(name.lower(), lambda xp, x, s: x, lambda xp, g, y, x, s: g)
+    assert name not in LAYERS and name.lower() not in ACTIVATIONS
+    with pytest.raises(TypeError, match=r"name must be a string of ASCII letters.*got int 3"):
+        bp.register_layer(Named, name=3)
+
+
+@pytest.mark.parametrize("field, value", [("rowwise", "no"), ("rowwise", 1), ("needs_input", "yes"), ("needs_input", None)])
+def test_an_activations_flags_must_be_booleans(field, value):
+    from backprop.backends.activations import ACTIVATIONS
+
+    with pytest.raises(TypeError, match=rf"{field} must be True or False, got {type(value).__name__} {value!r}"):
+        bp.register_activation("tests_flagged", lambda xp, x, s: x, lambda xp, g, y, x, s: g, **{field: value})
+    assert "tests_flagged" not in ACTIVATIONS
+
+
+def test_a_network_built_before_its_layers_module_was_reloaded_still_saves_and_loads(tmp_path, monkeypatch):
+    """A notebook's autoreload runs the user's module again: its decorated class is a new object
+    of the same module and name. A network built before saves, and loads as the new class."""
+    import importlib
+    import sys
+
+    from backprop.layers import LAYERS
+
+    (tmp_path / "tests_reloaded_layer.py").write_text(
+        "import backprop as bp\n\n\n"
+        "@bp.register_layer(name='tests.Shift')\n"
+        "class Shift(bp.Layer):\n"
+        "    def forward(self, x, training):\n        return x + 1.0\n\n"
+        "    def backward(self, grad_y, need_input_grad=True):\n        return grad_y\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tests_reloaded_layer", raising=False)
+    monkeypatch.setitem(LAYERS, "tests.Shift", None)  # restored (then removed) after the test
+    del LAYERS["tests.Shift"]
+    module = importlib.import_module("tests_reloaded_layer")
+    net = bp.Sequential(bp.Dense(3, 2), module.Shift(), seed=0)
+    old_class = module.Shift
+    module = importlib.reload(module)
+    assert module.Shift is not old_class and LAYERS["tests.Shift"] is module.Shift
+    bp.save(net, tmp_path / "m.safetensors")
+    loaded = bp.load(tmp_path / "m.safetensors")
+    assert type(loaded.layers[1]) is module.Shift
+    np.testing.assert_array_equal(bp.predict(loaded, X[:4]), bp.predict(net, X[:4]))
+
+
+# ---------------------------------------------------------------------- what the protocol's docs promise
+
+
+def test_dense_slope_reaches_a_users_activation():
+    """The README and register_activation: `slope` is the using layer's Dense(..., slope=)."""
+    bp.register_activation("tests_scaled", lambda xp, x, slope: slope * x, lambda xp, g, y, x, slope: slope * g)
+    x = X[:5]
+    for slope in (0.01, 3.0):
+        net = bp.Sequential(bp.Dense(3, 2, activation="tests_scaled", slope=slope), dtype="float64", seed=0)
+        layer = net.layers[0]
+        np.testing.assert_allclose(bp.predict(net, x), slope * (x @ layer.weight.data + layer.bias.data), rtol=1e-12)
+        assert bp.gradcheck(net, bp.MSELoss(), x, np.zeros((5, 2))) < 1e-6
+
+
+def test_a_layer_with_a_penalty_adds_its_gradient_in_backward_or_gradcheck_fails():
+    """base.py's protocol: the network adds penalty() to the loss; the layer's backward adds
+    its derivative (here 0.5 sum w^2 -> w) to the parameter's .grad."""
+
+    class Shrunk(bp.Layer):
+        adds_penalty_gradient = True
+
+        def build(self, input_shape):
+            self.w = self.add_parameter("w", input_shape, init="ones")
+            return input_shape
+
+        def forward(self, x, training):
+            self.x = x
+            return x * self.w.data
+
+        def backward(self, grad_y, need_input_grad):
+            xp = self.backend.xp
+            self.w.grad[...] = xp.sum(grad_y * self.x, axis=0)
+            if self.adds_penalty_gradient:
+                self.w.grad[...] += self.w.data
+            return grad_y * self.w.data if need_input_grad else None
+
+        def penalty(self):
+            return 0.5 * self.backend.xp.sum(self.w.data ** 2)
+
+    net = bp.Sequential(bp.Dense(3, 4), Shrunk(), seed=0, dtype="float64")
+    assert bp.gradcheck(net, bp.MSELoss(), X[:8], Y[:8].repeat(4, axis=1)) < 1e-6
+    Shrunk.adds_penalty_gradient = False
+    assert bp.gradcheck(net, bp.MSELoss(), X[:8], Y[:8].repeat(4, axis=1)) > 1e-2

@@ -92,3 +92,25 @@ def test_a_users_subclass_of_a_built_in_is_checked_and_the_built_ins_are_not():
     with pytest.raises(ValueError, match=r"layer 0 \(OneRowDense\)\.forward"):
         bp.predict(bp.Sequential(OneRowDense(3, 2), seed=0), X)
     assert not bp.Sequential(bp.Dense(3, 2), bp.Dropout(0.1), seed=0)._users_layers
+
+
+@pytest.mark.parametrize("forward, backward, error, words", [
+    (lambda xp, x, slope: x[:1], lambda xp, g, y, x, slope: g, ValueError, "forward returned shape (1, 4)"),
+    (lambda xp, x, slope: x, lambda xp, g, y, x, slope: g[:, :1], ValueError, "backward returned shape (40, 1)"),
+    (lambda xp, x, slope: xp.astype(x, xp.float64), lambda xp, g, y, x, slope: g, TypeError,
+     "forward returned dtype float64"),
+    (lambda xp, x, slope: float(x[0, 0]), lambda xp, g, y, x, slope: g, TypeError, "forward returned float"),
+])
+def test_a_users_activation_that_returns_the_wrong_array_is_named(forward, backward, error, words):
+    from backprop.backends.activations import ACTIVATIONS
+
+    bp.register_activation("broken_act", forward, backward)
+    try:
+        net = bp.Sequential(bp.Dense(3, 4, activation="broken_act"), bp.Dense(4, 1), seed=0)
+        with pytest.raises(error, match="activation 'broken_act'") as caught:
+            loss = bp.MSELoss()
+            loss(net(X), Y)
+            net.backward(loss.backward())
+        assert words in str(caught.value)
+    finally:
+        ACTIVATIONS.pop("broken_act")

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import pathlib
 import re
 import struct
 import tracemalloc
@@ -17,7 +18,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from checkpoint_helpers import DATA, X, Y, make, read, read_v1, rewrite, saved, state, train, v1_copy, write, write_v1
+from checkpoint_helpers import DATA, N_PARAMS, X, Y, make, read, read_v1, rewrite, saved, state, train, v1_copy, write, write_v1
 from safetensors.numpy import save_file
 
 import backprop as bp
@@ -338,6 +339,37 @@ def test_a_users_layer_declares_what_its_buffers_may_hold(tmp_path):
     assert bp.load(path).layers[0].share.tolist() == [1.0, 0.0, 0.25]
 
 
+@pytest.mark.parametrize("layer_index, name, bad, match", [
+    (0, "count", [1.0, -2.0, 0.0], r"buffer 'count' of layer 0 \(Tally\): Tally's count must be >= 0 everywhere, got -2.0"),
+    (0, "share", [0.5, 1.5, 0.0], r"buffer 'share' of layer 0 \(Tally\): share must be in \[0, 1\], got 1.5"),
+    (0, "share", [0.5, np.nan, 0.0], r"buffer 'share' of layer 0 \(Tally\) holds NaN or inf"),
+    (2, "running_var", [-1.0] * 2, r"buffer 'running_var' of layer 2 \(BatchNorm\): BatchNorm's running_var must be >= 0"),
+    (2, "running_mean", [np.inf] * 2, r"buffer 'running_mean' of layer 2 \(BatchNorm\) holds NaN or inf"),
+], ids=["below-declared-minimum", "layers-own-check", "nan", "negative-variance", "inf"])
+def test_save_refuses_a_buffer_that_load_would_refuse_and_writes_nothing(tmp_path, layer_index, name, bad, match):
+    net = bp.Sequential(Tally(3), bp.Dense(3, 2), bp.BatchNorm(2), seed=0)
+    getattr(net.layers[layer_index], name)[...] = np.array(bad)
+    with pytest.raises(ValueError, match=rf"cannot save: {match}.*which bp.load refuses"):
+        bp.save(net, tmp_path / "m.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_refuses_parameters_or_optimizer_state_that_load_would_refuse_and_writes_nothing(tmp_path):
+    net = bp.Sequential(bp.Dense(3, 2), seed=0)
+    opt = bp.Adam(net.parameters())
+    net.layers[0].bias.data[1] = np.nan  # written into the view: an assignment would refuse it
+    with pytest.raises(ValueError, match=r"cannot save: parameter 'layers.0.bias' holds NaN or inf, which bp.load "
+                                         "refuses"):
+        bp.save(net, tmp_path / "m.safetensors")
+    net.layers[0].bias.data = np.zeros(2)
+    opt.state["exp_avg_sq"][...] = -1.0
+    with pytest.raises(ValueError, match=r"cannot save: optimizer state 'exp_avg_sq' must be >= 0 everywhere, got "
+                                         r"-1.0, which bp.load refuses"):
+        bp.save(net, tmp_path / "m.safetensors", optimizer=opt)
+    assert not list(tmp_path.iterdir())
+    bp.save(net, tmp_path / "m.safetensors")  # without that optimizer, it saves
+
+
 def test_add_buffer_checks_its_minimum():
     layer = Tally(2)
     with pytest.raises(TypeError, match="minimum must be a real number, got str"):
@@ -610,3 +642,80 @@ def test_a_failed_write_names_the_path_given_not_a_temporary_file(tmp_path, monk
         bp.save(net, target)
     assert ".tmp" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- tensors nothing declares, layer counts
+
+
+@pytest.mark.parametrize("name", ["layers.0.foo", "layers.1.weight", "layers.4.bias", "layers.x", "layers.0.weight.T"])
+def test_a_tensor_under_layers_that_the_architecture_does_not_declare_is_refused_naming_it(tmp_path, name):
+    """Version 1 always refused a layer state it did not expect; version 2 read only what the
+    architecture declares and dropped the rest silently."""
+    path = saved(tmp_path)
+    rewrite(path, tensors={name: np.zeros(3, dtype=np.float32)})
+    refused(path, rf"tensor '{re.escape(name)}' is not declared by the architecture \(which declares \[")
+
+
+def test_a_tensor_under_optimizer_that_the_optimizer_does_not_declare_is_refused_naming_it(tmp_path):
+    path = saved(tmp_path, optimizer="sgd")  # SGD with momentum declares momentum_buffer only
+    rewrite(path, tensors={"optimizer.exp_avg": np.zeros(N_PARAMS, dtype=np.float32)})
+    bp.load(path)  # the network alone reads no optimizer tensor
+    refused(path, r"tensor 'optimizer.exp_avg' is not declared by the optimizer \(sgd\)", optimizer=True)
+
+
+def test_a_version_1_layer_state_beyond_the_last_layer_is_refused(tmp_path):
+    path = v1_copy(tmp_path)
+    records, arrays = read_v1(path)
+    write_v1(path, records, {**arrays, "layer9.step": np.array(0)})
+    refused(path, r"tensor 'layer9.step' is not declared by the architecture", optimizer=True)
+
+
+def test_tensors_outside_the_layers_and_optimizer_namespaces_are_left_to_their_owners(tmp_path):
+    """Other records (a data set's scaling, say) may keep tensors of their own names."""
+    path = saved(tmp_path)
+    rewrite(path, tensors={"scaling.mean": np.zeros(5, dtype=np.float32)})
+    net, opt = bp.load(path, optimizer=True)
+    assert type(opt) is bp.Adam
+
+
+def flatten_stack(tmp_path, count: int) -> pathlib.Path:
+    """A valid checkpoint of Dense(2, 2) followed by `count` Flatten layers (a few bytes each)."""
+    path = bp.save(bp.Sequential(bp.Dense(2, 2), bp.Flatten(), seed=0), tmp_path / "flat.safetensors")
+    metadata, records, tensors = read(path)
+    records["architecture"]["layers"] += [records["architecture"]["layers"][1]] * (count - 1)
+    records["counters"] += [{}] * (count - 1)
+    write(path, metadata, records, tensors)
+    return pathlib.Path(path)
+
+
+def test_a_checkpoint_declaring_more_layers_than_the_limit_is_refused_before_building_them(tmp_path, monkeypatch):
+    """50,000 Flatten layers are a 1.25 MB file; building them cost seconds and tens of MB."""
+    from backprop import checkpoint
+
+    path = flatten_stack(tmp_path, 50_000)
+    refused(path, r"it declares 50,001 layers; backprop loads at most 10,000")
+    monkeypatch.setattr(checkpoint, "MAX_LAYERS", 6)
+    assert len(bp.load(flatten_stack(tmp_path, 5)).layers) == 6  # up to the limit, it loads
+    refused(flatten_stack(tmp_path, 6), r"it declares 7 layers; backprop loads at most 6")
+    with pytest.raises(ValueError, match=r"net has 7 layers; a checkpoint holds at most 6 \(bp.load refuses more\)"):
+        bp.save(bp.Sequential(bp.Dense(2, 2), *[bp.Flatten() for _ in range(6)], seed=0), tmp_path / "n.safetensors")
+    assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_anything_but_a_regular_file_is_refused_before_it_is_read(tmp_path):
+    """A FIFO blocked bp.load forever, waiting for a writer (in another process: a load blocked
+    inside safetensors would hold this one); a device is no checkpoint either."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    code = "import sys, backprop as bp\ntry:\n    bp.load(sys.argv[1])\nexcept ValueError as exc:\n    print(exc)"
+    done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.stdout.strip() == f"{fifo} is a named pipe (FIFO), not a regular file", done.stderr
+    with pytest.raises(ValueError, match="^/dev/zero is a character device, not a regular file$"):
+        bp.load("/dev/zero")
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(tmp_path))} is a folder, not a file$"):
+        bp.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(tmp_path / 'none'))}: no such file$"):
+        bp.load(tmp_path / "none")

@@ -543,6 +543,80 @@ LAYERNORM_CASES = [
          shapes=(SHAPE, TALL)),
 ]
 
+# Image batches (n, c, h, w) with a kernel, strides and padding: a padded 3x3, a strided
+# non-square kernel over a non-square image, a 1x1. Element counts below and above what the
+# launches cover in one pass.
+CONV_GEOMETRIES = {"3x3-pad": ((3, 2, 9, 7), (3, 3), (1, 1), (1, 1)), "5x2-strided": ((2, 3, 8, 11), (5, 2), (2, 3), (2, 0)),
+                   "1x1": ((2, 5, 6, 7), (1, 1), (1, 1), (0, 0))}
+# Pooling (no padding): the usual 2x2 leaving a border, overlapping windows, one window per plane.
+POOL_GEOMETRIES = {"2x2": ((3, 2, 9, 7), (2, 2), (2, 2)), "3x2-overlapping": ((2, 3, 8, 11), (3, 2), (1, 2)),
+                   "whole": ((1, 2, 5, 5), (5, 5), (5, 5))}
+
+
+def _window_sizes(shape, kernel, stride, padding=(0, 0)) -> dict:
+    """The geometry arguments every image kernel takes."""
+    n, c, h, w = shape
+    out_h, out_w = ((size + 2 * pad - k) // st + 1 for size, k, st, pad in zip((h, w), kernel, stride, padding))
+    return {"n": n, "c": c, "h": h, "w": w, "kh": kernel[0], "kw": kernel[1], "sh": stride[0], "sw": stride[1],
+            "out_h": out_h, "out_w": out_w}
+
+
+def conv_cases(label: str) -> list[Case]:
+    shape, kernel, stride, padding = CONV_GEOMETRIES[label]
+    sizes = {**_window_sizes(shape, kernel, stride, padding), "ph": padding[0], "pw": padding[1]}
+    cols_shape = (shape[0] * sizes["out_h"] * sizes["out_w"], shape[1] * kernel[0] * kernel[1])
+    planes = (shape[0], shape[1], shape[2] * shape[3])
+    return [
+        Case("im2col", lambda d: {"x": d.normal(shape), "cols": d.output(cols_shape), **sizes},
+             lambda ref, arg: {"cols": ref.im2col(arg.x, kernel, stride, padding)}, label=label),
+        Case("col2im", lambda d: {"cols": d.normal(cols_shape), "dx": d.output(shape), **sizes},
+             lambda ref, arg: {"dx": ref.col2im(arg.cols, shape, kernel, stride, padding)}, label=label),
+        Case("to_channels_first",
+             lambda d: {"rows": d.normal((shape[0] * planes[2], shape[1])), "planes": d.output(shape),
+                        "n": shape[0], "c": shape[1], "pixels": planes[2]},
+             lambda ref, arg: {"planes": ref.to_channels_first(arg.rows, (shape[0], shape[2], shape[3]))},
+             label=label),
+        Case("to_channels_last",
+             lambda d: {"planes": d.normal(shape), "rows": d.output((shape[0] * planes[2], shape[1])),
+                        "n": shape[0], "c": shape[1], "pixels": planes[2]},
+             lambda ref, arg: {"rows": ref.to_channels_last(arg.planes)}, label=label),
+    ]
+
+
+def pool_cases(label: str) -> list[Case]:
+    shape, kernel, stride = POOL_GEOMETRIES[label]
+    sizes = _window_sizes(shape, kernel, stride)
+    out_shape = (shape[0], shape[1], sizes["out_h"], sizes["out_w"])
+
+    def ties(d):
+        """Values on a grid of halves: windows hold ties, which go to the first maximum."""
+        return d.input(np.round(d.rng.normal(0.0, 2.0, size=shape) * 2.0) / 2.0)
+
+    def chosen(d):
+        x = np.round(d.rng.normal(0.0, 2.0, size=shape) * 2.0) / 2.0
+        return d._guarded(d.reference.max_pool_forward(x.astype(d.dtype), kernel, stride)[1])
+
+    def max_forward(ref, arg):
+        y, index = ref.max_pool_forward(arg.x, kernel, stride)
+        return {"y": y, "index": index}
+
+    return [
+        Case("max_pool_fwd",
+             lambda d: {"x": ties(d), "y": d.output(out_shape), "index": d._guarded(np.full(out_shape, -7)), **sizes},
+             max_forward, label=label),
+        Case("max_pool_bwd",
+             lambda d: {"dy": d.normal(out_shape), "index": chosen(d), "dx": d.output(shape), **sizes},
+             lambda ref, arg: {"dx": ref.max_pool_backward(arg.dy, arg.index, shape, kernel, stride)}, label=label),
+        Case("avg_pool_fwd", lambda d: {"x": d.normal(shape), "y": d.output(out_shape), **sizes},
+             lambda ref, arg: {"y": ref.avg_pool_forward(arg.x, kernel, stride)}, label=label),
+        Case("avg_pool_bwd", lambda d: {"dy": d.normal(out_shape), "dx": d.output(shape), **sizes},
+             lambda ref, arg: {"dx": ref.avg_pool_backward(arg.dy, shape, kernel, stride)}, label=label),
+    ]
+
+
+IMAGE_CASES = [*[case for label in CONV_GEOMETRIES for case in conv_cases(label)],
+               *[case for label in POOL_GEOMETRIES for case in pool_cases(label)]]
+
 LR = 0.1
 
 
@@ -612,6 +686,7 @@ CASES = [
     *BATCHNORM_CASES,
     *LAYERNORM_CASES,
     *OPTIMIZER_CASES,
+    *IMAGE_CASES,
 ]
 
 

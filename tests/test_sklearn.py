@@ -1,13 +1,11 @@
 """backprop.sklearn: scikit-learn's own estimator checks, scikit-learn's meanings (step by step
-against scikit-learn's MLPs from the same weights), pickling and copies, the same training as
-bp.fit, and the README's example."""
+against scikit-learn's MLPs from the same weights), pickling and copies, and the same training as
+bp.fit (the README's example runs in tests/test_readme.py)."""
 
 from __future__ import annotations
 
 import copy
 import pickle
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +23,6 @@ from backprop.backends.base import Backend
 from backprop.sklearn import MLPClassifier, MLPRegressor
 from backprop.sklearn.losses import HalfSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 # scikit-learn's own test suite runs its MLPs' checks with max_iter=100.
 CHECKED = [MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)]
@@ -442,13 +439,3 @@ def test_the_classifier_trains_as_bp_fit_does_on_the_same_network():
     np.testing.assert_array_equal(clf.predict(X), bp.predict(net, X).argmax(axis=1))
     np.testing.assert_allclose(clf.predict_proba(X), bp.predict(net, X, activation="softmax"), rtol=1e-9, atol=1e-12)
     assert clf.score(X, y) > 0.9
-
-
-def test_the_readme_example_runs_as_written():
-    """The README's "With scikit-learn" section, run as it is written."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## With scikit-learn", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["search"].best_score_ > 0.9

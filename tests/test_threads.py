@@ -209,3 +209,40 @@ def test_saving_copying_and_changing_a_network_another_thread_trains_are_refused
         release.set()
         trainer.join()
     assert not list(tmp_path.iterdir())
+
+
+def test_changing_the_optimizer_or_its_schedule_while_another_thread_trains_with_them_is_refused():
+    """load_state and a schedule's step() replace the state and the lr that fit's steps read."""
+    net = make()
+    opt = bp.Adam(net.parameters(), lr=0.01)
+    sched = bp.StepLR(opt, step_size=1, gamma=0.5)
+    started, release = threading.Event(), threading.Event()
+
+    class Pause(bp.Callback):
+        def on_batch_end(self):
+            if not started.is_set():
+                started.set()
+                release.wait(10)
+
+    trainer = threading.Thread(target=bp.fit, args=(net, X, Y),
+                               kwargs=dict(loss=bp.CrossEntropyLoss(), optimizer=opt, scheduler=sched, epochs=1,
+                                           progress=False, callbacks=[Pause()]))
+    trainer.start()
+    try:
+        assert started.wait(10)
+        before = (opt.lr, opt.step_count, sched.epoch, {k: v.copy() for k, v in opt.state_arrays().items()})
+        zeros = {name: np.zeros(net.num_parameters()) for name in opt.state_names}
+        for change, what in ((lambda: opt.load_state(0, zeros), r"optimizer.load_state\(\)"),
+                             (sched.step, r"a schedule's step\(\)")):
+            with pytest.raises(RuntimeError, match=rf"{what} refused: another thread is training this network \(fit\)"):
+                change()
+        after = (opt.lr, opt.step_count, sched.epoch, opt.state_arrays())
+        assert after[:3] == before[:3]
+        for name, values in before[3].items():
+            np.testing.assert_array_equal(after[3][name], values)
+    finally:
+        release.set()
+        trainer.join()
+    assert sched.epoch == 1  # fit stepped it once, from its own thread
+    sched.step()  # and it is the caller's again once fit is done
+    opt.load_state(0, zeros)

@@ -50,8 +50,11 @@ class Config:
     steps: int  # steps per timed block: enough that one block takes ~0.1-0.5 s
     target: float  # the ratio to PyTorch we aim for
     loop_target: float  # the public loop's step over fit's
+    arch: str = ""  # a CNN of bench_conv_baseline.ARCHITECTURES (widths: its pixels and classes)
 
     def describe(self) -> str:
+        if self.arch:
+            return CNN_NAMES[self.arch]
         widths = "-".join(str(w) for w in self.widths)
         loss = "BCE" if self.loss == "bce" else "CE"
         return f"{widths} {self.activation} {loss}"
@@ -62,7 +65,13 @@ CONFIGS = {
     "small": Config((64, 32, 10), "relu", "cross_entropy", 32, 1000, 0.22, 1.3),
     "medium": Config((784, 256, 10), "relu", "cross_entropy", 128, 200, 0.75, 1.10),
     "large": Config((784, 1024, 1024, 10), "relu", "cross_entropy", 512, 12, 0.85, 1.10),
+    "lenet": Config((784, 10), "relu", "cross_entropy", 64, 30, 1.0, 1.10, "lenet"),
+    "digits_cnn": Config((64, 10), "relu", "cross_entropy", 32, 100, 1.0, 1.10, "digits_cnn"),
 }
+CNN_NAMES = {"lenet": "LeNet-5 28x28: conv 6 5x5 pad 2, pool, conv 16 5x5, pool, 400-120-84-10 ReLU CE",
+             "digits_cnn": "digits CNN 8x8: conv 32 3x3 pad 1, pool, conv 64 3x3 pad 1, pool, 256-64-10, "
+                           "dropout 0.3, ReLU CE"}
+HANDWRITTEN_CNN_TARGET = 1.2  # fit's CNN step over the hand-written one
 DIGITS_EPOCHS, DIGITS_BATCH, DIGITS_HIDDEN, DIGITS_TARGET = 50, 32, 64, 0.25
 GEMM_TARGET = 0.90  # the large step's GEMM rate, as a fraction of NumPy's on square matrices
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -78,12 +87,21 @@ def make_data(config: Config, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     rows = config.batch * config.steps
-    x = rng.standard_normal((rows, config.widths[0]), dtype=np.float32)
+    x = rng.standard_normal((rows, *_example_shape(config)), dtype=np.float32)
     if config.loss == "bce":
         y = rng.integers(0, 2, size=(rows, 1)).astype(np.float32)
     else:
         y = rng.integers(0, config.widths[-1], size=rows)
     return x, y
+
+
+def _example_shape(config: Config) -> tuple[int, ...]:
+    """One example: (features,), or a CNN's image (C, H, W)."""
+    if config.arch:
+        from backprop.apps.bench_conv_baseline import ARCHITECTURES
+
+        return ARCHITECTURES[config.arch]["image"]
+    return (config.widths[0],)
 
 
 def blas_info() -> list[dict]:
@@ -113,6 +131,8 @@ def our_network(config: Config, device: str = "cpu"):
     """The config's network (float32, seed 0) and its loss."""
     import backprop as bp
 
+    if config.arch:
+        return cnn_network(config.arch, device), bp.CrossEntropyLoss()
     *hidden, last = list(zip(config.widths[:-1], config.widths[1:]))
     layers = [bp.Dense(a, b, activation=config.activation) for a, b in hidden]
     output = "sigmoid" if config.loss == "bce" else None
@@ -120,6 +140,25 @@ def our_network(config: Config, device: str = "cpu"):
     net = bp.Sequential(*layers, device=device, dtype="float32", seed=0)
     loss = bp.BCELoss() if config.loss == "bce" else bp.CrossEntropyLoss()
     return net, loss
+
+
+def cnn_network(arch: str, device: str = "cpu"):
+    """The CNN `arch` of bench_conv_baseline.ARCHITECTURES as a Sequential (float32, seed 0)."""
+    import backprop as bp
+    from backprop.apps.bench_conv_baseline import ARCHITECTURES
+
+    spec = ARCHITECTURES[arch]
+    layers = []
+    for cin, cout, k, pad in spec["convs"]:
+        layers += [bp.Conv2D(cin, cout, k, padding=pad, activation="relu"), bp.MaxPool2D(2)]
+    layers.append(bp.Flatten())
+    widths = spec["dense"]
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        last = i == len(widths) - 2
+        if last and spec["dropout"]:
+            layers.append(bp.Dropout(spec["dropout"]))
+        layers.append(bp.Dense(a, b, activation=None if last else "relu"))
+    return bp.Sequential(*layers, input_shape=spec["image"], device=device, dtype="float32", seed=0)
 
 
 FIT_EPOCHS = 3  # per timed fit call: its once-per-call checks are amortized as in real use, not hidden
@@ -142,6 +181,8 @@ def ours_step(config: Config, blocks: int) -> dict:
     result = {"times": _median_block(one_fit, blocks), "blas": blas_info()}
     if tuple(config.widths) == CONFIGS["large"].widths:  # (JSON makes the widths a list)
         result["gemm"] = gemm_rates(net, loss, optimizer, x, y, config)
+    if config.arch:
+        result["shares"] = op_shares(net, loss, optimizer, x, y, config)
     return result
 
 
@@ -216,6 +257,45 @@ def gemm_rates(net, loss, optimizer, x, y, config: Config, fits: int = 5) -> dic
             "square_gflops": square, "fraction_of_square": step_rate / max(square.values())}
 
 
+def op_shares(net, loss, optimizer, x, y, config: Config, fits: int = 3) -> dict:
+    """The shares of fit's step spent in the GEMMs, in im2col and in col2im (each call timed
+    where it runs; the median over `fits` one-epoch fit calls)."""
+    import backprop as bp
+
+    backend = net.backend
+    names = ("matmul", "im2col", "col2im")
+    spent = dict.fromkeys(names, 0.0)
+
+    def timed(name):
+        plain = getattr(backend, name)
+
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            result = plain(*args, **kwargs)
+            spent[name] += time.perf_counter() - start
+            return result
+
+        return run
+
+    shares = {name: [] for name in names}
+    for name in names:
+        setattr(backend, name, timed(name))  # instance attributes, taken away below
+    try:
+        for _ in range(fits):
+            for name in names:
+                spent[name] = 0.0
+            start = time.perf_counter()
+            bp.fit(net, x, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=config.batch,
+                   shuffle=False, progress=False)
+            total = time.perf_counter() - start
+            for name in names:
+                shares[name].append(spent[name] / total)
+    finally:
+        for name in names:
+            delattr(backend, name)
+    return {name: statistics.median(values) for name, values in shares.items()}
+
+
 def ours_digits(blocks: int) -> dict:
     """Seconds to train 64-64-10 on the digits for 50 epochs with Adam, and the test accuracy."""
     import backprop as bp
@@ -277,8 +357,12 @@ def digits_split():
 def handwritten_step(config: Config, blocks: int) -> dict:
     """Seconds per step of the hand-written NumPy step over the same batches."""
     from backprop.apps.bench_baseline import HandwrittenStep
+    from backprop.apps.bench_conv_baseline import HandwrittenConvStep
 
-    step = HandwrittenStep(config.widths, config.activation, config.loss, config.batch)
+    if config.arch:
+        step = HandwrittenConvStep(config.arch, config.batch)
+    else:
+        step = HandwrittenStep(config.widths, config.activation, config.loss, config.batch)
     x, y = make_data(config)
     batch = config.batch
 
@@ -296,6 +380,8 @@ def torch_model(config: Config):
     for BCE) and its criterion: the same network as our_network's."""
     import torch
 
+    if config.arch:
+        return torch_cnn(config.arch), torch.nn.CrossEntropyLoss()
     layers = []
     for i, (a, b) in enumerate(zip(config.widths[:-1], config.widths[1:])):
         layers.append(torch.nn.Linear(a, b))
@@ -305,6 +391,26 @@ def torch_model(config: Config):
         layers.append(torch.nn.Sigmoid())
     criterion = torch.nn.BCELoss() if config.loss == "bce" else torch.nn.CrossEntropyLoss()
     return torch.nn.Sequential(*layers), criterion
+
+
+def torch_cnn(arch: str):
+    """The CNN `arch` in PyTorch: the same layers as cnn_network's."""
+    import torch
+
+    from backprop.apps.bench_conv_baseline import ARCHITECTURES
+
+    spec = ARCHITECTURES[arch]
+    layers = []
+    for cin, cout, k, pad in spec["convs"]:
+        layers += [torch.nn.Conv2d(cin, cout, k, padding=pad), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+    layers.append(torch.nn.Flatten())
+    widths = spec["dense"]
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        last = i == len(widths) - 2
+        if last and spec["dropout"]:
+            layers.append(torch.nn.Dropout(spec["dropout"]))
+        layers += [torch.nn.Linear(a, b)] + ([] if last else [torch.nn.ReLU()])
+    return torch.nn.Sequential(*layers)
 
 
 def torch_step(config: Config, blocks: int, threads: int) -> dict:
@@ -459,6 +565,13 @@ def format_table(results: dict) -> str:
             cells += ["not installed", "-", "-", overhead, f"<= {config.target}", "-"]
         lines.append(f"| {name} | {config.describe()} | {config.batch} | " + " | ".join(cells) + " |")
     out = ["\n".join(lines), _loop_table(results)]
+    for name, runs in results["configs"].items():
+        shares = runs["ours"].get("shares")
+        if shares:
+            overhead = statistics.median(runs["ours"]["times"]) / statistics.median(runs["handwritten"]["times"])
+            out.append(f"{name}: fit's step is {shares['matmul']:.0%} GEMMs, {shares['im2col']:.0%} im2col, "
+                       f"{shares['col2im']:.0%} col2im; backprop / hand-written {overhead:.2f} (target <= "
+                       f"{HANDWRITTEN_CNN_TARGET}: {'yes' if overhead <= HANDWRITTEN_CNN_TARGET else 'NO'})")
     digits = results.get("digits")
     if digits:
         ours, hand, theirs = digits["ours_digits"], digits["handwritten_digits"], digits["sklearn_digits"]

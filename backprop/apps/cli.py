@@ -1,4 +1,4 @@
-"""The command line: python -m backprop train | explain | devices | gradcheck | bench.
+"""The command line: python -m backprop train | explain | devices | gradcheck | bench | predict | evaluate.
 
 Each subcommand is a parser built by an `_add_<name>` function and a `run(args) -> exit status`
 set with `set_defaults(run=...)`; the work itself lives in its own module, imported when the
@@ -80,14 +80,17 @@ def _add_train(sub) -> None:
     from backprop.apps.train_command import run
 
     train = sub.add_parser(
-        "train", help="train a classifier (handwritten digits by default) and report on its test set",
-        description="Train a fully connected classifier by backpropagation: a stratified train/"
-                    "validation/test split, ReLU hidden layers, softmax cross-entropy, Adam, early "
+        "train", help="train a classifier or a regression (handwritten digits by default) and report on its test set",
+        description="Train a classifier by backpropagation, fully connected or (--model cnn) convolutional: "
+                    "a stratified train/validation/test split, ReLU hidden layers, softmax cross-entropy, Adam, early "
                     "stopping on the validation loss. Prints progress per epoch, then the test accuracy, "
                     "a per-class summary and the time per epoch; writes the checkpoint (model.safetensors), "
                     "history.json and training.png (loss/accuracy curves, confusion matrix) to --out. "
+                    "A csv: or npz: data set whose target is no class labels trains a regression (MSE, "
+                    "R^2 and MAE on the test set, predicted against true in the plot). "
                     "Ctrl-C stops after the current batch, saves what was trained and exits with 130.",
         epilog="examples:\n  python -m backprop train\n  python -m backprop train --dataset moons --hidden 16,16"
+               "\n  python -m backprop train --model cnn"
                "\n  python -m backprop train --dataset idx:~/mnist --hidden 256 --device cuda",
         formatter_class=_Formatter)
     data = train.add_argument_group("data")
@@ -95,18 +98,33 @@ def _add_train(sub) -> None:
                       help="digits (scikit-learn's 8x8 handwritten digits, no download), xor, moons, circles "
                            "(2-D toy sets drawn from --seed), idx:DIR (MNIST-format IDX files *train-images*/"
                            "*train-labels*, optionally *t10k-* as the test set; or idx:IMAGES,LABELS), "
-                           "npz:FILE (arrays X and y)")
+                           "npz:FILE (arrays X and y), csv:FILE (a header row, then one sample per line)")
+    data.add_argument("--target", default=None, metavar="COLUMN",
+                      help="the target column of a csv: data set, by name or index from 0 (default: the last "
+                           "column); the other columns are the features")
+    data.add_argument("--task", default=None, choices=["classification", "regression"],
+                      help="what to learn from a csv: or npz: data set (default: inferred from the target: "
+                           "whole numbers with few distinct values or text are classes, else regression)")
     model = train.add_argument_group("network")
-    model.add_argument("--hidden", type=widths, default=[512], metavar="W1,W2,...",
-                       help="hidden layer widths, comma-separated; 'none' for no hidden layer (default: 512)")
-    model.add_argument("--activation", default="relu", choices=hidden_activations(), metavar="NAME",
-                       help="activation of the hidden layers: " + ", ".join(hidden_activations()))
-    model.add_argument("--dropout", type=probability, default=0.0, metavar="P",
-                       help="dropout probability after each hidden layer (0 for none)")
+    model.add_argument("--model", default="mlp", choices=["mlp", "cnn"],
+                       help="mlp: fully connected layers on the pixels as rows; cnn: a convolutional network "
+                            "on the images (digits: two 3x3 convolutions of 32 and 64 channels, each with 2x2 "
+                            "max pooling, then dense 64; images of 28x28 or more: LeNet-5's shape)")
+    model.add_argument("--hidden", type=widths, default=None, metavar="W1,W2,...",
+                       help="hidden layer widths of --model mlp, comma-separated; 'none' for no hidden layer "
+                            "(default: 512)")
+    model.add_argument("--activation", default=None, choices=hidden_activations(), metavar="NAME",
+                       help="activation of the hidden layers, mlp only (default: relu): "
+                            + ", ".join(hidden_activations()))
+    model.add_argument("--dropout", type=probability, default=None, metavar="P",
+                       help="dropout probability after each hidden layer, 0 for none (default: 0 for mlp, "
+                            "0.3 before the cnn's output layer)")
     model.add_argument("--batch-norm", action="store_true",
-                       help="batch normalization after each hidden layer's activation")
+                       help="batch normalization after each hidden layer's activation (mlp only)")
     model.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="floating-point type")
     opt = train.add_argument_group("optimization")
+    opt.add_argument("--loss", default=None, choices=["cross-entropy", "mse", "huber"],
+                     help="the loss: cross-entropy for a classification; mse (default) or huber for a regression")
     opt.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="optimizer")
     opt.add_argument("--lr", type=positive_float, default=None,
                      help="learning rate (default: 0.001 for adam/adamw, 0.05 for sgd)")
@@ -132,7 +150,7 @@ def _add_train(sub) -> None:
 
 
 def _add_explain(sub) -> None:
-    from backprop.apps.explain import run
+    from backprop.apps.explain import MAX_FILE_BYTES, MAX_STEPS, run
 
     explain = sub.add_parser(
         "explain", help="backpropagation step by step on a small network (the worked 3-4-1 example by default)",
@@ -150,14 +168,16 @@ def _add_explain(sub) -> None:
                "weight from input k to neuron j (wl_jk in the texts' notation). mse is the mean over the "
                "outputs, half_sse is E = 1/2 sum (y - yhat)^2; lr is optional (--lr overrides it; default 0.5). "
                'The 3-4-1 form {"input": [3 numbers], "target": 1, "W1": [4 rows of 3], "b1": [4], '
-               '"W2": [4], "b2": number} is read too.',
+               '"W2": [4], "b2": number} is read too. The file must be a regular file of at most '
+               f'{MAX_FILE_BYTES:,} bytes. With --json, a number JSON cannot write (an overflow\'s inf, a NaN) '
+               'is the string "Infinity", "-Infinity" or "NaN".',
         formatter_class=_Formatter)
     explain.add_argument("--seed", type=non_negative_int, default=0,
                          help="seed of the random input and initial weights of the default example")
     explain.add_argument("--lr", type=positive_float, default=None,
                          help="learning rate epsilon (default: the file's lr, else 0.5)")
-    explain.add_argument("--steps", type=non_negative_int, default=6,
-                         help="further iterations to show yhat for after the first update")
+    explain.add_argument("--steps", type=_checked(int, lambda v: 0 <= v <= MAX_STEPS, f"an integer from 0 to {MAX_STEPS}"),
+                         default=6, help=f"further iterations to show yhat for after the first update (at most {MAX_STEPS})")
     explain.add_argument("--weights", default=None, metavar="FILE",
                          help="JSON with the input, the target, the loss and the layers (see below)")
     explain.add_argument("--json", action="store_true",
@@ -201,6 +221,58 @@ def _add_bench(sub) -> None:
         description=bench.__doc__, formatter_class=_Formatter)
     bench.add_arguments(parser)
     parser.set_defaults(run=bench.run)
+
+
+DATA_FILES = ("DATA is .npz (arrays X, and y for evaluate), .npy (X; the targets from --labels), .csv (a "
+              "header row; the model's feature columns, and its target column for evaluate) or an IDX images "
+              "file (the labels from --labels).")
+
+
+def _add_model_and_data(parser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a checkpoint written by train (model.safetensors) or bp.save")
+    parser.add_argument("data", metavar="DATA", help="the data file: .npz, .npy, .csv or IDX (see above)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--batch-size", type=positive_int, default=1024, help="examples per forward pass")
+
+
+def _add_predict(sub) -> None:
+    from backprop.apps.predict_command import run_predict
+
+    predict = sub.add_parser(
+        "predict", help="run a saved model on a data file and write its predictions",
+        description="Run a saved model on the examples of a data file, read, shaped and scaled as train "
+                    "read its data (the checkpoint keeps the task, the class and feature names and the "
+                    "input scaling). Writes one row per example: the class name of a classifier (each "
+                    "class's probability with --proba), the predicted value of a regression in the "
+                    "targets' own units. " + DATA_FILES,
+        epilog="examples:\n  python -m backprop predict runs/20261130-221539/model.safetensors new.csv"
+               "\n  python -m backprop predict model.safetensors images.npy --proba --out probabilities.npy",
+        formatter_class=_Formatter)
+    _add_model_and_data(predict)
+    predict.add_argument("--out", default=None, metavar="FILE",
+                         help="FILE.csv or FILE.npy for the predictions (default: CSV to stdout)")
+    predict.add_argument("--proba", action="store_true", help="each class's probability instead of the class")
+    predict.set_defaults(run=run_predict)
+
+
+def _add_evaluate(sub) -> None:
+    from backprop.apps.predict_command import run_evaluate
+
+    evaluate = sub.add_parser(
+        "evaluate", help="measure a saved model on a labelled data file",
+        description="Run a saved model on a labelled data file and print its metrics: the accuracy and "
+                    "a per-class summary of a classifier, R^2 and the mean absolute error of a "
+                    "regression (in the targets' own units). " + DATA_FILES,
+        epilog="examples:\n  python -m backprop evaluate runs/20261130-221539/model.safetensors test.csv"
+               "\n  python -m backprop evaluate model.safetensors t10k-images-idx3-ubyte.gz "
+               "--labels t10k-labels-idx1-ubyte.gz",
+        formatter_class=_Formatter)
+    _add_model_and_data(evaluate)
+    evaluate.add_argument("--labels", default=None, metavar="FILE",
+                          help="the targets, for DATA that holds none (.npy, or an IDX labels file)")
+    evaluate.add_argument("--target", default=None, metavar="COLUMN",
+                          help="the target column of a .csv DATA (default: the column the model was trained on)")
+    evaluate.set_defaults(run=run_evaluate)
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -257,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_devices(sub)
     _add_gradcheck(sub)
     _add_bench(sub)
+    _add_predict(sub)
+    _add_evaluate(sub)
     return parser
 
 

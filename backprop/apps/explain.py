@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import textwrap
 from dataclasses import dataclass
 from typing import Callable
@@ -38,8 +39,13 @@ import numpy as np
 
 import backprop as bp
 from backprop.backends.activations import ACTIVATIONS, get_activation
+from backprop.files import open_regular
 
 DEFAULT_LR = 0.5
+# The largest --weights file read: a network small enough to print number by number is far
+# smaller (a 784-100-10 network's weights are about 1.5 MB of JSON already, and a book's page).
+MAX_FILE_BYTES = 1 << 20
+MAX_STEPS = 10_000  # --steps: each iteration is a line of the text
 
 
 # ---------------------------------------------------------------------- losses a file may name
@@ -138,11 +144,16 @@ def read_example(path: str) -> Example:
     a list of one. The 3-4-1 form, {"input", "target", "W1", "b1", "W2", "b2"} (W2 a flat list
     of the output's weights), is read too.
     """
-    with open(path, encoding="utf-8") as handle:
-        try:
-            raw = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--weights {path} is not valid JSON ({exc})") from None
+    with open_regular(path, f"--weights {path}", MAX_FILE_BYTES) as handle:
+        text = handle.read(MAX_FILE_BYTES + 1)  # bounded, should the file grow after the check
+    if len(text) > MAX_FILE_BYTES:
+        raise ValueError(f"--weights {path} is more than {MAX_FILE_BYTES:,} bytes; at most {MAX_FILE_BYTES:,} are read")
+    try:
+        raw = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--weights {path} is not valid JSON ({exc})") from None
+    except RecursionError:  # nesting deeper than the parser goes
+        raise ValueError(f"--weights {path} is not valid JSON here: it nests lists or objects too deeply") from None
     names = {}
     if isinstance(raw, dict) and set(raw) == FORM_3_4_1_KEYS:
         names = FORM_3_4_1_NAMES
@@ -161,26 +172,32 @@ def read_example(path: str) -> Example:
 
 def _checked_example(raw, names: dict, origin: str) -> Example:
     if not isinstance(raw, dict) or not {"input", "target", "loss", "layers"} <= set(raw) <= GENERAL_KEYS:
-        found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        found = _short(sorted(raw)) if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"expected a JSON object with the keys input, target, loss, layers and optionally lr "
                          f"(or the 3-4-1 form's input, target, W1, b1, W2, b2); got {found}")
     x = _vector(raw["input"], "input")
     target = _vector(raw["target"], "target")
     loss = raw["loss"]
     if not isinstance(loss, str) or loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(sorted(LOSSES))}, got {loss!r}")
+        raise ValueError(f"loss must be one of {', '.join(sorted(LOSSES))}, got {_short(loss)}")
     lr = raw.get("lr")
-    if lr is not None and not (_is_number(lr) and 0.0 < lr < math.inf):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if lr is not None:
+        lr = _number(lr)
+        if lr is None or not 0.0 < lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {_short(raw['lr'])}")
     layers_raw = raw["layers"]
     if not isinstance(layers_raw, list) or not layers_raw:
         raise ValueError(f"layers must be a non-empty list of objects with the keys W, b, activation, "
-                         f"got {layers_raw!r}")
+                         f"got {_short(layers_raw)}")
     layers, inputs, inputs_name = [], x.size, f"input has {_count(x.size, 'number')}"
     for i, layer in enumerate(layers_raw):
         key = f"layers[{i}]"
+        if isinstance(layer, dict) and _nesting(layer.get("W")) > 2:
+            raise ValueError(f"{key}.W has {_nesting(layer['W'])} axes, a convolution's kernel: explain steps through "
+                             "dense networks only (each W a matrix); convolutional networks train with "
+                             "`python -m backprop train --model cnn`")
         if not isinstance(layer, dict) or set(layer) != LAYER_KEYS:
-            found = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+            found = _short(sorted(layer)) if isinstance(layer, dict) else type(layer).__name__
             raise ValueError(f"{key} must be an object with exactly the keys W, b, activation; got {found}")
         w_key, b_key = names.get(f"{key}.W", f"{key}.W"), names.get(f"{key}.b", f"{key}.b")
         W, b = _matrix(layer["W"], w_key), _vector(layer["b"], b_key)
@@ -193,7 +210,7 @@ def _checked_example(raw, names: dict, origin: str) -> Example:
             activation = get_activation(layer["activation"]).name
         except ValueError:
             raise ValueError(f"{key}.activation must be one of {sorted(ACTIVATIONS)} (null for linear), "
-                             f"got {layer['activation']!r}") from None
+                             f"got {_short(layer['activation'])}") from None
         layers.append(LayerSpec(W, b, activation))
         inputs, inputs_name = W.shape[0], f"{w_key} has {_count(W.shape[0], 'row')} (one per neuron)"
     if target.size != inputs:
@@ -207,16 +224,40 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
+def _short(value) -> str:
+    """A value from the file, shown briefly (reprlib cuts long and deeply nested ones short)."""
+    return reprlib.repr(value)
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value) -> float | None:
+    """A JSON number as a float (inf for an integer beyond float64: JSON's have no size limit),
+    None for anything else."""
+    if not _is_number(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _vector(value, key: str) -> np.ndarray:
     """A number or a non-empty list of numbers, finite, as a 1-D float64 array."""
     values = [value] if _is_number(value) else value
     if not isinstance(values, list) or not values or not all(_is_number(v) for v in values):
-        raise ValueError(f"{key} must be a number or a non-empty list of numbers, got {value!r}")
-    return _finite(np.array(values, dtype=np.float64), key, value)
+        raise ValueError(f"{key} must be a number or a non-empty list of numbers, got {_short(value)}")
+    return _finite([_number(v) for v in values], key, value)
+
+
+def _nesting(value) -> int:
+    """How deeply lists nest in `value`, along the first elements (a matrix: 2)."""
+    depth = 0
+    while isinstance(value, list) and value:
+        depth, value = depth + 1, value[0]
+    return depth
 
 
 def _matrix(value, key: str) -> np.ndarray:
@@ -225,13 +266,15 @@ def _matrix(value, key: str) -> np.ndarray:
     if (not rows or not all(isinstance(row, list) and row and all(_is_number(v) for v in row) for row in rows)
             or len({len(row) for row in rows}) != 1):
         raise ValueError(f"{key} must be a list of rows (one per neuron) of equally many numbers (one per input), "
-                         f"got {value!r}")
-    return _finite(np.array(rows, dtype=np.float64), key, value)
+                         f"got {_short(value)}")
+    return _finite([[_number(v) for v in row] for row in rows], key, value)
 
 
-def _finite(array: np.ndarray, key: str, value) -> np.ndarray:
+def _finite(numbers: list, key: str, value) -> np.ndarray:
+    """`numbers` (floats, from `_number`) as a float64 array, refused unless every one is finite."""
+    array = np.array(numbers, dtype=np.float64)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{key} must hold finite numbers, got {value!r}")
+        raise ValueError(f"{key} must hold finite numbers, got {_short(value)}")
     return array
 
 
@@ -306,21 +349,30 @@ def compute(example: Example, lr: float, steps: int, device: str) -> dict:
     return values
 
 
+# How the JSON document writes a number JSON has no token for (an overflowed step's inf, a NaN
+# after it): as the string JavaScript and protobuf's JSON mapping use, so strict parsers read it.
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def as_json(values: dict) -> dict:
-    """The numbers of compute() as plain JSON types (every float exactly, W[j][k] as in the file)."""
+    """The numbers of compute() as plain JSON types (every finite float exactly, the others as
+    the strings of NON_FINITE; W[j][k] as in the file)."""
     def plain(value):
         if isinstance(value, np.ndarray):
-            return value.tolist()
+            return plain(value.tolist())
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
-        return float(value) if isinstance(value, np.floating) else value
+        if isinstance(value, (float, np.floating)):
+            value = float(value)
+            return value if math.isfinite(value) else NON_FINITE[repr(value)]
+        return value
 
     document = {key: plain(values[key]) for key in ("input", "target", "loss", "lr", "device")}
     document.update({"dtype": "float64", "network": _sizes(values),
-                     "layers": plain(values["layers"]), "yhat": plain(values["yhat"]), "E": float(values["E"]),
-                     "iterations": [{"yhat": plain(yhat), "E": float(E)} for yhat, E in values["iterations"]]})
+                     "layers": plain(values["layers"]), "yhat": plain(values["yhat"]), "E": plain(values["E"]),
+                     "iterations": [{"yhat": plain(yhat), "E": plain(E)} for yhat, E in values["iterations"]]})
     return document
 
 
@@ -573,6 +625,7 @@ def run(args) -> int:
     device, _ = pick_device(args.device)
     example = default_example(args.seed) if args.weights is None else read_example(args.weights)
     lr = args.lr if args.lr is not None else (example.lr if example.lr is not None else DEFAULT_LR)
-    values = compute(example, lr, args.steps, device)
-    print(json.dumps(as_json(values)) if args.json else render(values, example.origin))
+    with np.errstate(all="ignore"):  # an overflow shows as inf in the numbers, or is refused by the loss
+        values = compute(example, lr, args.steps, device)
+    print(json.dumps(as_json(values), allow_nan=False) if args.json else render(values, example.origin))
     return 0

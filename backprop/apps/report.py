@@ -1,4 +1,5 @@
-"""What a classifier got right, per class: the confusion matrix and its per-class summary."""
+"""What a model got right: a classifier's confusion matrix and per-class summary, a regression's
+R^2 and mean absolute error."""
 
 from __future__ import annotations
 
@@ -40,3 +41,16 @@ def per_class_table(rows: list[dict], names: list[str]) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """{"r2": ..., "mae": mean |y - p|} over every target of every sample. R^2 is scikit-learn's
+    r2_score averaged over the targets: 1 - sum (y - p)^2 / sum (y - mean y)^2 per target (1
+    where both sums are 0, 0 where only the second is). To be replaced by bp.evaluate's own
+    regression metrics."""
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
+    residual = ((y_true - y_pred) ** 2).sum(axis=0)
+    spread = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
+    r2 = np.where(spread > 0, 1.0 - residual / np.where(spread > 0, spread, 1.0), np.where(residual > 0, 0.0, 1.0))
+    return {"r2": float(r2.mean()), "mae": float(np.abs(y_true - y_pred).mean())}

@@ -15,14 +15,19 @@ To write a layer, subclass `Layer` and override
         once: what one stores, another may overwrite; intermediates go in local variables or
         in `self.workspace`, which is per thread).
     backward(grad_y, need_input_grad) -> dL/dx or None
-        Write (overwrite) every parameter's `.grad`; return dL/dx when `need_input_grad`.
+        Write (overwrite) every parameter's `.grad`; return dL/dx when `need_input_grad`. A
+        layer with a `penalty()` adds the penalty's gradient to its parameters' `.grad` here
+        (Dense: + l1 sign(W) + 2 l2 W): the network adds the penalty to the loss, but only the
+        layer knows its derivative, and gradcheck fails without it.
 
 and, where they apply,
 
     input_shape          the example shape the layer fixes by itself (Dense(3, 4): (3,)), so a
                          network starting with it needs no `input_shape=`
     counters             names of int attributes that count what the layer has done (Dropout's
-                         `step`)
+                         `step`); set each in `__init__` (`self.step = 0`): the network reads
+                         them (a checkpoint, a diverged step's restore, a data-parallel start)
+                         before any forward has run
     min_train_rows       the fewest rows a training batch may have (BatchNorm: 2)
     penalty()            a regularization term (0-d array) added to the loss, or None
     label()              its words in `summary()`
@@ -32,18 +37,25 @@ and, where they apply,
                          refuse values a buffer can never hold (checkpoints call it); by default
                          the `minimum` declared with `add_buffer` (BatchNorm's running_var: 0)
 
-then register it (`@bp.register_layer`) so that checkpoints can rebuild it by name. Every array
-operation goes through `self.backend` (its ops, or `self.backend.xp`, the array namespace: NumPy
-on the CPU, CuPy on a GPU), so the same layer runs on every device.
+then register it (`@bp.register_layer`) so that checkpoints can rebuild it by name (a name is
+ASCII letters, digits and underscores in dot-joined parts, such as "Recenter" or "mylib.Recenter":
+`backprop.checks.check_name`). Every array operation goes through `self.backend` (its ops, or
+`self.backend.xp`, the array namespace: NumPy on the CPU, CuPy on a GPU), so the same layer runs
+on every device. A network's layers, built or loaded (`bp.load(path)`), are `net.layers`, in
+order: `bp.load(path).layers[1].mu` is the second layer's buffer `mu`.
 
 State beyond the parameters comes in two kinds, because training treats them differently:
 - buffers (`add_buffer`): arrays estimated from the data, such as BatchNorm's running
   statistics. Checkpoints keep them; a diverged step and early stopping put them back;
   data-parallel training starts every rank from rank 0's and averages them over the ranks at
-  the end of each epoch.
+  the end of each epoch. Within an epoch each rank updates its own from its own shard, so a
+  layer whose training forward reads a buffer (the README's Recenter subtracts its running
+  mean) trains differently on N ranks than in one process, as BatchNorm does.
 - counters: ints that count steps, such as Dropout's. Checkpoints keep them and a diverged step
   puts them back, but early stopping does not (later dropout masks stay fresh); data-parallel
-  training starts every rank from rank 0's.
+  training starts every rank from rank 0's, then each rank keeps its own (never averaged:
+  every rank takes the same steps, so a step counter stays equal; a count of rows would not).
+  A checkpoint written on rank 0 holds rank 0's.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ import threading
 import numpy as np
 
 from backprop.backends.base import dropout_key
-from backprop.checks import check_real
+from backprop.checks import NotRegisteredError, check_name, check_real
 from backprop.initializers import check_init
 from backprop.parameters import Parameter
 
@@ -63,24 +75,45 @@ LAYERS: dict[str, type] = {}
 
 
 def register_layer(cls=None, *, name: str | None = None):
-    """Class decorator: checkpoints record the layer under `name` (default: the class name) and
-    `bp.load` rebuilds it from there. A process loading a checkpoint must have registered (that is,
-    imported) every layer class the checkpoint names."""
+    """Class decorator: checkpoints record the layer under `name` (default: the class name; see
+    `backprop.checks.check_name` for what a name may hold) and `bp.load` rebuilds it from there.
+    A process loading a checkpoint must have registered (that is, imported) every layer class
+    the checkpoint names.
+
+    A class has one name and a name one class: registering a class again under another name, or
+    a name that another class holds, is refused. Registering the same definition again (a module
+    run again by `importlib.reload` or a notebook's autoreload: the same module and qualified
+    name) replaces the old class object, and networks built from either save under the name."""
 
     def register(layer_class):
         if not (isinstance(layer_class, type) and issubclass(layer_class, Layer)):
             raise TypeError(f"register_layer takes a subclass of bp.Layer, got {layer_class!r}")
-        key = layer_class.__name__ if name is None else name
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"name must be a non-empty string, got {key!r}")
+        key = check_name("name", layer_class.__name__ if name is None else name)
+        own = layer_class.__dict__.get("registered_name")
+        if own is not None and own != key and LAYERS.get(own) is layer_class:
+            raise ValueError(f"{_definition(layer_class)} is already registered as {own!r}; a checkpoint records "
+                             f"a class under one name, so it cannot also be {key!r} (register a subclass instead)")
         known = LAYERS.get(key)
-        if known is not None and known is not layer_class and known.__module__.startswith("backprop."):
-            raise ValueError(f"{key!r} is a built-in layer and cannot be replaced; choose another name")
+        if known is not None and not _same_definition(known, layer_class):
+            if known.__module__.startswith("backprop."):
+                raise ValueError(f"{key!r} is a built-in layer and cannot be replaced; choose another name")
+            raise ValueError(f"{key!r} is already the registered name of {_definition(known)}; choose another name")
         layer_class.registered_name = key
         LAYERS[key] = layer_class
         return layer_class
 
     return register if cls is None else register(cls)
+
+
+def _definition(cls: type) -> str:
+    """Where a class is defined: "module.QualifiedName"."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same_definition(a: type, b: type) -> bool:
+    """Whether two class objects are one definition: the same object, or one module's class
+    defined again under the same qualified name (what importlib.reload makes)."""
+    return a is b or _definition(a) == _definition(b)
 
 
 def layer_from_config(config: dict) -> "Layer":
@@ -89,16 +122,18 @@ def layer_from_config(config: dict) -> "Layer":
         raise ValueError(f"a layer record must be a dict, got {type(config).__name__}")
     kind = config.get("type")
     if kind not in LAYERS:
-        raise ValueError(f"layer type {kind!r} is not registered in this process (known: {sorted(LAYERS)}); "
+        raise NotRegisteredError(f"layer type {kind!r} is not registered in this process (known: {sorted(LAYERS)}); "
                          "import the module that defines it, decorated with @bp.register_layer, first")
     kwargs = {k: v for k, v in config.items() if k != "type"}
     return LAYERS[kind](**kwargs)
 
 
 def check_registered(layer: "Layer") -> None:
-    """TypeError unless a checkpoint can rebuild `layer`: its class registered under its name."""
+    """TypeError unless a checkpoint can rebuild `layer`: its class (or, after a reload of its
+    module, the class defined again in its place) registered under its name."""
     name = type(layer).type_name()
-    if LAYERS.get(name) is not type(layer):
+    registered = LAYERS.get(name)
+    if registered is None or not _same_definition(registered, type(layer)):
         raise TypeError(f"{type(layer).__name__} is not registered, so a checkpoint could not rebuild it; decorate "
                         "the class with @bp.register_layer (and import it before bp.load)")
 

@@ -29,12 +29,16 @@ class BatchNorm(Layer):
         if tuple(input_shape) != self.input_shape:
             raise ValueError(f"normalizes {self.num_features} features but the layer before it gives shape "
                              f"{tuple(input_shape)}")
+        self._declare_state()
+        return self.input_shape
+
+    def _declare_state(self) -> None:
+        """gamma and beta, the running statistics: one of each per feature."""
         n = self.num_features
         self.gamma = self.add_parameter("gamma", (n,), "ones")
         self.beta = self.add_parameter("beta", (n,), "zeros")
         self.add_buffer("running_mean", (n,), 0.0)
         self.add_buffer("running_var", (n,), 1.0, minimum=0.0)  # a variance
-        return self.input_shape
 
     def forward(self, x, training: bool):
         backend = self.backend

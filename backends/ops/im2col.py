@@ -1,0 +1,167 @@
+"""im2col and col2im: a convolution as one matrix product. Kernels: kernels/conv.cu.
+
+For an input x of shape (N, C, H, W), a kernel (kh, kw), strides (sh, sw) and zero padding
+(ph, pw), the output has OH = (H + 2 ph - kh) // sh + 1 rows and OW = (W + 2 pw - kw) // sw + 1
+columns. im2col lays every receptive field out as one row:
+
+    cols[(n, oh, ow), (c, i, j)] = xpad[n, c, oh sh + i, ow sw + j]
+
+(rows in (n, oh, ow) order, columns in (c, i, j) order: the order of a PyTorch conv weight's
+last three axes), so a convolution is cols @ W.T with W the weight seen as (out, C kh kw).
+col2im is its adjoint: each input element gathers the entries of every row whose window
+covers it,
+
+    dx[n, c, h, w] = sum over (i, j) with h + ph = oh sh + i, w + pw = ow sw + j of dcols[(n, oh, ow), (c, i, j)]
+
+in the order of (i, j) row by row, as the reference adds them (the kernel gathers instead of
+scattering: no atomics, and the same sums bit for bit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
+from backprop.backends.ops import fused_op
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output positions along one axis: (size + 2 padding - kernel) // stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _geometry(shape, kernel, stride, padding):
+    n, c, h, w = shape
+    return n, c, h, w, output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1])
+
+
+def window(array, i, j, stride, out_h, out_w):
+    """array[:, :, i + oh sh, j + ow sw] for every (oh, ow): a strided view."""
+    return array[:, :, i : i + stride[0] * (out_h - 1) + 1 : stride[0], j : j + stride[1] * (out_w - 1) + 1 : stride[1]]
+
+
+@fused_op
+def im2col(backend, x, kernel, stride, padding, out=None):
+    """cols of shape (N OH OW, C kh kw) from x (N, C, H, W); see the module docstring."""
+    xp = backend.xp
+    n, c, h, w, out_h, out_w = _geometry(x.shape, kernel, stride, padding)
+    ph, pw = padding
+    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    padded[:, :, ph : ph + h, pw : pw + w] = x
+    windows = [window(padded, i, j, stride, out_h, out_w) for i in range(kernel[0]) for j in range(kernel[1])]
+    stacked = xp.stack(windows, axis=-1)  # (N, C, OH, OW, kh kw)
+    cols = xp.reshape(xp.permute_dims(stacked, (0, 2, 3, 1, 4)), (n * out_h * out_w, c * kernel[0] * kernel[1]))
+    return backend._result(cols, out)
+
+
+@im2col.numpy
+def _(backend, x, kernel, stride, padding, out=None):
+    n, c, h, w, out_h, out_w = _geometry(x.shape, kernel, stride, padding)
+    kh, kw = kernel
+    ph, pw = padding
+    if ph or pw:
+        padded = backend._work("im2col_padded", (n, c, h + 2 * ph, w + 2 * pw), backend.zeros)
+        padded[:, :, ph : ph + h, pw : pw + w] = x  # the border stays zero
+    else:
+        padded = x
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, :: stride[0], :: stride[1]]  # (N, C, OH, OW, kh, kw), a view
+    if out is None:
+        out = np.empty((n * out_h * out_w, c * kh * kw), dtype=x.dtype)
+    np.copyto(out.reshape(n, out_h, out_w, c, kh, kw), windows.transpose(0, 2, 3, 1, 4, 5))
+    return out
+
+
+def launch_sizes(shape, kernel, stride, padding) -> tuple:
+    """The geometry arguments of the kernels of conv.cu: n, c, h, w, kh, kw, sh, sw, ph, pw, OH, OW."""
+    n, c, h, w, out_h, out_w = _geometry(shape, kernel, stride, padding)
+    return (n, c, h, w, *kernel, *stride, *padding, out_h, out_w)
+
+
+@im2col.cupy
+def _(backend, x, kernel, stride, padding, out=None):
+    sizes = launch_sizes(x.shape, kernel, stride, padding)
+    n, c, _, _, kh, kw, *_, out_h, out_w = sizes
+    out = backend._out(out, (n * out_h * out_w, c * kh * kw))
+    backend._launch("im2col", _blocks(out.size, MAX_GRID), BLOCK, x, out, *sizes)
+    return out
+
+
+@fused_op
+def col2im(backend, cols, input_shape, kernel, stride, padding, out=None):
+    """dx of shape `input_shape` (N, C, H, W) from dcols (N OH OW, C kh kw): im2col's adjoint."""
+    xp = backend.xp
+    n, c, h, w, out_h, out_w = _geometry(input_shape, kernel, stride, padding)
+    kh, kw = kernel
+    ph, pw = padding
+    parts = xp.permute_dims(xp.reshape(cols, (n, out_h, out_w, c, kh * kw)), (0, 3, 1, 2, 4))  # (N, C, OH, OW, kh kw)
+    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i, i + stride[0] * (out_h - 1) + 1, stride[0])
+            columns = slice(j, j + stride[1] * (out_w - 1) + 1, stride[1])
+            padded[:, :, rows, columns] = padded[:, :, rows, columns] + parts[:, :, :, :, i * kw + j]
+    return backend._result(padded[:, :, ph : ph + h, pw : pw + w], out)
+
+
+@col2im.numpy
+def _(backend, cols, input_shape, kernel, stride, padding, out=None):
+    n, c, h, w, out_h, out_w = _geometry(input_shape, kernel, stride, padding)
+    kh, kw = kernel
+    ph, pw = padding
+    if out is None:
+        out = np.empty(input_shape, dtype=cols.dtype)
+    padded = backend._work("col2im_padded", (n, c, h + 2 * ph, w + 2 * pw)) if ph or pw else out
+    padded.fill(0.0)
+    parts = cols.reshape(n, out_h, out_w, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
+    for i in range(kh):
+        for j in range(kw):
+            target = window(padded, i, j, stride, out_h, out_w)
+            np.add(target, parts[..., i, j], out=target)
+    if ph or pw:
+        np.copyto(out, padded[:, :, ph : ph + h, pw : pw + w])
+    return out
+
+
+@col2im.cupy
+def _(backend, cols, input_shape, kernel, stride, padding, out=None):
+    out = backend._out(out, tuple(input_shape))
+    backend._launch("col2im", _blocks(out.size, MAX_GRID), BLOCK, cols, out,
+                    *launch_sizes(input_shape, kernel, stride, padding))
+    return out
+
+
+def case_arrays(backend, a, *shapes):
+    """Arrays of `shapes` for an op case (normal values), drawn from a seed fixed by the case's
+    input `a["x"]`, so every backend of one case gets the same values."""
+    first = backend.to_host(a["x"]).ravel()
+    rng = np.random.default_rng([*a["x"].shape, int(abs(float(first[0])) * 1e6)])
+    return [backend.asarray(rng.normal(size=shape)) for shape in shapes]
+
+
+# (batch, channels, height, width), kernel, stride, padding: square and not, strided, padded,
+# kernels of 1, 3 and 5, and an output of a single position.
+CASE_GEOMETRIES = [((2, 3, 7, 6), (3, 3), (1, 1), (1, 1)), ((1, 2, 5, 8), (2, 3), (2, 1), (0, 1)),
+                   ((3, 1, 4, 4), (1, 1), (1, 1), (0, 0)), ((2, 2, 9, 7), (5, 5), (2, 2), (2, 2)),
+                   ((1, 2, 3, 3), (3, 3), (1, 1), (0, 0))]
+
+
+@im2col.case()
+def _(backend, a):
+    results = []
+    for shape, kernel, stride, padding in CASE_GEOMETRIES:
+        x, = case_arrays(backend, a, shape)
+        results.append(im2col(backend, x, kernel, stride, padding))
+        results.append(im2col(backend, x, kernel, stride, padding, out=backend.empty(results[-1].shape)))
+    return results
+
+
+@col2im.case()
+def _(backend, a):
+    results = []
+    for shape, kernel, stride, padding in CASE_GEOMETRIES:
+        n, c, h, w, out_h, out_w = _geometry(shape, kernel, stride, padding)
+        cols, = case_arrays(backend, a, (n * out_h * out_w, c * kernel[0] * kernel[1]))
+        results.append(col2im(backend, cols, shape, kernel, stride, padding))
+        results.append(col2im(backend, cols, shape, kernel, stride, padding, out=backend.empty(shape)))
+    return results

@@ -1,0 +1,149 @@
+"""Max pooling, forward and backward (torch.nn.MaxPool2d without padding). Kernels: kernels/pooling.cu.
+
+For x (N, C, H, W), a window (kh, kw) and strides (sh, sw), window position k = i kw + j:
+
+    y[n, c, oh, ow] = max over k of x[n, c, oh sh + i, ow sw + j]
+    index[n, c, oh, ow] = the first k where that maximum is (the first NaN, where there is one:
+                          NaN propagates, as in PyTorch)
+    dx[n, c, h, w] = sum over the windows (oh, ow) whose chosen element is (h, w) of dy[n, c, oh, ow]
+
+Windows that overlap (stride < kernel) may choose one element several times: its gradient is
+the sum, added in the order of k. The kernel gathers it per input element (no atomics).
+Exact: maxima and sums of chosen gradients are computed in the same order everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backprop.backends.cupy_backend import BLOCK, MAX_GRID, _blocks
+from backprop.backends.ops import fused_op
+from backprop.backends.ops.im2col import case_arrays, output_size, window
+
+
+def pool_windows(backend, x, kernel, stride):
+    """x's pooling windows stacked on a last axis: (N, C, OH, OW, kh kw), position k = i kw + j."""
+    out_h = output_size(x.shape[2], kernel[0], stride[0], 0)
+    out_w = output_size(x.shape[3], kernel[1], stride[1], 0)
+    views = [window(x, i, j, stride, out_h, out_w) for i in range(kernel[0]) for j in range(kernel[1])]
+    return backend.xp.stack(views, axis=-1)
+
+
+def pool_launch_sizes(shape, kernel, stride) -> tuple:
+    """The geometry arguments of the kernels of pooling.cu: n, c, h, w, kh, kw, sh, sw, OH, OW."""
+    h, w = shape[2:]
+    return (*shape, *kernel, *stride, output_size(h, kernel[0], stride[0], 0), output_size(w, kernel[1], stride[1], 0))
+
+
+def numpy_pool_windows(x, kernel, stride):
+    """`pool_windows` on NumPy, as one strided view (N, C, OH, OW, kh, kw) of x."""
+    windows = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(2, 3))
+    return windows[:, :, :: stride[0], :: stride[1]]
+
+
+@fused_op
+def max_pool_forward(backend, x, kernel, stride, out=None):
+    """Returns (y, index): the window maxima and where each is (int64 k); see the module docstring."""
+    xp = backend.xp
+    stacked = pool_windows(backend, x, kernel, stride)
+    index = xp.astype(xp.argmax(stacked, axis=-1), xp.int64)
+    return backend._result(xp.max(stacked, axis=-1), out), index
+
+
+@max_pool_forward.numpy
+def _(backend, x, kernel, stride, out=None):
+    windows = numpy_pool_windows(x, kernel, stride)
+    n, c, out_h, out_w = windows.shape[:4]
+    flat = backend._work("max_pool_windows", (n, c, out_h, out_w, kernel[0] * kernel[1]))
+    np.copyto(flat.reshape(windows.shape), windows)
+    index = flat.argmax(axis=-1)
+    if out is None:
+        out = np.empty((n, c, out_h, out_w), dtype=x.dtype)
+    np.copyto(out, np.take_along_axis(flat, index[..., None], axis=-1)[..., 0])
+    return out, index
+
+
+@max_pool_forward.cupy
+def _(backend, x, kernel, stride, out=None):
+    sizes = pool_launch_sizes(x.shape, kernel, stride)
+    shape = (*x.shape[:2], *sizes[-2:])
+    out = backend._out(out, shape)
+    index = backend.xp.empty(shape, dtype=backend.xp.int64)
+    backend._launch("max_pool_fwd", _blocks(out.size, MAX_GRID), BLOCK, x, out, index, *sizes)
+    return out, index
+
+
+@fused_op
+def max_pool_backward(backend, grad_y, index, input_shape, kernel, stride, out=None):
+    """dx of `input_shape` from dy and the forward's index; see the module docstring."""
+    xp = backend.xp
+    _, _, out_h, out_w = grad_y.shape
+    dx = xp.zeros(input_shape, dtype=grad_y.dtype)
+    zero = xp.zeros_like(grad_y)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows = slice(i, i + stride[0] * (out_h - 1) + 1, stride[0])
+            columns = slice(j, j + stride[1] * (out_w - 1) + 1, stride[1])
+            dx[:, :, rows, columns] = dx[:, :, rows, columns] + xp.where(index == i * kernel[1] + j, grad_y, zero)
+    return backend._result(dx, out)
+
+
+@max_pool_backward.numpy
+def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
+    _, _, out_h, out_w = grad_y.shape
+    if out is None:
+        out = np.empty(input_shape, dtype=grad_y.dtype)
+    out.fill(0.0)
+    chosen = backend._work("max_pool_chosen", grad_y.shape)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            np.multiply(grad_y, index == i * kernel[1] + j, out=chosen)
+            target = window(out, i, j, stride, out_h, out_w)
+            np.add(target, chosen, out=target)
+    return out
+
+
+@max_pool_backward.cupy
+def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
+    out = backend._out(out, tuple(input_shape))
+    backend._launch("max_pool_bwd", _blocks(out.size, MAX_GRID), BLOCK, grad_y, index, out,
+                    *pool_launch_sizes(input_shape, kernel, stride))
+    return out
+
+
+# (batch, channels, height, width), kernel, stride: the usual 2x2, odd sizes that leave a
+# border no window covers, overlapping windows (stride < kernel), one window, a 1x1 kernel.
+CASE_GEOMETRIES = [((2, 3, 6, 8), (2, 2), (2, 2)), ((1, 2, 7, 5), (3, 2), (2, 1)), ((3, 1, 5, 5), (3, 3), (1, 1)),
+                   ((1, 1, 4, 3), (4, 3), (4, 3)), ((2, 2, 3, 4), (1, 1), (1, 1))]
+
+
+def case_images(backend, a, shape):
+    """An op case's image batch with ties (values on a grid of halves) and, where it is large
+    enough, a NaN."""
+    x, = case_arrays(backend, a, shape)
+    host = np.round(backend.to_host(x) * 2.0) / 2.0
+    if host.size > 20:
+        host.flat[7] = np.nan
+    return backend.asarray(host)
+
+
+@max_pool_forward.case(exact=True)
+def _(backend, a):
+    results = []
+    for shape, kernel, stride in CASE_GEOMETRIES:
+        x = case_images(backend, a, shape)
+        y, index = max_pool_forward(backend, x, kernel, stride)
+        y2, _ = max_pool_forward(backend, x, kernel, stride, out=backend.empty(y.shape))
+        results += [y, index, y2]
+    return results
+
+
+@max_pool_backward.case(exact=True)
+def _(backend, a):
+    results = []
+    for shape, kernel, stride in CASE_GEOMETRIES:
+        _, index = max_pool_forward(backend, case_images(backend, a, shape), kernel, stride)
+        grad_y, = case_arrays(backend, a, index.shape)
+        results += [max_pool_backward(backend, grad_y, index, shape, kernel, stride),
+                    max_pool_backward(backend, grad_y, index, shape, kernel, stride, out=backend.empty(shape))]
+    return results

@@ -1,0 +1,160 @@
+"""Conv2D: a 2-D convolution over NCHW batches (PyTorch's layout), with its activation fused in."""
+
+from __future__ import annotations
+
+import math
+
+from backprop.backends.activations import get_activation
+from backprop.backends.ops.im2col import output_size
+from backprop.checks import check_int, check_real
+from backprop.initializers import check_init
+from backprop.layers.base import Layer, register_layer
+
+
+def check_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints (height, width), each >= minimum, as a pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (height, width), got {tuple(value)!r}")
+        return check_int(f"{name}[0]", value[0], minimum), check_int(f"{name}[1]", value[1], minimum)
+    size = check_int(name, value, minimum, f"an integer >= {minimum} or a pair of them")
+    return size, size
+
+
+def check_image_shape(layer: str, input_shape, channels: int | None = None) -> tuple[int, int, int]:
+    """The (C, H, W) shape of one example for an image layer; ValueError for anything else."""
+    if len(input_shape) != 3:
+        raise ValueError(f"{layer} takes images of shape (channels, height, width) but the layer before it gives "
+                         f"shape {tuple(input_shape)}; pass Sequential(..., input_shape=(C, H, W))")
+    if channels is not None and input_shape[0] != channels:
+        raise ValueError(f"{layer} expects {channels} input channels but the layer before it gives "
+                         f"{input_shape[0]} (shape {tuple(input_shape)})")
+    return tuple(int(s) for s in input_shape)
+
+
+def pooled_shape(layer: str, input_shape, kernel, stride, padding=(0, 0)) -> tuple[int, int]:
+    """(OH, OW) of a window sliding over (C, H, W); ValueError when the padded image is smaller
+    than the window."""
+    _, h, w = input_shape
+    if h + 2 * padding[0] < kernel[0] or w + 2 * padding[1] < kernel[1]:
+        raise ValueError(f"{layer}'s window {kernel[0]}x{kernel[1]} is larger than its padded input "
+                         f"{h + 2 * padding[0]}x{w + 2 * padding[1]} (input shape {tuple(input_shape)})")
+    return (output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1]))
+
+
+def pair_text(pair) -> str:
+    """"2" for (2, 2), "2x1" for (2, 1)."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+@register_layer
+class Conv2D(Layer):
+    """A 2-D convolution (cross-correlation, as PyTorch's Conv2d) with zero padding:
+
+        z[n, o, oh, ow] = b[o] + sum over c, i, j of W[o, c, i, j] xpad[n, c, oh sh + i, ow sw + j]
+        y = act(z)
+
+    W has shape (out_channels, in_channels, kh, kw) and b (out_channels,), as in PyTorch, so
+    weights port both ways. Computed as one matrix product over the im2col rows
+    (backends/ops/im2col.py): Z = cols @ W.T with W seen as (out, C kh kw), then the fused bias and
+    activation. Backward, with dZ = dL/dy act'(z) as rows (N OH OW, out):
+
+        dL/dW = dZ.T @ cols,  dL/db = column sums of dZ,  dL/dx = col2im(dZ @ W)
+
+    (dL/dx only when asked). `init` defaults to the activation's (He for the ReLU family, Glorot
+    otherwise) with PyTorch's receptive-field fans: fan_in = C kh kw, fan_out = out kh kw.
+    `l1`, `l2` and `slope` as for Dense. Dilation and groups other than 1 are refused.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, activation=None,
+                 l1: float = 0.0, l2: float = 0.0, init=None, slope: float = 0.01, dilation=1, groups=1):
+        super().__init__()
+        if dilation not in (1, (1, 1), [1, 1]):
+            raise ValueError(f"Conv2D supports dilation=1 only, got dilation={dilation!r}")
+        if groups != 1:
+            raise ValueError(f"Conv2D supports groups=1 only, got groups={groups!r}")
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.kernel_size = check_pair("kernel_size", kernel_size)
+        self.stride = check_pair("stride", stride)
+        self.padding = check_pair("padding", padding, 0)
+        act = get_activation(activation)
+        if act.rowwise:
+            raise ValueError(f"Conv2D cannot take activation={act.name!r}: it normalizes over a row, which here "
+                             "would be the channels of one pixel; use it on a Dense layer after Flatten()")
+        self.activation = act.name
+        self.l1 = check_real("l1", l1)
+        self.l2 = check_real("l2", l2)
+        self.slope = check_real("slope", slope)
+        self.init = check_init(act.init if init is None else init)
+
+    def build(self, input_shape):
+        channels, _, _ = check_image_shape("Conv2D", input_shape, self.in_channels)
+        out_h, out_w = pooled_shape("Conv2D", input_shape, self.kernel_size, self.stride, self.padding)
+        area = self.kernel_size[0] * self.kernel_size[1]
+        self.weight = self.add_parameter("weight", (self.out_channels, channels, *self.kernel_size), self.init,
+                                         fan_in=channels * area, fan_out=self.out_channels * area)
+        self.bias = self.add_parameter("bias", (self.out_channels,), "zeros")
+        return (self.out_channels, out_h, out_w)
+
+    def _weight_matrix(self, array):
+        """The weight (or its gradient) seen as (out_channels, C kh kw): a view."""
+        return self.backend.reshape(array, (self.out_channels, math.prod(array.shape[1:])))
+
+    def forward(self, x, training: bool):
+        backend = self.backend
+        n, _, h, w = x.shape
+        out_h = output_size(h, self.kernel_size[0], self.stride[0], self.padding[0])
+        out_w = output_size(w, self.kernel_size[1], self.stride[1], self.padding[1])
+        rows = n * out_h * out_w
+        cols = backend.im2col(x, self.kernel_size, self.stride, self.padding,
+                              out=self.workspace("cols", (rows, self.weight.size // self.out_channels)))
+        z = backend.matmul(cols, self._weight_matrix(self.weight.data), transpose_b=True,
+                           out=self.workspace("z", (rows, self.out_channels)))
+        y_rows, pre = backend.bias_activation_forward(z, self.bias.data, self.activation, self.slope,
+                                                      out=self.workspace("y_rows", z.shape))
+        y = backend.to_channels_first(y_rows, (n, out_h, out_w), out=self.workspace("y", (n, self.out_channels,
+                                                                                           out_h, out_w)))
+        self._x_shape, self._cols, self._y_rows, self._pre = x.shape, cols, y_rows, pre
+        return y
+
+    def backward(self, grad_y, need_input_grad: bool = True):
+        backend = self.backend
+        dz = grad_rows = backend.to_channels_last(grad_y, out=self.workspace("grad_rows", self._y_rows.shape))
+        if self.activation != "linear":  # into another array: an activation's backward may not run in place
+            dz = backend.activation_backward(grad_rows, self._y_rows, self._pre, self.activation, self.slope,
+                                             out=self.workspace("dz", grad_rows.shape))
+        weight = self.weight
+        backend.matmul(dz, self._cols, transpose_a=True, out=self._weight_matrix(weight.grad))
+        backend.sum_rows(dz, out=self.bias.grad)
+        if self.l1 or self.l2:
+            backend.l1_l2_penalty_grad(weight.data, weight.grad, self.l1, self.l2)
+        if not need_input_grad:
+            return None
+        dcols = backend.matmul(dz, self._weight_matrix(weight.data), out=self.workspace("dcols", self._cols.shape))
+        return backend.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self.padding,
+                              out=self.workspace("dx", self._x_shape))
+
+    def penalty(self):
+        if not (self.l1 or self.l2):
+            return None
+        return self.backend.l1_l2_penalty(self.weight.data, self.l1, self.l2)
+
+    def label(self) -> str:
+        """"Conv2D 1->32 3x3 pad 1 relu"."""
+        kh, kw = self.kernel_size
+        parts = [f"Conv2D {self.in_channels}->{self.out_channels} {kh}x{kw}"]
+        if self.stride != (1, 1):
+            parts.append(f"stride {pair_text(self.stride)}")
+        if self.padding != (0, 0):
+            parts.append(f"pad {pair_text(self.padding)}")
+        if self.activation != "linear":
+            parts.append(self.activation)
+        parts += [f"{k} {v:g}" for k, v in (("l1", self.l1), ("l2", self.l2)) if v]
+        return " ".join(parts)
+
+    def config(self):
+        init = self.init if isinstance(self.init, str) else None  # as Dense: the weights are in the checkpoint
+        return {"type": self.type_name(), "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                "activation": self.activation, "l1": self.l1, "l2": self.l2, "init": init, "slope": self.slope}
