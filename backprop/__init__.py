@@ -8,8 +8,9 @@
 from backprop.backends import DeviceUnavailableError, available_devices, get_backend
 from backprop.backends.activations import ACTIVATIONS, Activation, register_activation
 from backprop.boundary import to_numpy
-from backprop.callbacks import Callback, ProgressBar
+from backprop.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar
 from backprop.checkpoint import load, load_data_info, save
+from backprop.clipping import clip_grad_norm
 from backprop.datainfo import DataInfo
 from backprop.gradcheck import gradcheck
 from backprop.layers import (
@@ -35,18 +36,21 @@ from backprop.losses import (
     MAELoss,
     MSELoss,
 )
+from backprop.metrics import Metric, TopKAccuracy
 from backprop.network import Sequential
 from backprop.optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, Optimizer, StepLR
 from backprop.parameters import Parameter
+from backprop.schedules import ReduceLROnPlateau
 from backprop.training import History, TrainingDivergedError, evaluate, fit, predict
 
 __version__ = "0.2.0"
 
 __all__ = [
     "ACTIVATIONS", "SGD", "Activation", "Adam", "AdamW", "AvgPool2D", "BCELoss", "BCEWithLogitsLoss", "BatchNorm",
-    "BatchNorm2D", "Callback", "Conv2D", "CosineAnnealingLR", "CrossEntropyLoss", "DataInfo", "Dense", "DeviceUnavailableError", "Dropout", "ExponentialLR",
-    "Flatten", "HingeLoss", "History", "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss", "MaxPool2D",
-    "Optimizer", "Parameter", "ProgressBar", "Sequential", "StepLR", "TrainingDivergedError",
-    "available_devices", "evaluate", "fit", "get_backend", "gradcheck", "load", "load_data_info", "predict", "register_activation",
-    "register_layer", "save", "to_numpy",
+    "BatchNorm2D", "CSVLogger", "Callback", "Conv2D", "CosineAnnealingLR", "CrossEntropyLoss", "DataInfo", "Dense",
+    "DeviceUnavailableError", "Dropout", "EarlyStopping", "ExponentialLR", "Flatten", "HingeLoss", "History",
+    "HuberLoss", "Layer", "LayerNorm", "Loss", "MAELoss", "MSELoss", "MaxPool2D", "Metric", "ModelCheckpoint",
+    "Optimizer", "Parameter", "ProgressBar", "ReduceLROnPlateau", "Sequential", "StepLR", "TopKAccuracy",
+    "TrainingDivergedError", "available_devices", "clip_grad_norm", "evaluate", "fit", "get_backend", "gradcheck",
+    "load", "load_data_info", "predict", "register_activation", "register_layer", "save", "to_numpy",
 ]

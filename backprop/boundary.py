@@ -111,3 +111,20 @@ def as_batch(backend, x, example_shape: tuple, name: str, rows: int | None = Non
     host = _converted(given, backend.dtype_name)
     check_finite(host, name, given, backend.dtype_name)
     return backend.asarray(host)
+
+
+def checked_sample_weight(sample_weight, n: int) -> np.ndarray:
+    """One finite, non-negative weight per sample (ones when None; a number is every sample's)."""
+    if sample_weight is None:
+        return np.ones(n)
+    weights = host_numeric(sample_weight, "sample_weight").astype(np.float64)
+    if weights.ndim == 0:
+        weights = np.full(n, weights.item())
+    if weights.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {weights.shape}")
+    check_finite(weights, "sample_weight")
+    if weights.min() < 0:
+        raise ValueError(f"sample_weight must be >= 0, got {weights.min()}")
+    if not weights.sum() > 0:
+        raise ValueError("sample_weight must not be all zeros")
+    return weights

@@ -13,7 +13,8 @@ metadata holds
                            refused, never loaded as a quietly different network
     backprop               JSON: the architecture (each layer's config(), dtype, seed, example
                            shape), epochs trained, each layer's counters, and, when saved, the
-                           optimizer's and the schedule's records.
+                           optimizer's and the schedule's records (ReduceLROnPlateau's with
+                           its "plateau" state: best value, bad epochs, cooldown counter).
 Layers are recorded by their registered names (`@bp.register_layer`), so a user's own layer
 round-trips once its class is registered in the loading process. The records also hold, when
 given, what the data was (`bp.DataInfo`: the task, the class and feature names, the input
@@ -51,7 +52,8 @@ from backprop.files import open_regular
 from backprop.layers import layer_from_config
 from backprop.layers.base import check_registered
 from backprop.network import Sequential, declared_network
-from backprop.optim import OPTIMIZERS, SCHEDULERS, LRScheduler, Optimizer
+from backprop.optim import OPTIMIZERS, LRScheduler, Optimizer
+from backprop.schedules import SCHEDULERS, ReduceLROnPlateau
 
 FORMAT = "backprop-checkpoint"
 FORMAT_VERSION = 2
@@ -146,6 +148,8 @@ def save(net: Sequential, path, optimizer: Optimizer | None = None, scheduler: L
         record["scheduler"] = {"type": _saved_name(scheduler, SCHEDULERS, "scheduler"),
                                "hyperparameters": scheduler.hyperparameters(),
                                "base_lr": scheduler.base_lr, "epoch": scheduler.epoch}
+        if isinstance(scheduler, ReduceLROnPlateau):
+            record["scheduler"]["plateau"] = scheduler.plateau_state()
     records = json.dumps(record, sort_keys=True)
     metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "backprop": records,
                 "sha256": _digest(records, sorted(tensors), tensors.__getitem__)}
@@ -425,6 +429,8 @@ class _Reader:
             _expect_object(record["hyperparameters"], "its hyperparameters")
             sched = SCHEDULERS[record["type"]](opt, **record["hyperparameters"])
             sched.load_state(record["base_lr"], record["epoch"])
+            if isinstance(sched, ReduceLROnPlateau):
+                sched.load_plateau_state(record["plateau"])
         return sched
 
 

@@ -17,6 +17,11 @@ and, where they apply,
         has the prediction's shape.
     count_correct(backend, pred, target) -> (hits as a 0-d array, predictions scored) or None
         Accuracy, where it means something (classes, binary outputs).
+    row_losses(backend, pred, target) -> (l, dl/dpred)
+        Each row's loss l_i as a (rows, 1) column, such that the "mean" reduction is the mean of
+        l over the rows (the mean over a row's outputs, for a loss of elements), and its
+        gradient per row; what `fit(sample_weight=...)` weighs. Without it, a loss trains
+        unweighted only.
     check_network(net)
         Refuse a network whose output the loss would misread.
 
@@ -33,6 +38,7 @@ import array_api_compat.numpy
 import numpy as np
 
 from backprop.backends import get_backend
+from backprop.backends.ops.bce_loss import BCE_GRAD_EPS, BCE_LOG_FLOOR
 from backprop.backends.numpy_backend import SMALL
 from backprop.boundary import check_finite, host_numeric, is_cupy_array
 from backprop.checks import check_real
@@ -91,6 +97,11 @@ class Loss:
         """(hits, predictions scored) of a batch, or None where accuracy means nothing."""
         return None
 
+    def row_losses(self, backend, pred, target):
+        """(each row's loss as a (rows, 1) column, its gradient per row): see the module docstring."""
+        raise NotImplementedError(f"{type(self).__name__} has no row_losses(backend, pred, target), which "
+                                  "sample weights need")
+
     def check_network(self, net) -> None:
         """Refuse a network whose output this loss would misread (see the subclasses)."""
 
@@ -142,6 +153,13 @@ class Loss:
         return f"{type(self).__name__}(reduction={self.reduction!r})"
 
 
+def per_row(xp, per_element, grad):
+    """(mean over each row's k outputs as a column, grad / k): the row losses of a loss that is
+    a mean over elements."""
+    k = per_element.shape[1]
+    return xp.sum(per_element, axis=1, keepdims=True) / k, grad / k
+
+
 def _namespace(array):
     """The Array API namespace of `array`, array-api-compat's for NumPy and CuPy arrays (as
     `backend.xp`); NumPy's for a Python number."""
@@ -178,12 +196,20 @@ class MSELoss(Loss):
     def value_and_grad(self, backend, pred, target):
         return backend.mse_loss(pred, target, self.reduction)
 
+    def row_losses(self, backend, pred, target):
+        diff = pred - target
+        return per_row(backend.xp, diff * diff, 2.0 * diff)
+
 
 class MAELoss(Loss):
     """Mean absolute error over all elements: L = mean |p - t|;  dL/dp = sign(p - t) / N."""
 
     def value_and_grad(self, backend, pred, target):
         return backend.mae_loss(pred, target, self.reduction)
+
+    def row_losses(self, backend, pred, target):
+        diff = pred - target
+        return per_row(backend.xp, backend.xp.abs(diff), backend.xp.sign(diff))
 
 
 class HuberLoss(Loss):
@@ -202,6 +228,14 @@ class HuberLoss(Loss):
 
     def value_and_grad(self, backend, pred, target):
         return backend.huber_loss(pred, target, self.delta, self.reduction)
+
+    def row_losses(self, backend, pred, target):
+        xp = backend.xp
+        diff = pred - target
+        size = xp.abs(diff)
+        inside = size < self.delta
+        per = xp.where(inside, 0.5 * diff * diff, self.delta * (size - 0.5 * self.delta))
+        return per_row(xp, per, xp.where(inside, diff, self.delta * xp.sign(diff)))
 
     def __repr__(self) -> str:
         return f"HuberLoss(delta={self.delta!r}, reduction={self.reduction!r})"
@@ -241,6 +275,13 @@ class BCELoss(_Thresholded):
     def value_and_grad(self, backend, pred, target):
         return backend.bce_loss(pred, target, self.reduction)
 
+    def row_losses(self, backend, pred, target):
+        xp = backend.xp
+        log_p = xp.clip(xp.log(pred), min=BCE_LOG_FLOOR)
+        log_q = xp.clip(xp.log1p(-pred), min=BCE_LOG_FLOOR)
+        per = -(target * log_p + (1.0 - target) * log_q)
+        return per_row(xp, per, (pred - target) / xp.clip(pred * (1.0 - pred), min=BCE_GRAD_EPS))
+
     def check_pred(self, backend, pred) -> None:
         if is_cupy_array(pred):  # finiteness only: the range would cost a read-back per call
             super().check_pred(backend, pred)
@@ -270,6 +311,11 @@ class BCEWithLogitsLoss(_Thresholded):
     def value_and_grad(self, backend, pred, target):
         return backend.bce_with_logits_loss(pred, target, self.reduction)
 
+    def row_losses(self, backend, pred, target):
+        xp = backend.xp
+        per = xp.clip(pred, min=0.0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))
+        return per_row(xp, per, backend.activation_forward(pred, "sigmoid") - target)
+
     def check_target(self, target, outputs, name="target"):
         _check_binary(target, name)
         return super().check_target(target, outputs, name)
@@ -287,6 +333,11 @@ class HingeLoss(_Thresholded):
 
     def value_and_grad(self, backend, pred, target):
         return backend.hinge_loss(pred, target, self.reduction)
+
+    def row_losses(self, backend, pred, target):
+        xp = backend.xp
+        margin = 1.0 - target * pred
+        return per_row(xp, xp.clip(margin, min=0.0), xp.where(margin > 0, -target, xp.zeros_like(target)))
 
     def check_target(self, target, outputs, name="target"):
         values = np.unique(target)
@@ -314,6 +365,19 @@ class CrossEntropyLoss(Loss):
             raise ValueError(f"CrossEntropyLoss needs one output per class, at least 2, but the network has "
                              f"{outputs}; give the last layer 2 outputs, or use BCEWithLogitsLoss with 1")
         return class_targets(target, outputs, name)
+
+    def row_losses(self, backend, pred, target):
+        """l_i = log sum_j e^x_j - sum_j t_j x_j (rows of t summing to 1; labels as one-hot),
+        dl_i/dx_j = softmax(x)_j sum_k t_k - t_j."""
+        xp = backend.xp
+        if target.ndim == 1:
+            classes = xp.arange(pred.shape[1], dtype=target.dtype)
+            target = xp.astype(xp.reshape(target, (-1, 1)) == xp.reshape(classes, (1, -1)), pred.dtype)
+        shifted = xp.clip(pred - xp.max(pred, axis=1, keepdims=True), min=float(xp.finfo(pred.dtype).min))
+        e = xp.exp(shifted)
+        s = xp.sum(e, axis=1, keepdims=True)
+        losses = -xp.sum(target * (shifted - xp.log(s)), axis=1, keepdims=True)
+        return losses, (e / s) * xp.sum(target, axis=1, keepdims=True) - target
 
     def count_correct(self, backend, pred, target):
         if target.ndim == 1:  # one label per row

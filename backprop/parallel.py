@@ -12,7 +12,8 @@ The math. One process minimises, per batch, L = E + P: E the data loss over the 
 or "sum" reduction), P the regularization penalty. Rank r estimates the batch loss from its rows,
 
     L_r = E_r + P,   E_r = mean over its rows              (reduction "mean")
-                     E_r = (b / b_r) * sum over its rows   (reduction "sum"),
+                     E_r = (b / b_r) * sum over its rows   (reduction "sum", or sample weights:
+                                                           backprop/objective.py),
 
 and the row-weighted mean of the estimates is the batch loss exactly: sum_r (b_r / b) L_r = L.
 Gradients are linear, so one sum-allreduce of (b_r / b) dL_r/dtheta over the flat gradient
@@ -25,8 +26,9 @@ allreduce the others have left:
 - divergence: a rank whose loss is not finite poisons its gradient with NaN before the
   allreduce, so the reduced gradient, which fit checks, is non-finite on every rank;
 - Ctrl-C: the OR of every rank's flag (one tiny host allreduce between steps);
-- early stopping and history: the epoch's metrics are summed over ranks, then rank 0's are
-  broadcast, so every rank records the same history and stops at the same epoch.
+- callbacks and history: the epoch's metrics are summed over ranks, then rank 0's are
+  broadcast, so every rank records the same history; a callback's decision to stop is rank 0's,
+  broadcast, so every rank stops at the same epoch.
 
 Layer state follows the layer protocol (backprop/layers/base.py), whatever the layer: every
 rank starts from rank 0's parameters, optimizer state, buffers and counters; buffers (BatchNorm's
@@ -143,8 +145,9 @@ class DataParallel:
         return start + self.rank * rows // self.size, start + (self.rank + 1) * rows // self.size
 
     def scale_loss(self, value, grad, rows: int, batch_rows: int):
-        """E_r and dE_r/dpred in place: for reduction "sum", (b / b_r) times the rank's own sum."""
-        if self.loss.reduction != "sum" or rows == batch_rows:
+        """E_r and dE_r/dpred in place, for a loss that sums over rows: (b / b_r) times the
+        rank's own sum."""
+        if rows == batch_rows:
             return value
         scale = batch_rows / rows
         grad *= scale
@@ -155,12 +158,15 @@ class DataParallel:
         self.net.store.grad[...] = 0
         return self.backend.zeros(())
 
+    def around(self, update):
+        """`update` behind the gradient's allreduce, as ChainerMN's multi-node optimizer wraps
+        the optimizer: `update` itself in one process."""
+        return update if self.size == 1 else AllreduceUpdate(self, update)
+
     def reduce_gradients(self, value, rows: int, batch_rows: int) -> None:
         """grad <- sum over ranks of (b_r / b) grad_r: the whole batch's gradient, on every rank.
 
         A rank whose loss is not finite sends NaN, so every rank sees the divergence."""
-        if self.size == 1:
-            return
         grad = self.net.store.grad
         if rows and not self.backend.all_finite(value):
             grad[...] = math.nan
@@ -190,5 +196,20 @@ class DataParallel:
         return metrics
 
     def shared_metrics(self, metrics: dict) -> dict:
-        """Rank 0's metrics on every rank: the history and early stopping are decided once."""
+        """Rank 0's metrics on every rank: the history and the callbacks' decisions are taken once."""
         return self.comm.broadcast_object(metrics)
+
+    def root_decides(self, flag: bool) -> bool:
+        """Rank 0's `flag` on every rank (a callback's decision to stop, say)."""
+        return bool(self.comm.broadcast_object(bool(flag)))
+
+
+class AllreduceUpdate:
+    """The update of the whole batch's gradient: this rank's reduced with every other's first."""
+
+    def __init__(self, parallel: DataParallel, update):
+        self.parallel, self.update = parallel, update
+
+    def __call__(self, loss, batch) -> None:
+        self.parallel.reduce_gradients(loss, batch.rows, batch.batch_rows)
+        self.update(loss, batch)

@@ -1,34 +1,41 @@
 """Training and inference: fit, predict, evaluate.
 
-`fit` checks its arguments and the whole data once, converts the data once to the network's
-device, then runs epochs of mini-batch steps:
+fit's algorithm is one step (`TrainStep`), repeated over the mini-batches of each epoch:
 
-    for each batch:  pred = forward(x)                     (layers in order)
-                     loss, dL/dpred = loss(pred, y)        (one fused op)
-                     backward(dL/dpred)                    (layers in reverse; fills .grad)
-                     reduce the gradient over the ranks    (nothing in one process)
-                     stop if loss or gradient is not finite (one reduction, one read-back)
-                     optimizer.step()                      (one pass over the flat buffer)
+    pred = net.forward(x)                 layers in order
+    loss, dL/dpred = loss(pred, y)        one fused op (weighted per sample with sample_weight)
+    net.backward(dL/dpred)                layers in reverse; fills every .grad
+    update(loss)                          the optimizer: one pass over the flat parameter buffer
 
-The running loss and accuracy stay on the device and are read back once per epoch. One process
-is data-parallel training on a group of one (backprop/parallel.py), so there is one loop.
-Everything runs with the network's device current.
+What guards the step stands around it (backprop/guards.py): the update runs only once the loss
+and gradient are known finite (one reduction and one read-back; with `clip_norm` that reduction
+is the gradient's norm, which the clipping uses), the first step at a learning rate on a copy's
+back; layer state is taken back after a diverged step; Ctrl-C is a flag checked between steps.
+What distributes it stands around it too (backprop/parallel.py): the batch source hands each
+rank its shard of every batch (backprop/batches.py), and the update is wrapped in the
+gradient's allreduce, as ChainerMN wraps the optimizer. One process is data-parallel training on
+a group of one, so there is one loop. Callbacks (backprop/callbacks.py) run between epochs;
+early stopping is one of them. The running loss and accuracy stay on the device and are read
+back once per epoch. Everything runs with the network's device current.
 """
 
 from __future__ import annotations
 
-import math
-import signal
-import threading
+from dataclasses import dataclass
 
 import numpy as np
 
-from backprop.boundary import host_examples
-from backprop.callbacks import Callback, ProgressBar
+from backprop.batches import Batches, epoch_order
+from backprop.boundary import checked_sample_weight, host_examples
+from backprop.callbacks import Callback, EarlyStopping, ProgressBar
 from backprop.checks import check_int, check_real
+from backprop.guards import DeferredInterrupt, LayerStateGuard, StepNotFinite, checked_update
 from backprop.losses import Loss, check_loss, checked_target, target_on_device
+from backprop.metrics import Tally, checked_metrics
+from backprop.objective import PENALTY_SCALES, Objective
 from backprop.optim import Adam, LRScheduler, Optimizer
 from backprop.parallel import DataParallel, SingleProcess
+from backprop.schedules import ReduceLROnPlateau
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -87,15 +94,44 @@ def examples_and_targets(net, loss: Loss, X, y, x_name: str = "X", y_name: str =
     return X_host, Y_host
 
 
-def _checked_data(net, loss, optimizer, X, y, validation_data) -> tuple:
-    """(X, y, X_val, y_val) checked on the host (the validation part None without validation_data)."""
-    X_host, Y_host = examples_and_targets(net, loss, X, y)
-    X_val = Y_val = None
-    if validation_data is not None:
-        X_val, Y_val = examples_and_targets(net, loss, *validation_data, "validation_data[0]", "validation_data[1]")
-    _check_no_overlap(net, optimizer, {"X": X_host, "y": Y_host, "validation_data[0]": X_val,
-                                       "validation_data[1]": Y_val})
-    return X_host, Y_host, X_val, Y_val
+@dataclass
+class _Data:
+    """The training (and validation) data, checked, on the host; W the sample weights or None."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    W: np.ndarray | None
+    X_val: np.ndarray | None = None
+    Y_val: np.ndarray | None = None
+
+    def split(self, fraction: float, seed: int) -> None:
+        """Hold out that fraction of the samples, drawn with `seed`, as the validation data
+        (their sample weights are dropped: validation is unweighted)."""
+        n = self.X.shape[0]
+        n_val = int(round(fraction * n))
+        if n_val == 0 or n_val == n:
+            raise ValueError(f"validation_split={fraction} leaves {n_val} validation samples out "
+                             f"of {n}; choose a split that keeps both parts non-empty")
+        order = np.random.default_rng(seed).permutation(n)
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        self.X_val, self.Y_val = self.X[val_idx], self.Y[val_idx]
+        self.X, self.Y = self.X[train_idx], self.Y[train_idx]
+        if self.W is not None:
+            self.W = self.W[train_idx]
+
+
+def _checked_data(net, settings, X, y) -> _Data:
+    """The data checked on the host (the validation part None without validation_data)."""
+    X_host, Y_host = examples_and_targets(net, settings.loss, X, y)
+    data = _Data(X_host, Y_host, None)
+    if settings.sample_weight is not None or settings.penalty_scale == "weight":
+        data.W = checked_sample_weight(settings.sample_weight, X_host.shape[0])
+    if settings.validation_data is not None:
+        data.X_val, data.Y_val = examples_and_targets(net, settings.loss, *settings.validation_data,
+                                                      "validation_data[0]", "validation_data[1]")
+    _check_no_overlap(net, settings.optimizer, {"X": data.X, "y": data.Y, "validation_data[0]": data.X_val,
+                                                "validation_data[1]": data.Y_val})
+    return data
 
 
 def _agreed(comm, check):
@@ -113,25 +149,36 @@ def _agreed(comm, check):
     return result
 
 
-def _split(X_host, Y_host, validation_split: float, seed: int):
-    """(X_train, Y_train, X_val, Y_val): that fraction of the samples, drawn with `seed`, held out."""
-    n = X_host.shape[0]
-    n_val = int(round(validation_split * n))
-    if n_val == 0 or n_val == n:
-        raise ValueError(f"validation_split={validation_split} leaves {n_val} validation samples out "
-                         f"of {n}; choose a split that keeps both parts non-empty")
-    order = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return X_host[train_idx], Y_host[train_idx], X_host[val_idx], Y_host[val_idx]
-
-
 # ---------------------------------------------------------------------- arguments, checked once
 
 
-def _check_fit_arguments(net, loss, optimizer, epochs, batch_size, validation_data, validation_split,
-                         early_stopping, seed, scheduler, callbacks):
-    """Every argument of fit that is not data, checked before anything runs; returns
-    (optimizer, epochs, batch_size, early_stopping, seed, callbacks) normalized."""
+@dataclass
+class _Settings:
+    """fit's arguments other than the data, checked and normalized (`_checked_settings`)."""
+
+    loss: Loss
+    optimizer: Optimizer
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    validation_data: tuple | None
+    validation_split: float
+    early_stopping: int | None
+    progress: bool
+    seed: int
+    scheduler: LRScheduler | None
+    distributed: object
+    callbacks: list
+    sample_weight: object
+    penalty_scale: str
+    clip_norm: float | None
+    metrics: list
+
+
+def _checked_settings(net, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
+                      early_stopping, progress, seed, scheduler, distributed, callbacks, sample_weight,
+                      penalty_scale, clip_norm, metrics) -> _Settings:
+    """Every argument of fit that is not data, checked before anything runs."""
     check_loss(loss, net)
     epochs = check_int("epochs", epochs, wanted="a positive integer")
     batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
@@ -163,7 +210,21 @@ def _check_fit_arguments(net, loss, optimizer, epochs, batch_size, validation_da
     stranger = next((c for c in callbacks if not isinstance(c, Callback)), None)
     if stranger is not None:
         raise TypeError(f"callbacks must hold bp.Callback objects, got {type(stranger).__name__}")
-    return optimizer, epochs, batch_size, early_stopping, seed, callbacks
+    if penalty_scale not in PENALTY_SCALES:
+        raise ValueError(f"penalty_scale must be one of {PENALTY_SCALES}, got {penalty_scale!r}")
+    if sample_weight is not None or penalty_scale == "weight":
+        if type(loss).row_losses is Loss.row_losses:
+            raise TypeError(f"sample_weight and penalty_scale='weight' need a loss with row_losses(), which "
+                            f"{type(loss).__name__} does not define")
+        if loss.reduction != "mean":
+            raise ValueError(f"sample_weight and penalty_scale='weight' weigh each row's loss in a weighted mean, "
+                             f"but the loss has reduction={loss.reduction!r}; use reduction='mean'")
+    if clip_norm is not None:
+        clip_norm = check_real("clip_norm", clip_norm, low_open=True)
+    metrics = checked_metrics(() if metrics is None else metrics, loss, net.out_features)
+    return _Settings(loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
+                     early_stopping, progress, seed, scheduler, distributed, callbacks, sample_weight,
+                     penalty_scale, clip_norm, metrics)
 
 
 def _communicator(net, distributed):
@@ -177,40 +238,14 @@ def _communicator(net, distributed):
     return distributed
 
 
-# ---------------------------------------------------------------------- Ctrl-C at batch boundaries
-
-
-class _DeferredInterrupt:
-    """Turns SIGINT into a flag checked between steps, so a step is never left half done."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        # Only the main thread may set handlers; and a process that ignores SIGINT (a pool
-        # worker, `nohup`) keeps ignoring it: Ctrl-C is not ours to turn back on.
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 # ---------------------------------------------------------------------- fit
 
 
 def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs: int = 10,
         batch_size: int = 32, shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         early_stopping: int | None = None, progress: bool = True, seed: int | None = None,
-        scheduler: LRScheduler | None = None, distributed=False, callbacks=()) -> History:
+        scheduler: LRScheduler | None = None, distributed=False, callbacks=(), sample_weight=None,
+        penalty_scale: str = "batch", clip_norm: float | None = None, metrics=None) -> History:
     """Train `net` on (X, y) by mini-batch backpropagation; returns a `History`.
 
     - `loss`: a backprop loss (required); `optimizer`: defaults to Adam(net.parameters()).
@@ -218,14 +253,30 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
     - `validation_data=(X_val, y_val)`, or `validation_split` in [0, 1): that fraction of the
       samples, drawn at random with `seed`, is held out.
     - `early_stopping=k`: stop after k epochs without improvement of the validation loss (the
-      training loss when there is no validation data) and restore the best weights.
-    - `scheduler`: an LR schedule stepped once per epoch.
+      training loss when there is no validation data) and restore the best weights; it adds
+      `bp.EarlyStopping(patience=k)` to the callbacks.
+    - `scheduler`: an LR schedule stepped once per epoch, before the callbacks see the epoch;
+      `bp.ReduceLROnPlateau` is stepped with the validation loss (the training loss without
+      validation data).
+    - `sample_weight`: one non-negative weight per sample; each batch's loss is the weighted
+      mean sum_i w_i l_i / sum_i w_i of its rows' losses (the weights summed over the whole
+      batch, every rank's rows), for a loss that defines `row_losses` with reduction "mean".
+      The validation loss is unweighted.
+    - `penalty_scale`: "batch" adds the layers' penalty (l1, l2) to every batch's loss as it is;
+      "weight" divides it, with the weighted loss's sum, by the batch's total sample weight
+      (its rows without sample_weight): (sum_i w_i l_i + penalty) / sum_i w_i, scikit-learn's MLP.
+    - `clip_norm=c`: every step's gradient is scaled to a global L2 norm of at most c, as
+      `bp.clip_grad_norm` (after the data-parallel allreduce).
+    - `metrics`: more metrics to record each epoch (backprop/metrics.py: "precision", "recall",
+      "f1", "mae", "mse", "rmse", "r2", or objects such as bp.TopKAccuracy(5)), over the epoch's
+      batches as they were trained on, and as "val_<name>" on the validation data with the
+      epoch's final weights. "loss", and "accuracy" for a classifier, are always recorded.
     - `seed` (default: the network's seed) fixes the validation split and the shuffles: epoch e
       of the network's life (`net.epochs_trained`, kept in checkpoints) is shuffled from
       (seed, e) alone, so the same seed gives the same training, and a resumed run continues
       exactly as an uninterrupted one.
-    - `progress=True` shows a ProgressBar; `callbacks` are more bp.Callback objects (one that
-      sets its `stop_training` ends fit after the epoch).
+    - `progress=True` shows a ProgressBar; `callbacks` are more bp.Callback objects (see
+      backprop/callbacks.py; one that sets its `stop_training` ends fit after the epoch).
     - If the loss or a gradient becomes NaN/inf, raises TrainingDivergedError before the update
       that would poison the weights (layer state is taken back to the last finite step too).
       Ctrl-C stops after the current step and re-raises KeyboardInterrupt; `net.history` holds
@@ -235,37 +286,184 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
       batch, with the result of one process at the same batch_size (see backprop/parallel.py).
     Leaves the network in eval mode.
     """
-    optimizer, epochs, batch_size, early_stopping, seed, callbacks = _check_fit_arguments(
-        net, loss, optimizer, epochs, batch_size, validation_data, validation_split, early_stopping, seed,
-        scheduler, callbacks)
-    backend = net.backend
+    settings = _checked_settings(net, loss, optimizer, epochs, batch_size, shuffle, validation_data,
+                                 validation_split, early_stopping, progress, seed, scheduler, distributed,
+                                 callbacks, sample_weight, penalty_scale, clip_norm, metrics)
     token = net.usage.begin_training("fit")
     try:
-        with backend.on_device():
-            return _fit_on_device(net, loss, optimizer, X, y, epochs, batch_size, shuffle, validation_data,
-                                  validation_split, early_stopping, progress, seed, scheduler, distributed, callbacks)
+        with net.backend.on_device():
+            return _Fit(net, settings, X, y).run()
     finally:
         net.usage.end_training(token)
 
 
-def _fit_on_device(net, loss, optimizer, X, y, epochs, batch_size, shuffle, validation_data, validation_split,
-                   early_stopping, progress, seed, scheduler, distributed, callbacks) -> History:
-    backend = net.backend
-    comm = _communicator(net, distributed)
-    X_host, Y_host, X_val, Y_val = _agreed(comm, lambda: _checked_data(net, loss, optimizer, X, y, validation_data))
-    parallel = DataParallel(net, optimizer, loss, seed, comm)  # from here every rank starts as rank 0
-    if validation_split:
-        X_host, Y_host, X_val, Y_val = _split(X_host, Y_host, validation_split, parallel.seed)
-    parallel.begin(X_host.shape[0], batch_size, epochs=epochs, shuffle=shuffle,
-                   validation=None if X_val is None else X_val.shape[0], early_stopping=early_stopping)
-    if progress and parallel.is_root:
-        callbacks.append(ProgressBar())
-    if not parallel.is_root:
-        callbacks = []
-    train = (backend.asarray(X_host), target_on_device(backend, Y_host))
-    val = None if X_val is None else (backend.asarray(X_val), target_on_device(backend, Y_val))
-    return _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
-                  parallel, callbacks)
+class TrainStep:
+    """One step of mini-batch backpropagation on a batch: forward, loss, backward, update.
+
+    `objective` is the loss the step minimises (backprop/objective.py: the user's loss, sample
+    weights, the layers' penalty); `update` the optimizer's update as the guards and the
+    data-parallel allreduce wrap it. Returns the predictions and the step's share of the
+    epoch's loss."""
+
+    def __init__(self, net, objective, update):
+        self.net, self.objective, self.update = net, objective, update
+
+    def __call__(self, batch):
+        pred = self.net.forward_internal(batch.x, training=True)
+        value, grad = self.objective(pred, batch)
+        self.net.backward_internal(grad)
+        loss, share = self.objective.finish(value, batch)  # the penalty joins the loss
+        self.update(loss, batch)
+        return pred, share
+
+
+class _Fit:
+    """One call of fit: the data on the device, the step and what guards and distributes it,
+    the callbacks; `run()` trains."""
+
+    def __init__(self, net, settings: _Settings, X, y):
+        self.net, self.settings = net, settings
+        self.loss, self.optimizer, self.scheduler = settings.loss, settings.optimizer, settings.scheduler
+        backend = self.backend = net.backend
+        comm = _communicator(net, settings.distributed)
+        data = _agreed(comm, lambda: _checked_data(net, settings, X, y))
+        # from here every rank starts as rank 0 (its weights, optimizer state, seed)
+        parallel = self.parallel = DataParallel(net, self.optimizer, self.loss, settings.seed, comm)
+        if settings.validation_split:
+            data.split(settings.validation_split, parallel.seed)
+        parallel.begin(data.X.shape[0], settings.batch_size, epochs=settings.epochs, shuffle=settings.shuffle,
+                       validation=None if data.X_val is None else data.X_val.shape[0],
+                       early_stopping=settings.early_stopping, weighted=data.W is not None,
+                       penalty_scale=settings.penalty_scale, clip_norm=settings.clip_norm,
+                       metrics=[metric.name for metric in settings.metrics])
+        self.batches = Batches(backend, backend.asarray(data.X), target_on_device(backend, data.Y), data.W,
+                               settings.batch_size, parallel)
+        self.val = None if data.X_val is None else (backend.asarray(data.X_val),
+                                                    target_on_device(backend, data.Y_val))
+        objective = Objective(net, self.loss, parallel, data.W is not None, settings.penalty_scale,
+                              data.X.shape[0])
+        self.update = parallel.around(checked_update(net, self.optimizer, settings.clip_norm))
+        self.step = TrainStep(net, objective, self.update)
+        self.layer_state = LayerStateGuard(net)
+        self.history = net.history = History()
+        self.callbacks = self._callbacks()
+
+    def _callbacks(self) -> list:
+        """The user's callbacks, then early stopping's and the progress bar's, each given the training."""
+        settings = self.settings
+        callbacks = list(settings.callbacks)
+        if settings.early_stopping is not None:
+            callbacks.append(EarlyStopping(patience=settings.early_stopping))
+        if settings.progress and self.parallel.is_root:
+            callbacks.append(ProgressBar())
+        for callback in callbacks:
+            callback.set_training(self.net, self.optimizer, self.scheduler, self.history, self.parallel.is_root)
+            callback.stop_training = False
+        return callbacks
+
+    def run(self) -> History:
+        net, history, callbacks, parallel = self.net, self.history, self.callbacks, self.parallel
+        epochs = self.settings.epochs
+        try:
+            for callback in callbacks:
+                callback.on_train_begin(epochs, len(self.batches))
+            with DeferredInterrupt() as interrupt, np.errstate(all="ignore"):
+                for epoch in range(1, epochs + 1):
+                    for callback in callbacks:
+                        callback.on_epoch_begin(epoch)
+                    metrics = self._epoch(epoch, interrupt)
+                    history.record(**metrics)
+                    self._step_schedule(metrics)
+                    for callback in callbacks:
+                        callback.on_epoch_end(epoch, metrics)
+                    if parallel.any(interrupt.requested):
+                        history.interrupted = True
+                        raise KeyboardInterrupt
+                    if parallel.root_decides(any(callback.stop_training for callback in callbacks)):
+                        history.stopped_early = True
+                        break
+        finally:
+            for callback in callbacks:
+                callback.on_train_end()
+            net.eval()
+            parallel.close()
+        return history
+
+    def _epoch(self, epoch: int, interrupt) -> dict:
+        """The epoch's steps, then its metrics (rank 0's, on every rank)."""
+        net, loss, backend, parallel = self.net, self.loss, self.backend, self.parallel
+        net.train()
+        n = self.batches.n
+        order = epoch_order(parallel.seed, net.epochs_trained, n) if self.settings.shuffle else None
+        step_callbacks = [c.on_batch_end for c in self.callbacks
+                          if type(c).on_batch_end is not Callback.on_batch_end]
+        metrics = self.settings.metrics
+        tally = Tally(backend, loss, metrics, net.out_features) if metrics else None
+        loss_sum, correct, counted = None, None, 0
+        for batch in self.batches.epoch(order):
+            if parallel.any(interrupt.requested):
+                self.history.interrupted = True  # Ctrl-C during the previous step: stop between steps
+                raise KeyboardInterrupt
+            pred, share = self._guarded_step(epoch, batch)
+            if pred is not None:
+                loss_sum = share if loss_sum is None else loss_sum + share
+                scored = loss.count_correct(backend, pred, batch.y)
+                if scored is not None:
+                    correct = scored[0] if correct is None else correct + scored[0]
+                    counted += scored[1]
+                if tally is not None:
+                    tally.add(pred, batch.y)
+            for on_batch_end in step_callbacks:
+                on_batch_end()
+        metrics = parallel.epoch_metrics(loss_sum, correct, counted, n)
+        if tally is not None:
+            metrics.update(tally.values(parallel.comm))
+        if not backend.all_finite(net.store.data):  # an update after the checked first one overflowed
+            raise self._diverged(epoch, len(self.batches), "the weights are not finite")
+        net.epochs_trained += 1
+        if self.val is not None:
+            val_metrics = _evaluate_device(net, loss, *self.val, batch_size=max(self.settings.batch_size, 1024),
+                                           metrics=self.settings.metrics)
+            metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+        return parallel.shared_metrics(metrics)  # rank 0's numbers decide on every rank
+
+    def _guarded_step(self, epoch: int, batch):
+        """The step, its layer state taken back if it diverges; a rank without rows in a tiny
+        last batch sends a zero gradient to the allreduce instead."""
+        layer_state = self.layer_state
+        if layer_state.active:
+            layer_state.save()
+        try:
+            if batch.rows:
+                return self.step(batch)
+            self.update(self.parallel.empty_shard(), batch)
+            return None, None
+        except StepNotFinite as exc:
+            layer_state.restore()
+            raise self._diverged(epoch, batch.index, exc.reason, exc.rolled_back) from None
+
+    def _step_schedule(self, metrics: dict) -> None:
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        if isinstance(scheduler, ReduceLROnPlateau):
+            scheduler.step(metrics.get("val_loss", metrics["loss"]))
+        else:
+            scheduler.step()
+
+    def _diverged(self, epoch: int, batch: int, reason: str, rolled_back: bool = False) -> TrainingDivergedError:
+        """TrainingDivergedError at (epoch, batch), saying what the network holds: the weights of
+        the last finite step, or, when an update after a learning rate's first step overflowed
+        them (only the first is taken on a copy), weights that are not finite themselves."""
+        message = f"training diverged at epoch {epoch}, batch {batch}: {reason}"
+        if not rolled_back:
+            if self.backend.all_finite(self.net.store.data):
+                kept = "the network keeps the weights of the last finite step"
+            else:
+                kept = ("an update overflowed the weights, which are not finite now (only the first step at a "
+                        "learning rate is kept to undo): reload or rebuild the network")
+            message += f"; {kept}. Lower the learning rate (lr={self.optimizer.lr})."
+        return TrainingDivergedError(message, epoch, batch, self.history)
 
 
 def _check_no_overlap(net, optimizer, data: dict) -> None:
@@ -281,249 +479,13 @@ def _check_no_overlap(net, optimizer, data: dict) -> None:
                              f"({name.split('[')[0]}.copy())")
 
 
-def _train(net, loss, optimizer, scheduler, train, val, epochs, batch_size, shuffle, early_stopping,
-           parallel, callbacks) -> History:
-    backend = net.backend
-    history = History()
-    net.history = history
-    trainer = _Trainer(net, loss, optimizer, batch_size, parallel)
-    n = train[0].shape[0]
-    monitor = "val_loss" if val is not None else "loss"
-    best_value, best_state, waited = math.inf, None, 0
-    try:
-        for callback in callbacks:
-            callback.on_train_begin(epochs, trainer.batches_per_epoch(n))
-        with _DeferredInterrupt() as interrupt, np.errstate(all="ignore"):
-            for epoch in range(1, epochs + 1):
-                order = _epoch_order(parallel.seed, net.epochs_trained, n) if shuffle else None
-                metrics = trainer.run_epoch(*train, order, epoch, history, interrupt, callbacks)
-                if not backend.all_finite(net.store.data):  # an update after the checked first one overflowed
-                    trainer.diverged(epoch, trainer.batches_per_epoch(n), history, "weights")
-                net.epochs_trained += 1
-                if val is not None:
-                    val_metrics = _evaluate_device(net, loss, *val, batch_size=max(batch_size, 1024))
-                    metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
-                metrics = parallel.shared_metrics(metrics)  # rank 0's numbers decide on every rank
-                history.record(**metrics)
-                for callback in callbacks:
-                    callback.on_epoch_end(epoch, metrics)
-                if scheduler is not None:
-                    scheduler.step()
-                if parallel.any(interrupt.requested):
-                    history.interrupted = True
-                    raise KeyboardInterrupt
-                if parallel.any(any(callback.stop_training for callback in callbacks)):
-                    history.stopped_early = True  # a callback's rule (rank 0's, on every rank)
-                    break
-                if early_stopping is not None:
-                    if metrics[monitor] < best_value:
-                        best_value, best_state, waited = metrics[monitor], _snapshot(net), 0
-                        history.best_epoch = epoch
-                    else:
-                        waited += 1
-                        if waited >= early_stopping:
-                            history.stopped_early = True
-                            break
-            if best_state is not None:
-                _restore(net, best_state)
-    finally:
-        for callback in callbacks:
-            callback.on_train_end()
-        net.eval()
-        parallel.close()
-    return history
-
-
-class _Trainer:
-    """The per-step loop of fit, with the batch workspaces it reuses."""
-
-    def __init__(self, net, loss, optimizer, batch_size, parallel):
-        self.net, self.loss, self.optimizer, self.batch_size = net, loss, optimizer, batch_size
-        self.parallel = parallel
-        self.backend = net.backend
-        self._ws: dict = {}
-        self._layer_state = _LayerStateGuard(net)
-        self._probed_lr = None  # the learning rate whose first step was checked (_probed_step)
-
-    def _probed_step(self, epoch, batch, history) -> None:
-        """The first step at a learning rate (of this fit, or after the lr changed): with finite
-        gradients, an lr too large for the dtype still makes the update overflow. That step is
-        taken on a copy's back: the parameters and optimizer state are kept, the result
-        checked, and on a non-finite weight put back before TrainingDivergedError. Later steps
-        at the same lr are not copied (a copy of every weight each step would cost too much);
-        a divergence there shows in the next step's loss, which is checked before its update."""
-        backend, optimizer, store = self.backend, self.optimizer, self.net.store
-        saved = [backend.copy(store.data)] + [backend.copy(buf) for buf in optimizer.state.values()]
-        optimizer.update()
-        self._probed_lr = optimizer.lr
-        if backend.all_finite(store.data):
-            return
-        backend.copy(saved[0], out=store.data)
-        for buf, kept in zip(optimizer.state.values(), saved[1:]):
-            backend.copy(kept, out=buf)
-        optimizer.step_count -= 1
-        self._layer_state.restore()
-        raise TrainingDivergedError(
-            f"training diverged at epoch {epoch}, batch {batch}: the update overflows the weights "
-            f"(lr={optimizer.lr} is too large for {self.net.dtype}); the network keeps the weights it had "
-            "before this step. Lower the learning rate.", epoch, batch, history)
-
-    def diverged(self, epoch: int, batch: int, history, what: str, detail: str = ""):
-        """Raise TrainingDivergedError for a non-finite `what` at (epoch, batch), saying what the
-        network holds: the weights of the last finite step, or, when an update after a learning
-        rate's first step overflowed them (only the first is taken on a copy), weights that are
-        not finite themselves."""
-        lr = self.optimizer.lr
-        if self.backend.all_finite(self.net.store.data):
-            kept = "the network keeps the weights of the last finite step"
-        else:
-            kept = ("an update overflowed the weights, which are not finite now (only the first step at a "
-                    "learning rate is kept to undo): reload or rebuild the network")
-        raise TrainingDivergedError(f"training diverged at epoch {epoch}, batch {batch}: the {what} is not finite"
-                                    f"{detail}; {kept}. Lower the learning rate (lr={lr}).", epoch, batch, history)
-
-    def batches_per_epoch(self, n: int) -> int:
-        return -(-n // self.batch_size)
-
-    def _gather(self, name, source, index):
-        """source[index] along the rows, into a workspace reused while the batch size holds.
-        Gathered as 2-D (rows, values per row), then seen with the example shape."""
-        backend = self.backend
-        flat = backend.reshape(source, (source.shape[0], -1)) if source.ndim > 2 else source
-        out = self._ws.get(name)
-        if out is None or out.shape[0] != index.shape[0]:
-            out = self._ws[name] = backend.take_rows(flat, index)
-        else:
-            backend.take_rows(flat, index, out=out)
-        return out if source.ndim <= 2 else backend.reshape(out, (index.shape[0],) + source.shape[1:])
-
-    def run_epoch(self, X, Y, order, epoch, history, interrupt, callbacks) -> dict:
-        net, loss, backend, parallel = self.net, self.loss, self.backend, self.parallel
-        n = X.shape[0]
-        net.train()
-        order_dev = None if order is None else backend.asarray_int(order)
-        # Fixed for the epoch, so a step repeats none of it (a tiny network's step is a few NumPy calls).
-        bounds = [(start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
-        has_penalty = net.penalty_internal() is not None
-        guard_state = self._layer_state.active
-        grad_buffer = net.store.grad
-        step_callbacks = [c.on_batch_end for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
-        loss_sum, correct, counted = None, None, 0
-        for batch, (start, stop) in enumerate(bounds, start=1):
-            if parallel.any(interrupt.requested):
-                history.interrupted = True  # Ctrl-C during the previous step: stop between steps
-                raise KeyboardInterrupt
-            batch_rows = stop - start
-            start, stop = parallel.shard(start, stop)  # this rank's rows of the batch
-            rows = stop - start
-            if order_dev is None:
-                xb, yb = X[start:stop], Y[start:stop]
-            else:
-                index = order_dev[start:stop]
-                xb, yb = self._gather("x", X, index), self._gather("y", Y, index)
-            if guard_state:
-                self._layer_state.save()
-            penalty = None
-            if rows == 0:  # no rows for this rank in a tiny last batch: it sends zeros
-                value, pred = parallel.empty_shard(), None
-            else:
-                pred = net.forward_internal(xb, training=True)
-                value, grad = loss.value_and_grad(backend, pred, yb)
-                value = parallel.scale_loss(value, grad, rows, batch_rows)
-                if has_penalty:
-                    penalty = net.penalty_internal()
-                net.backward_internal(grad)
-            step_loss = value if penalty is None else value + penalty
-            parallel.reduce_gradients(step_loss, rows, batch_rows)  # the whole batch's gradient on every rank
-            if not backend.step_finite(step_loss, grad_buffer):
-                self._layer_state.restore()
-                self.diverged(epoch, batch, history, "loss" if not backend.all_finite(step_loss) else "gradient",
-                              f" (loss {backend.to_scalar(step_loss)})")
-            if self.optimizer.lr != self._probed_lr:
-                self._probed_step(epoch, batch, history)
-            else:
-                self.optimizer.update()
-            share = _epoch_loss_share(loss, value, penalty, rows, batch_rows, n)
-            loss_sum = share if loss_sum is None else loss_sum + share
-            scored = None if pred is None else loss.count_correct(backend, pred, yb)
-            if scored is not None:
-                correct = scored[0] if correct is None else correct + scored[0]
-                counted += scored[1]
-            for on_batch_end in step_callbacks:
-                on_batch_end()
-        return parallel.epoch_metrics(loss_sum, correct, counted, n)
-
-
-def _epoch_loss_share(loss, value, penalty, rows: int, batch_rows: int, n: int):
-    """This step's share of n x the epoch's loss (fit divides the sum by the n samples).
-
-    The data term follows the loss's reduction over the whole epoch, as evaluate() reports it:
-    "mean" weighs each batch's mean by its rows; "sum" adds each batch's total (on N ranks, this
-    rank's part of it: `value` is its own total scaled by batch_rows / rows). The penalty enters
-    as a batch-size-weighted mean, so it counts once whatever the number of batches.
-    """
-    if loss.reduction == "mean":
-        share = value * rows
-    else:
-        share = value * (n * rows / batch_rows)
-    return share if penalty is None else share + penalty * rows
-
-
-def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The shuffle of the network's `epoch`-th epoch (counted over all fits): a function of
-    (seed, epoch) alone, so fit(epochs=2) twice, or a run resumed from a checkpoint, shuffles
-    exactly as one fit(epochs=4) does."""
-    return np.random.default_rng((seed, epoch)).permutation(n)
-
-
-class _LayerStateGuard:
-    """Takes back what a diverged step's forward wrote into layer state (every layer's buffers
-    and counters: BatchNorm's running statistics, Dropout's step), so TrainingDivergedError
-    leaves every layer as the last finite step left it. Per step: one device copy per buffer,
-    one int per counter."""
-
-    def __init__(self, net):
-        self.net, self.backend = net, net.backend
-        self.buffers = net.buffers()
-        self.has_counters = any(layer.counters for layer in net.layers)
-        self.active = bool(self.buffers or self.has_counters)  # False: nothing to save or restore
-        self._saved = [self.backend.empty(b.shape) for b in self.buffers]
-        self._counters: list[dict] = []
-
-    def save(self) -> None:
-        if self.has_counters:
-            self._counters = self.net.counter_values()
-        for buffer, saved in zip(self.buffers, self._saved):
-            self.backend.copy(buffer, out=saved)
-
-    def restore(self) -> None:
-        if self.has_counters and self._counters:
-            self.net.set_counters(self._counters)
-        for buffer, saved in zip(self.buffers, self._saved):
-            self.backend.copy(saved, out=buffer)
-
-
-def _snapshot(net) -> tuple:
-    """What early stopping restores: the weights and layer buffers of the best epoch. Not the
-    counters: they count steps taken, so later dropout masks stay fresh."""
-    backend = net.backend
-    return backend.copy(net.store.data), [backend.copy(b) for b in net.buffers()]
-
-
-def _restore(net, state) -> None:
-    data, buffers = state
-    backend = net.backend
-    backend.copy(data, out=net.store.data)
-    for buffer, saved in zip(net.buffers(), buffers):
-        backend.copy(saved, out=buffer)
-
-
 # ---------------------------------------------------------------------- inference
 
 
-def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
+def _evaluate_device(net, loss, X, Y, batch_size: int, metrics=()) -> dict:
     backend = net.backend
     n = X.shape[0]
+    tally = Tally(backend, loss, metrics, net.out_features)
     loss_sum, correct, counted = None, None, 0
     for start in range(0, n, batch_size):
         xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
@@ -536,21 +498,25 @@ def _evaluate_device(net, loss, X, Y, batch_size: int) -> dict:
         if scored is not None:
             correct = scored[0] if correct is None else correct + scored[0]
             counted += scored[1]
+        tally.add(pred, yb)
     total = backend.to_scalar(loss_sum)
     if loss.reduction == "mean":
         total /= n
-    metrics = {"loss": total + net.penalty()}
+    results = {"loss": total + net.penalty()}
     if correct is not None:
-        metrics["accuracy"] = backend.to_scalar(correct) / counted
-    return metrics
+        results["accuracy"] = backend.to_scalar(correct) / counted
+    results.update(tally.values())
+    return results
 
 
-def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
-    """{"loss": ..., "accuracy": ...} of `net` on (X, y) in eval mode (accuracy where the loss
-    defines one). The loss includes the regularization penalty, as fit's history does. Several
-    threads may evaluate and predict with one network at once."""
+def evaluate(net, X, y, loss: Loss, batch_size: int = 1024, metrics=None) -> dict:
+    """{"loss": ..., "accuracy": ..., and each of `metrics`} of `net` on (X, y) in eval mode
+    (accuracy where the loss defines one; the metrics as fit's, backprop/metrics.py). The loss
+    includes the regularization penalty, as fit's history does. Several threads may evaluate
+    and predict with one network at once."""
     check_loss(loss, net)
     batch_size = check_int("batch_size", batch_size, wanted="a positive integer")
+    metrics = checked_metrics(() if metrics is None else metrics, loss, net.out_features)
     backend = net.backend
     net.usage.begin_inference()
     try:
@@ -558,7 +524,7 @@ def evaluate(net, X, y, loss: Loss, batch_size: int = 1024) -> dict:
             X_host, Y_host = examples_and_targets(net, loss, X, y)
             with np.errstate(all="ignore"):
                 return _evaluate_device(net, loss, backend.asarray(X_host), target_on_device(backend, Y_host),
-                                        batch_size)
+                                        batch_size, metrics)
     finally:
         net.usage.end_inference()
 

@@ -42,6 +42,16 @@ class InterruptingLoss(bp.CrossEntropyLoss):
         return super().value_and_grad(backend, pred, target)
 
 
+class StopAt(bp.Callback):
+    """Asks to stop at the end of epoch `epoch`."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, metrics):
+        self.stop_training = self.stop_training or epoch == self.epoch
+
+
 def build(case: str, rank: int = 0, device: str = "cpu"):
     """(net, optimizer, X, y, fit keyword arguments) of `case` as rank `rank` sees it."""
     X, y = _data(203)
@@ -71,6 +81,20 @@ def build(case: str, rank: int = 0, device: str = "cpu"):
         if rank == 1:
             y_val = (y_val + 1) % 3
         kwargs.update(validation_data=(X_val, y_val), early_stopping=1, epochs=30)
+    elif case in ("weighted_clipped", "weighted_penalty_per_weight"):
+        # sample weights summed over both ranks' rows (shards of 5 and 6 in the last batch), the
+        # gradient clipped after the allreduce, the lr halved on a plateau of the validation loss
+        net = _mlp("float64", l2=1e-3, device=device)
+        opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        weights = np.random.default_rng(3).uniform(0.0, 2.0, X.shape[0])
+        kwargs.update(sample_weight=weights, clip_norm=0.5, validation_split=0.1, epochs=4,
+                      metrics=["f1", "precision", "recall", bp.TopKAccuracy(2)],
+                      scheduler=bp.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=0.5),
+                      penalty_scale="weight" if case == "weighted_penalty_per_weight" else "batch")
+    elif case == "callback_stop":  # rank 0's callback stops at epoch 2, rank 1's would at 5: rank 0 decides
+        net = _mlp("float64")
+        opt = bp.SGD(net.parameters(), lr=0.1)
+        kwargs.update(callbacks=[StopAt(2 if rank == 0 else 5)], epochs=6)
     elif case == "diverge_on_one_rank":  # rank 1's copy of row 40 (batch 3, its shard) makes the loss inf
         X, y = X[:64], np.eye(3)[y[:64]]
         if rank == 1:

@@ -121,7 +121,7 @@ def test_a_users_own_optimizer_or_schedule_class_is_refused_by_name_before_writi
 
     net, opt = make()
     path = tmp_path / "m.safetensors"
-    with pytest.raises(TypeError, match="scheduler must be one of StepLR, ExponentialLR, CosineAnnealingLR "
+    with pytest.raises(TypeError, match="scheduler must be one of StepLR, ExponentialLR, CosineAnnealingLR, ReduceLROnPlateau "
                                         "to be saved in a checkpoint, got Halving"):
         bp.save(net, path, optimizer=opt, scheduler=Halving(opt))
     with pytest.raises(TypeError, match="optimizer must be one of SGD, Adam, AdamW to be saved in a checkpoint, "

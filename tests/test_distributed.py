@@ -89,11 +89,14 @@ def assert_history_close(history, reference, rtol):
 
 
 @pytest.mark.parametrize("case, rtol", [("mean_float64", 1e-12), ("adam_float32", 2e-5),
-                                        ("sum_one_row_last_batch", 1e-12), ("cnn_float64", 1e-12)])
+                                        ("sum_one_row_last_batch", 1e-12), ("cnn_float64", 1e-12),
+                                        ("weighted_clipped", 1e-12), ("weighted_penalty_per_weight", 1e-12)])
 def test_two_ranks_at_half_batch_equal_one_process(case, rtol, tmp_path):
     """Weights and per-epoch metrics of 2 ranks = one process with the whole batch, to rounding:
     an uneven last batch (shards of 5 and 6 rows), a 1-row last batch (rank 0 gets none),
-    reduction="sum", l1/l2 penalties, momentum, Adam, a validation split, image batches."""
+    reduction="sum", l1/l2 penalties, momentum, Adam, a validation split, image batches; sample
+    weights (their sum over both ranks' rows), gradient clipping after the allreduce,
+    ReduceLROnPlateau, metrics from counts summed over the ranks."""
     results = run_ranks(case, tmp_path)
     assert_ranks_identical(results)
     net, opt, history = one_process(case)
@@ -284,3 +287,13 @@ def test_command_line_on_two_ranks_prints_once_and_matches_one_process(tmp_path)
     accuracy = [line for line in single.splitlines() if line.startswith("test accuracy")]
     assert len(accuracy) == 1
     assert [line for line in on_ranks.splitlines() if line.startswith("test accuracy")] == accuracy
+
+
+def test_a_callbacks_stop_decided_on_rank_0_stops_every_rank(tmp_path):
+    """Rank 0's callback asks to stop after epoch 2, rank 1's would after epoch 5: both ranks stop
+    after epoch 2, with the same weights and history."""
+    results = run_ranks("callback_stop", tmp_path)
+    assert_ranks_identical(results)
+    history = results[0]["history"]
+    assert history["stopped_early"] and history["epochs"] == 2
+    assert int(results[1]["epochs_trained"]) == 2

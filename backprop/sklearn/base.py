@@ -35,13 +35,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from backprop.boundary import check_finite, host_numeric, to_numpy
+from backprop.boundary import checked_sample_weight, to_numpy
 from backprop.callbacks import Callback
 from backprop.checks import check_bool, check_int, check_real
 from backprop.layers import BatchNorm, Dense, Dropout
 from backprop.network import Sequential
 from backprop.optim import SGD, Adam
-from backprop.sklearn.losses import packed_target
 from backprop.training import fit, predict
 
 # scikit-learn's activation names -> backprop's.
@@ -87,28 +86,11 @@ def _dense(X):
     return X.toarray() if scipy.sparse.issparse(X) else X
 
 
-def checked_sample_weight(sample_weight, n: int) -> np.ndarray:
-    """One finite, non-negative weight per sample (ones when None; a number is every sample's)."""
-    if sample_weight is None:
-        return np.ones(n)
-    weights = host_numeric(sample_weight, "sample_weight").astype(np.float64)
-    if weights.ndim == 0:
-        weights = np.full(n, weights.item())
-    if weights.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {weights.shape}")
-    check_finite(weights, "sample_weight")
-    if weights.min() < 0:
-        raise ValueError(f"sample_weight must be >= 0, got {weights.min()}")
-    if not weights.sum() > 0:
-        raise ValueError("sample_weight must not be all zeros")
-    return weights
-
-
 class MLPBase(BaseEstimator):
     """The shared part of MLPClassifier and MLPRegressor (see the module docstring).
 
     A subclass defines `_validate_input(X, y, incremental, reset) -> (X, Y)` (Y 2-D, one
-    column per network output), `_loss(alpha, penalized)`, `_score_outputs(outputs, Y, w)`
+    column per network output), `_loss()`, `_score_outputs(outputs, Y, w)`
     (the validation score of the network's outputs) and `out_activation_`.
     """
 
@@ -362,15 +344,13 @@ class MLPBase(BaseEstimator):
         """One bp.fit under scikit-learn's rules (the module docstring)."""
         X_train, Y_train, w_train = train
         penalized = self._dense_layers()
-        if self.alpha:
-            # The loss sets each batch's l2 from its weights; a nonzero start makes fit count the penalty.
-            for layer in penalized:
-                layer.l2 = 0.5 * self.alpha / batch_size
+        for layer in penalized:  # the penalty (alpha / 2) ||W||^2, which fit divides by each batch's weight
+            layer.l2 = 0.5 * self.alpha
         self.n_iter_ = 0
         try:
-            fit(self.network_, X_train, packed_target(Y_train, w_train), loss=self._loss(self.alpha, penalized),
-                optimizer=self._optimizer, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                shuffle=self.shuffle, progress=False,
+            fit(self.network_, X_train, Y_train, loss=self._loss(), optimizer=self._optimizer,
+                epochs=1 if incremental else self.max_iter, batch_size=batch_size, shuffle=self.shuffle,
+                progress=False, sample_weight=w_train, penalty_scale="weight",
                 callbacks=[_EpochEnd(self, X_train.shape[0], validation, incremental)])
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=1)  # where scikit-learn's is

@@ -43,9 +43,8 @@ class MLPClassifier(ClassifierMixin, MLPBase):
     def out_activation_(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def _loss(self, alpha, penalized):
-        loss = SoftmaxCrossEntropy if self.out_activation_ == "softmax" else SigmoidCrossEntropy
-        return loss(alpha, penalized)
+    def _loss(self):
+        return SoftmaxCrossEntropy() if self.out_activation_ == "softmax" else SigmoidCrossEntropy()
 
     def _validate_input(self, X, y, incremental, reset):
         """(X, Y): X checked, Y the labels binarized (one column per output); sets `classes_`

@@ -49,8 +49,8 @@ class MLPRegressor(RegressorMixin, MLPBase):
                              f"got {self.loss!r}")
         super()._check_params()
 
-    def _loss(self, alpha, penalized):
-        return HalfSquaredError(alpha, penalized)
+    def _loss(self):
+        return HalfSquaredError()
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, y_numeric=True,
