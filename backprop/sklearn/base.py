@@ -81,6 +81,32 @@ def _put_weights_and_buffers(net, saved: tuple) -> None:
             buffer[...] = backend.asarray(values)
 
 
+class _Snapshot:
+    """An estimator as it is before a fit: its attributes (lists copied: fit appends to them),
+    and the training state of its network and optimizer, which a warm or partial fit changes in
+    place."""
+
+    def __init__(self, estimator):
+        self.attributes = {k: list(v) if isinstance(v, list) else v for k, v in estimator.__dict__.items()}
+        net, optimizer = estimator.__dict__.get("network_"), estimator.__dict__.get("_optimizer")
+        self.network = None if net is None else (
+            _weights_and_buffers(net), net.counter_values(), net.epochs_trained, net.training)
+        self.optimizer = None if optimizer is None else (
+            optimizer.step_count, optimizer.state_arrays(), optimizer.lr)
+
+    def restore(self, estimator) -> None:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(self.attributes)
+        net, optimizer = estimator.__dict__.get("network_"), estimator.__dict__.get("_optimizer")
+        if self.network is not None:
+            saved, counters, net.epochs_trained, net.training = self.network
+            _put_weights_and_buffers(net, saved)
+            net.set_counters(counters)
+        if self.optimizer is not None:
+            step_count, arrays, optimizer.lr = self.optimizer
+            optimizer.load_state(step_count, arrays)
+
+
 def _dense(X):
     """X as a dense array (the network multiplies dense matrices)."""
     return X.toarray() if scipy.sparse.issparse(X) else X
@@ -215,8 +241,14 @@ class MLPBase(BaseEstimator):
             if np.shape(value) != param.shape:
                 raise ValueError(f"{attribute}[{i}] must have shape {param.shape}, got {np.shape(value)}")
         with self.network_.backend.on_device():
-            for param, value in zip(params, values):
-                param.data = value
+            old = [to_numpy(param.data) for param in params]
+            try:
+                for param, value in zip(params, values):
+                    param.data = value
+            except BaseException:  # a refused array (NaN, say) leaves the layers before it as they were
+                for param, value in zip(params, old):
+                    param.data = value
+                raise
 
     @property
     def coefs_(self) -> list[np.ndarray]:
@@ -301,14 +333,15 @@ class MLPBase(BaseEstimator):
         return (X_train, Y_train, w_train), (X_val, Y_val, w_val)
 
     def _fit(self, X, y, sample_weight, incremental: bool):
-        """fit and partial_fit. A refusal (ValueError or TypeError: bad parameters or data, found
-        here or by bp.fit's own checks before its first step) leaves the estimator as it was."""
-        before = dict(self.__dict__)
+        """fit and partial_fit. Whatever fails (bad parameters or data, a diverged fit, no memory
+        for a new network) leaves the estimator exactly as it was: its attributes, and the weights,
+        buffers and optimizer state of a network that training continues (warm_start,
+        partial_fit), are put back before the error goes on."""
+        before = _Snapshot(self)
         try:
             self._train(*self._prepare(X, y, sample_weight, incremental), incremental)
-        except (ValueError, TypeError):
-            self.__dict__.clear()
-            self.__dict__.update(before)
+        except BaseException:
+            before.restore(self)
             raise
         return self
 
