@@ -30,6 +30,9 @@ from typing import Callable
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
 GELU_CLIP = 100.0  # |x| beyond which tanh(k (x + c x^3)) is +-1 exactly in float32 and float64
+# |u| beyond which tanh u rounds to +-1 in each dtype: 1 - tanh u = 2 e^-2u / (1 + e^-2u) falls
+# below half an ulp of 1 (2^-25 in float32, 2^-54 in float64) at u = 9.01 and 19.06.
+GELU_SATURATION = {"float32": 9.0, "float64": 19.1}
 
 @dataclass(frozen=True)
 class Activation:
@@ -99,20 +102,30 @@ def _leaky_relu_backward(xp, grad_y, y, x, slope):
     return xp.where(y > 0, grad_y, slope * grad_y)
 
 
+def _gelu_tanh(xp, u):
+    """tanh u, set to sign(u) where |u| > GELU_SATURATION of u's dtype: there tanh u rounds to
+    +-1, which a libm may miss by its few ulps (CUDA's tanhf by 2); 1 - tanh^2 u is then exactly
+    0 and not a few ulps, which GELU's derivative multiplies by about x^3."""
+    limit = GELU_SATURATION["float32" if u.dtype == xp.float32 else "float64"]
+    return xp.where(xp.abs(u) > limit, xp.sign(u), xp.tanh(u))
+
+
 def _gelu_forward(xp, x, slope):
-    """y = x/2 (1 + tanh u), u = k (x + c x^3): the tanh form (PyTorch's approximate="tanh")."""
+    """y = x/2 (1 + tanh u), u = k (x + c x^3): the tanh form (PyTorch's approximate="tanh"),
+    with tanh saturated where it rounds to +-1 (_gelu_tanh)."""
     inner = GELU_K * (x + GELU_C * x * x * x)
-    return 0.5 * x * (1.0 + xp.tanh(inner))
+    return 0.5 * x * (1.0 + _gelu_tanh(xp, inner))
 
 
 def _gelu_backward(xp, grad_y, y, x, slope):
-    """dL/dx = dL/dy * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)).
+    """dL/dx = dL/dy * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)), tanh saturated
+    where it rounds to +-1 (_gelu_tanh), so that the second term is exactly 0 there.
 
     u and its derivative are taken at x clipped to [-GELU_CLIP, GELU_CLIP]: beyond it tanh u is
     +-1 exactly in float32 and float64, so 1 - tanh^2 u is 0 and nothing changes, while x^2 at
     |x| >= 2e19 would overflow float32 and make the second term 0 * inf = NaN."""
     xc = xp.clip(x, min=-GELU_CLIP, max=GELU_CLIP)
-    t = xp.tanh(GELU_K * (xc + GELU_C * xc * xc * xc))
+    t = _gelu_tanh(xp, GELU_K * (xc + GELU_C * xc * xc * xc))
     dt = GELU_K * (1.0 + 3.0 * GELU_C * xc * xc)
     return grad_y * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt)
 

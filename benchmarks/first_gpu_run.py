@@ -1,4 +1,4 @@
-"""The first run on a GPU machine, one command, under 5 minutes:
+"""The first run on a GPU machine, one command, under 6 minutes (a budget of 340 s):
 
     python3 benchmarks/first_gpu_run.py RESULTS_DIR
 
@@ -39,10 +39,15 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GPU_TEST_FILES = ("tests/test_gpu.py", "tests/test_extreme.py", "tests/test_distributed.py", "tests/test_images.py")
-BUDGET_S = 290
-# The most each phase may take; each also stops where the budget ends.
-PHASE_LIMITS_S = {"install": 90, "detect": 60, "tests": 150, "benchmarks": 120}
+GPU_TEST_FILES = ("tests/test_gpu.py", "tests/test_extreme.py", "tests/test_distributed.py",
+                  "tests/test_images.py")
+# The whole run, environment listing included, within 6 minutes: a GPU machine is lent for 10
+# minutes a command and 15 in all, its start-up included.
+BUDGET_S = 340
+# The most each phase may take (they add up to the budget); each also stops where the budget
+# ends. Each is a few times what the phase took where it could be measured, and the tests' cap
+# leaves room for the first compile of every kernel on an empty cache (benchmarks/RESULTS.md).
+PHASE_LIMITS_S = {"install": 45, "detect": 30, "tests": 180, "benchmarks": 85}
 QUICK_TESTS = "loads or refused"
 OUTPUT_TAIL = 8000
 

@@ -14,6 +14,16 @@
 #define BP_GELU_C 0.044715
 #define BP_GELU_CLIP 100.0  // activations.GELU_CLIP
 
+// tanh u, set to +-1 where |u| > activations.GELU_SATURATION of the type (9 in float, 19.1 in
+// double): there tanh u rounds to +-1, which CUDA's tanhf may miss by its 2 ulp, and 1 - t^2,
+// exactly 0 then, is multiplied by about x^3 in GELU's derivative. As _gelu_tanh.
+__device__ __forceinline__ float bp_gelu_tanh(float u) {
+    return bp_abs(u) > 9.0f ? (u > 0.0f ? 1.0f : -1.0f) : bp_tanh(u);
+}
+__device__ __forceinline__ double bp_gelu_tanh(double u) {
+    return bp_abs(u) > 19.1 ? (u > 0.0 ? 1.0 : -1.0) : bp_tanh(u);
+}
+
 // bound[bias_linear_fwd] y: exact
 struct Linear {
     template <typename T>
@@ -71,7 +81,9 @@ struct LeakyRelu {
 
 // Forward: w = k (v + c v^3) is within 7u |w| (k and c rounded to T, three products, a sum of
 // terms of one sign, fused or not); t = tanh w within 5u |t| + (1 - t^2) 7u |w| <= 8.2u (as
-// w sech^2 w <= 0.448); 1 + t and the product round once each: y is within 4.1u |v| + 2u |y|.
+// w sech^2 w <= 0.448); where bp_gelu_tanh saturates (|w| > S, S = 9 in float, 19.1 in double),
+// t = +-1 is within 1 - tanh S = 2e^-2S / (1 + e^-2S) <= 0.52u of tanh w, inside that bound too;
+// 1 + t and the product round once each: y is within 4.1u |v| + 2u |y|.
 // The rounding of v adds at most 1.13 u |v| (|GELU'| <= 1.13). The tanh form is poorly
 // conditioned for v << 0: 1 + t cancels, so the error stays near 4u |v| while y vanishes.
 // bound[gelu_fwd] y: u * (2 * abs(result) + 4.1 * abs(x))
@@ -82,14 +94,18 @@ struct LeakyRelu {
 // q does (|t| -> 1) and is multiplied by x dt / 2, which grows like |x|^3: x q dt / 2 is within
 // 12.7u |x| dt; the sum and the product with dy round once each. So |dz - exact| <=
 // u |dy| (7.1 + 13.7 |x| dt): poorly conditioned for |x| beyond about 2, as the reference's own
-// formula is (it cancels the same way on the CPU).
-// bound[gelu_bwd] dz: u * abs(dy) * (7.5 + 11 * abs(pre) * (1 + 0.135 * pre * pre))
+// formula is (it cancels the same way on the CPU). Saturated, q is 0 where the exact 1 - tanh^2 w
+// is at most 4e^-2S <= 1.03u: within the 17.3u above. Beyond |x| = 7.3, |w| >= 19.7 > S in both
+// types, so t = +-1, q = 0, dt is finite (x clipped) and dz = dy * (1 or 0) exactly; the exact
+// value differs by |dy| ((1 - |tanh w|)/2 + |x| dt sech^2 w / 2) <= |dy| (1 + 23.7 * 4) e^-2|w|
+// (|x| dt / 2 <= 23.7 at |x| = 7.3, and e^-2|w| |x|^3 falls beyond), at most 6.6u |dy| in double.
+// bound[gelu_bwd] dz: u * abs(dy) * where(abs(pre) > 7.3, 7, 7.5 + 11 * abs(pre) * (1 + 0.135 * pre * pre))
 struct Gelu {
     // y = x/2 (1 + tanh u), u = k (x + c x^3)
     template <typename T>
     static __device__ __forceinline__ T forward(T x, T) {
         const T inner = T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x);
-        return T(0.5) * x * (T(1) + bp_tanh(inner));
+        return T(0.5) * x * (T(1) + bp_gelu_tanh(inner));
     }
     // Takes the pre-activation x (not y): dy * (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)),
     // t and dt taken at x clipped to +-BP_GELU_CLIP, as the reference: beyond it t is +-1 exactly,
@@ -97,7 +113,7 @@ struct Gelu {
     template <typename T>
     static __device__ __forceinline__ T backward(T dy, T x, T) {
         const T xc = x < T(-BP_GELU_CLIP) ? T(-BP_GELU_CLIP) : (x > T(BP_GELU_CLIP) ? T(BP_GELU_CLIP) : x);
-        const T t = bp_tanh(T(BP_GELU_K) * (xc + T(BP_GELU_C) * xc * xc * xc));
+        const T t = bp_gelu_tanh(T(BP_GELU_K) * (xc + T(BP_GELU_C) * xc * xc * xc));
         const T dt = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * xc * xc);
         return dy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt);
     }

@@ -19,6 +19,9 @@ As CuPy (14.2) does:
   block of 0 as 1; it refuses any argument a real launch would misread: an array of another
   dtype, a scalar whose C type (as CuPy would pass it) is not exactly the parameter's. Like
   CuPy, it does not look at strides: a non-contiguous array must be refused before it gets here.
+- NCCL: `from cupy.cuda import nccl` gives tests/nccl_double.py's CupyDoubleNccl (collectives over
+  MPI on the memory at the addresses given); `array.data.ptr` is an array's address, and the
+  current stream's `ptr` names its device.
 - cuBLAS: `cublas.gemm(transa, transb, a, b, out=...)` with CuPy's checks, computed in another
   summation order than NumPy's (split-K: the inner dimension cut into chunks whose products are
   added in a tree), as cuBLAS picks its own order.
@@ -27,6 +30,11 @@ As CuPy (14.2) does:
   operation on that device, which runs after them in stream order); until then their outputs
   hold what was there before. `get()` synchronizes the array's own device, as CuPy's does with
   the default stream. `Event` and `get_elapsed_time` refuse to time unfinished work.
+
+The kernels' host builds model what `modules(emulation=...)` names of a GPU's arithmetic (FMA
+contraction, CUDA's libm ulps, flush-to-zero, blocks in reverse: host_kernels.Emulation). For a
+whole test session, BACKPROP_CUPY_DOUBLE names it (`install_from_environment`, which
+tests/conftest.py calls), and the `gpu` tests run on the double.
 
 Stricter than CuPy, on purpose:
 - Several devices (2 by default). An array lives on the device that was current when it was
@@ -46,13 +54,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 import time
 import types
 
 import numpy as np
 
-from host_kernels import HostModule, c_type_of
+import host_kernels
+from host_kernels import PLAIN, Emulation, HostModule, c_type_of
 
 float32, float64, int64 = np.float32, np.float64, np.int64
 SPLIT_K = 32  # inner-dimension chunk of the double's GEMM
@@ -111,6 +121,7 @@ class Machine:
 
 machine = Machine(2)
 _namespace: types.ModuleType | None = None  # the "cupy" module of the latest modules() call
+_emulation: Emulation = PLAIN  # what of a GPU's arithmetic the kernels' host builds model
 
 
 class Device:
@@ -153,9 +164,11 @@ class Device:
 
 
 class Stream:
-    """The default (null) stream of the current device."""
+    """The default (null) stream of the current device; its handle (`ptr`) names the device."""
 
-    ptr = 0
+    @property
+    def ptr(self) -> int:
+        return stream_handle(machine.current)
 
     def synchronize(self):
         machine.synchronize(machine.current)
@@ -184,6 +197,11 @@ class Event:
             machine.synchronize(self.device)
 
 
+def stream_handle(device: int) -> int:
+    """The handle of `device`'s null stream, as cupy.cuda.get_current_stream().ptr gives it."""
+    return 0x5EED0 + device
+
+
 def get_elapsed_time(start: Event, end: Event) -> float:
     """Milliseconds between two completed events; CUDA's cudaErrorNotReady while one is pending."""
     if not (start.done and end.done):
@@ -207,6 +225,11 @@ class ndarray(np.ndarray):
     @property
     def device(self):
         return Device(self.device_id)
+
+    @property
+    def data(self):
+        """CuPy's MemoryPointer, whose `ptr` is the device address (here, the host memory's)."""
+        return types.SimpleNamespace(ptr=self.ctypes.data)
 
     def _host(self) -> np.ndarray:
         return self.view(np.ndarray)
@@ -434,7 +457,7 @@ def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
 
 # ---------------------------------------------------------------------- kernels
 
-_built: dict[str, HostModule] = {}
+_built: dict[tuple[str, Emulation], HostModule] = {}
 
 
 def _by_value(value):
@@ -489,9 +512,10 @@ class RawModule:
 
     def get_function(self, name: str) -> RawKernel:
         machine.touch()  # CuPy compiles and loads the module on the current device here
-        if self.code not in _built:
-            _built[self.code] = HostModule(self.code)
-        return RawKernel(_built[self.code].function(name))
+        key = (self.code, _emulation)
+        if key not in _built:
+            _built[key] = HostModule(self.code, _emulation)
+        return RawKernel(_built[key].function(name))
 
 
 # ---------------------------------------------------------------------- the modules
@@ -533,16 +557,30 @@ def _replaced(name: str) -> bool:
     return name.split(".")[0] == "cupy" or name == _COMPAT or name.startswith(_COMPAT + ".")
 
 
-def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True, driver: bool = True) -> dict:
+def _nccl_on_first_use(name: str):
+    """`from cupy.cuda import nccl`: tests/nccl_double.py's, made on first use (it needs MPI)."""
+    if name != "nccl":
+        raise AttributeError(f"module 'cupy.cuda' has no attribute {name!r}")
+    from nccl_double import CupyDoubleNccl
+
+    sys.modules["cupy.cuda"].nccl = CupyDoubleNccl()
+    return sys.modules["cupy.cuda"].nccl
+
+
+def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True, driver: bool = True,
+            emulation: Emulation = PLAIN) -> dict:
     """{name: module} for sys.modules: "cupy" (a package, as CuPy is), "cupy.cuda", and
     "cupy.cublas" when cuBLAS is installed. Resets the machine to `devices` idle GPUs, 0 current.
-    Without `driver`, the runtime answers as it does where the driver is missing or too old."""
-    global machine, _namespace
+    Without `driver`, the runtime answers as it does where the driver is missing or too old.
+    The kernels' host builds model `emulation` of a GPU's arithmetic (tests/host_kernels.py)."""
+    global machine, _namespace, _emulation
     machine = Machine(devices)
+    _emulation = emulation
     cuda = types.ModuleType("cupy.cuda")
     cuda.__path__ = []
     cuda.Device, cuda.Event, cuda.Stream, cuda.get_elapsed_time = Device, Event, Stream, get_elapsed_time
     cuda.get_current_stream = lambda device=None: Stream()
+    cuda.__getattr__ = _nccl_on_first_use
     count = (lambda: machine.devices) if driver else (lambda: _raise(RuntimeError(
         "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")))
     cuda.runtime = types.SimpleNamespace(
@@ -587,4 +625,42 @@ def install(monkeypatch, **options) -> Machine:
         monkeypatch.delitem(sys.modules, name)
     for name, module in modules(**options).items():
         monkeypatch.setitem(sys.modules, name, module)
+    return machine
+
+
+# ---------------------------------------------------------------------- for a whole test session
+
+ENVIRONMENT = "BACKPROP_CUPY_DOUBLE"
+_OPTIONS = ("fma", "libm_ulps", "flush_to_zero", "reverse")
+
+
+def emulation_named(value: str) -> Emulation:
+    """The Emulation an ENVIRONMENT value names: "plain", "gpu" (every option at once), or
+    options joined by commas, e.g. "fma,flush_to_zero"."""
+    names = {"plain": (), "gpu": _OPTIONS}.get(value.strip(), [n.strip() for n in value.split(",")])
+    unknown = [n for n in names if n not in _OPTIONS]
+    if unknown:
+        raise ValueError(f"{ENVIRONMENT}={value!r}: expected plain, gpu or options among {', '.join(_OPTIONS)} "
+                         f"joined by commas, got {', '.join(unknown)}")
+    return Emulation(**{n: True for n in names})
+
+
+def install_from_environment() -> Machine | None:
+    """Where ENVIRONMENT is set, `import cupy` gives the double for the rest of the process, with
+    the emulation it names, and every kernel module is built for the host now, in
+    BACKPROP_HOST_KERNELS_DIR where set (a parent process's builds), which the processes this one
+    starts then share. The machine, or None where ENVIRONMENT is unset."""
+    value = os.environ.get(ENVIRONMENT)
+    if not value:
+        return None
+    emulation = emulation_named(value)
+    reason = emulation.unavailable()
+    if reason is not None:
+        raise RuntimeError(f"{ENVIRONMENT}={value}: {reason}")
+    host_kernels._cache_dir = os.environ.get("BACKPROP_HOST_KERNELS_DIR", host_kernels._cache_dir)
+    os.environ["BACKPROP_HOST_KERNELS_DIR"] = host_kernels._session_dir()
+    from backprop.kernels import loader
+
+    host_kernels.build_all((loader.kernel_source(name) for name in loader.source_names()), emulation)
+    sys.modules.update(modules(emulation=emulation))
     return machine

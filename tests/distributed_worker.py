@@ -136,9 +136,12 @@ def main(case: str, out_dir: str) -> None:
 
     rank = MPI.COMM_WORLD.Get_rank()
     distributed, device = True, "cpu"
-    if case.startswith("gpu:"):  # real CuPy arrays and NCCL, one GPU per rank
+    if case.startswith("gpu:"):  # CuPy arrays and NCCL, one GPU per rank (the double's, as the tests' is)
+        import cupy_double
+
         from backprop.distributed import local_device
 
+        cupy_double.install_from_environment()
         case, device = case.split(":", 1)[1], local_device("cuda")
     machine = None
     if case.startswith("nccl_double_cuda:"):  # as below, on the rank's GPU of the CuPy double

@@ -8,7 +8,8 @@ current), reads and writes the memory at the raw address it is given after the w
 before it (stream order), and does the collective over MPI. So a wrong address, count or dtype
 gives wrong numbers, not a pass. The memory stands in for CuPy's side (addresses, a stream
 handle, the device): `HostMemory` for NumPy arrays, `DeviceMemory` for arrays of the CuPy double
-(tests/cupy_double.py) on one of its GPUs, which must hold every buffer.
+(tests/cupy_double.py) on one of its GPUs, which must hold every buffer. `CupyDoubleNccl` is
+what `from cupy.cuda import nccl` gives under the CuPy double, for NcclCommunicator's defaults.
 """
 
 from __future__ import annotations
@@ -98,20 +99,39 @@ class FakeNccl:
         return np.ctypeslib.as_array(pointer, shape=(count,))
 
 
+class CupyDoubleNccl(FakeNccl):
+    """cupy.cuda.nccl of the CuPy double (what `from cupy.cuda import nccl` gives there): each
+    communicator is FakeNccl's on the double's device current when it is built, and its
+    collectives must come on that device's stream, as NcclCommunicator's own CuPy side
+    (addresses from `array.data.ptr`, the stream from cupy.cuda.get_current_stream()) gives it."""
+
+    def __init__(self):
+        import cupy_double
+
+        super().__init__(memory=None)
+        self.double = cupy_double
+
+    def NcclCommunicator(self, ndev, unique_id, rank):  # noqa: N802 (cupy's name)
+        index = self.double.machine.current
+        on_device = FakeNccl(DeviceMemory(index))
+        on_device.calls = self.calls
+        return _FakeComm(on_device, ndev, unique_id, rank, stream=self.double.stream_handle(index))
+
+
 class _FakeComm:
-    def __init__(self, nccl: FakeNccl, ndev, unique_id, rank):
+    def __init__(self, nccl: FakeNccl, ndev, unique_id, rank, stream: int = STREAM):
         world = MPI.COMM_WORLD
         assert nccl.memory.is_current(), "the NCCL communicator must be built on the rank's device"
         assert (ndev, rank) == (world.Get_size(), world.Get_rank())
         assert len(unique_id) == 128
         assert world.allgather(unique_id) == [unique_id] * ndev, "every rank must get rank 0's unique id"
-        self.nccl, self.world = nccl, world
+        self.nccl, self.world, self.stream = nccl, world, stream  # the handle of its device's stream
 
     def _check(self, count, datatype, stream):
         for value in (count, datatype, stream):
             assert isinstance(value, int) and not isinstance(value, bool), f"NCCL takes integers, got {value!r}"
         assert datatype in FakeNccl._ctypes, f"unknown NCCL datatype {datatype}"
-        assert stream == STREAM, "collectives go on the stream of the communicator's device, made current"
+        assert stream == self.stream, "collectives go on the stream of the communicator's device, made current"
         self.nccl.memory.synchronize()  # the collective runs after the work queued before it
 
     def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):  # noqa: N802

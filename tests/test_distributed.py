@@ -37,7 +37,9 @@ pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install
 
 def launch(command: list[str], cwd=None) -> tuple[str, str]:
     """(stdout, stderr) of `command`, which must succeed within TIMEOUT_S."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           # OpenMPI's mpiexec refuses to start as root (as in a container) without both; MPICH ignores them
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     # a session of its own, so a hung run is killed with every rank it started
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=cwd, start_new_session=True)

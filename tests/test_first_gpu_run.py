@@ -116,6 +116,13 @@ def test_without_setuptools_it_runs_backprop_from_links_to_the_checkout(tmp_path
     assert report["detection"]["devices"] == ["cpu"]
 
 
+def test_the_phase_caps_fit_the_budget_and_the_budget_fits_a_device_lease():
+    """A GPU machine is lent for 10 minutes a command and 15 in all, its start-up included: the
+    whole run stays under 6 minutes, and no phase's cap reaches past the budget's share."""
+    assert list(first_gpu_run.PHASE_LIMITS_S) == ["install", "detect", "tests", "benchmarks"]
+    assert sum(first_gpu_run.PHASE_LIMITS_S.values()) <= first_gpu_run.BUDGET_S < 360
+
+
 def test_the_gpu_test_files_are_every_test_file_with_gpu_tests():
     marked = {f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py")
               if p.name != Path(__file__).name and "pytest.mark.gpu" in p.read_text()}

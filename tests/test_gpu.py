@@ -1,7 +1,8 @@
 """The GPU parity suite on a real device with real CuPy: the scenarios of test_cupy_double.py
 (every op against the reference, training steps and fit against the NumPy backend, the
 launcher's refusals), plus what only a GPU shows: run-to-run determinism and compiled kernels.
-Marked `gpu`; skipped cleanly where detection finds no usable GPU.
+Marked `gpu`; skipped cleanly where detection finds no usable GPU. Without one, they run on the
+CuPy double: `BACKPROP_CUPY_DOUBLE=gpu pytest -m gpu tests/test_gpu.py` (tests/conftest.py).
 """
 
 from __future__ import annotations
