@@ -52,8 +52,9 @@ class RowSource:
         subset.shape = (len(rows),) + self.shape[1:]
         return subset
 
-    def raw(self, positions: np.ndarray) -> np.ndarray:
-        """The rows at `positions` as given (numbers, not yet converted), in that order."""
+    def raw(self, positions: np.ndarray, convert=None) -> np.ndarray:
+        """The rows at `positions`, in that order: as given, or passed through `convert`
+        (before they are put in order, so a conversion that shrinks them copies less)."""
         rows = positions if self.index is None else self.index[positions]
         ascending = rows.size < 2 or bool(np.all(rows[1:] > rows[:-1]))
         sorter = None if ascending else np.argsort(rows, kind="stable")
@@ -66,6 +67,8 @@ class RowSource:
         if got.shape[:1] != rows.shape:
             raise ValueError(f"{self.name}[idx] must return one row per index, got {got.shape[0] if got.ndim else 0} "
                              f"rows for {rows.size} indices")
+        if convert is not None:
+            got = convert(got)
         if sorter is None:
             return got
         out = np.empty_like(got)
@@ -74,7 +77,7 @@ class RowSource:
 
     def read(self, positions: np.ndarray) -> np.ndarray:
         """The rows at `positions`, converted as the checking pass converts them."""
-        return self.convert(self.raw(positions))
+        return self.raw(positions, self.convert)
 
     def chunks(self, row_bytes: int, share: tuple[int, int] = (0, 1)):
         """(first row, positions) over share = (rank, ranks)'s contiguous part of the source,
