@@ -79,11 +79,21 @@ class RowSource:
         """The rows at `positions`, converted as the checking pass converts them."""
         return self.raw(positions, self.convert)
 
+    def part(self, share: tuple[int, int]) -> tuple[int, int]:
+        """Rows [lo, hi) that rank `share[0]` of `share[1]` checks."""
+        rank, ranks = share
+        return rank * self.length // ranks, (rank + 1) * self.length // ranks
+
+    def first(self, share: tuple[int, int]) -> np.ndarray:
+        """One row of the share's part (the first row where the part is empty), as given: the
+        row shape, read before the chunks are sized."""
+        lo, hi = self.part(share)
+        return self.raw(np.arange(lo, lo + 1) if hi > lo else np.arange(1))
+
     def chunks(self, row_bytes: int, share: tuple[int, int] = (0, 1)):
         """(first row, positions) over share = (rank, ranks)'s contiguous part of the source,
         about CHUNK_BYTES of rows at a time."""
-        rank, ranks = share
-        lo, hi = rank * self.length // ranks, (rank + 1) * self.length // ranks
+        lo, hi = self.part(share)
         step = max(1, CHUNK_BYTES // max(row_bytes, 1))
         for start in range(lo, hi, step):
             yield start, np.arange(start, min(start + step, hi))
@@ -97,7 +107,7 @@ def checked_examples(backend, source: RowSource, example_shape: tuple, share=(0,
     name, dtype = source.name, backend.dtype_name
     if source.length == 0:
         raise ValueError(f"{name} is empty: it has 0 samples")
-    first = source.raw(np.arange(1))
+    first = source.first(share)
     check_example_shape((source.length,) + first.shape[1:], example_shape, name, "samples")
     for start, positions in source.chunks(first[0].nbytes, share):
         given = source.raw(positions)
@@ -114,7 +124,7 @@ def checked_targets(loss, source: RowSource, rows: int, outputs: int, rows_name:
     name = source.name
     if source.length != rows:
         raise ValueError(f"{name} has {source.length} samples but {rows_name} has {rows}")
-    first = source.raw(np.arange(1))
+    first = source.first(share)
     shape = loss.check_target(first, outputs, name).shape[1:]
     for start, positions in source.chunks(first[0].nbytes, share):
         given = source.raw(positions)
