@@ -20,10 +20,12 @@ CHUNK_BYTES = 1 << 20  # the checking pass reads about this much of the data at 
 
 def is_row_source(data) -> bool:
     """True for data read a batch at a time: a memory map, or an object with `__len__` and
-    `__getitem__` that is not an in-memory array or a Python sequence."""
+    `__getitem__` that is not an in-memory array, a Python sequence or a pandas table (whose
+    `[idx]` picks columns; it is read whole, as NumPy reads it)."""
     if isinstance(data, np.memmap):
         return True
-    if isinstance(data, (np.ndarray, list, tuple)) or is_cupy_array(data) or np.isscalar(data):
+    if isinstance(data, (np.ndarray, list, tuple)) or is_cupy_array(data) or np.isscalar(data) \
+            or hasattr(data, "iloc"):
         return False
     return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 

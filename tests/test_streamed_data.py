@@ -107,6 +107,13 @@ def test_the_streaming_checks_name_the_row_of_the_whole_set_before_anything_chan
     np.testing.assert_array_equal(net.store.data, weights)
 
 
+def test_a_pandas_table_is_read_whole_as_numpy_reads_it():
+    pandas = pytest.importorskip("pandas")
+    in_memory, _ = train(X, LABELS)
+    table, _ = train(pandas.DataFrame(X), pandas.Series(LABELS))
+    np.testing.assert_array_equal(table.store.data, in_memory.store.data)
+
+
 @pytest.mark.parametrize("width", [256, 1024])
 @pytest.mark.parametrize("x_dtype", [np.float32, np.float64])
 def test_fit_allocates_the_shuffle_order_and_bounded_chunks_not_the_data(tmp_path, width, x_dtype):
