@@ -260,6 +260,9 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         penalty_scale: str = "batch", clip_norm: float | None = None, metrics=None) -> History:
     """Train `net` on (X, y) by mini-batch backpropagation; returns a `History`.
 
+    - `X`, `y`: arrays, or data read a batch at a time (a NumPy memory map, or any object with
+      `__len__` and `X[idx]` for an array of row indices; backprop/sources.py): checked first in
+      chunks, then each batch's rows read when it runs, with the shuffle of the same data in memory.
     - `loss`: a backprop loss (required); `optimizer`: defaults to Adam(net.parameters()).
     - One epoch is ceil(n / batch_size) iterations (2000 samples at batch 20: 100 iterations).
     - `validation_data=(X_val, y_val)`, or `validation_split` in [0, 1): that fraction of the
