@@ -126,12 +126,13 @@ def checked_targets(loss, source: RowSource, rows: int, outputs: int, rows_name:
     name = source.name
     if source.length != rows:
         raise ValueError(f"{name} has {source.length} samples but {rows_name} has {rows}")
-    first = source.first(share)
-    shape = loss.check_target(first, outputs, name).shape[1:]
+    first, shape = source.first(share), None
     for start, positions in source.chunks(first[0].nbytes, share):
         given = source.raw(positions)
         check_finite(given, name, first_row=start)
         shape = loss.check_target(given, outputs, name).shape[1:]
+    if shape is None:  # this rank's part is empty: the row read for the chunk size gives the shape
+        shape = loss.check_target(first, outputs, name).shape[1:]
     source.convert = lambda given: loss.check_target(given, outputs, name)
     source.shape = (rows,) + shape
     return source
