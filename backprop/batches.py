@@ -4,11 +4,16 @@ Every rank holds the whole training set on its device and cuts the same batches:
 an epoch is a function of (seed, epoch) alone (`epoch_order`). Batch rows [start, stop) are cut
 into the ranks' contiguous shards (`DataParallel.shard`; the whole batch in one process), and
 the shard's rows are gathered into workspaces that the next batch of the same size reuses.
+Data read a batch at a time (a RowSource, backprop/sources.py) stays where it is: each rank
+reads only its shard's rows of each batch, and moves them to the device one batch at a time.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from backprop.losses import target_on_device
+from backprop.sources import RowSource
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -31,8 +36,9 @@ class Batch:
 
 
 class Batches:
-    """The mini-batches of (X, Y[, W]), device arrays, `batch_size` rows each (the last may be
-    smaller), sharded for `parallel`; W, the sample weights, is a host vector (or None)."""
+    """The mini-batches of (X, Y[, W]), device arrays (or X and Y RowSources), `batch_size` rows
+    each (the last may be smaller), sharded for `parallel`; W, the sample weights, is a host
+    vector (or None)."""
 
     def __init__(self, backend, X, Y, W, batch_size: int, parallel):
         self.backend, self.X, self.Y, self.batch_size, self.parallel = backend, X, Y, batch_size, parallel
@@ -49,18 +55,30 @@ class Batches:
     def epoch(self, order):
         """This rank's shard of each batch of an epoch, in `order` (None: the rows as they are)."""
         X, Y, W, parallel = self.X, self.Y, self.W, self.parallel
-        order_dev = None if order is None else self.backend.asarray_int(order)
+        streamed = isinstance(X, RowSource)
+        order_dev = None if order is None or streamed else self.backend.asarray_int(order)
         sums = self._weight_sums(order)
         for index, (start, stop) in enumerate(self.bounds, start=1):
             batch_rows = stop - start
             lo, hi = parallel.shard(start, stop)
-            if order_dev is None:
+            if streamed:
+                x, y, w = self._read(order, lo, hi)
+            elif order_dev is None:
                 x, y, w = X[lo:hi], Y[lo:hi], None if W is None else W[lo:hi]
             else:
                 rows = order_dev[lo:hi]
                 x, y = self._gather("x", X, rows), self._gather("y", Y, rows)
                 w = None if W is None else self._gather("w", W, rows)
             yield Batch(index, x, y, w, hi - lo, batch_rows, None if sums is None else sums[index - 1])
+
+    def _read(self, order, lo: int, hi: int):
+        """Rows [lo, hi) of the epoch's `order` (None: the rows as they are), read from the
+        RowSources and moved to the device: one batch's copy, made for this batch."""
+        backend, W = self.backend, self.W_host
+        rows = np.arange(lo, hi) if order is None else order[lo:hi]
+        x = backend.asarray(self.X.read(rows))
+        y = target_on_device(backend, self.Y.read(rows))
+        return x, y, None if W is None else backend.asarray(W[rows].reshape(-1, 1))
 
     def _weight_sums(self, order):
         """Each batch's total sample weight, from the host copy: every rank has every row, so no

@@ -43,12 +43,14 @@ def host_numeric(x, name: str) -> np.ndarray:
     return array
 
 
-def check_finite(host: np.ndarray, name: str, given: np.ndarray | None = None, dtype: str | None = None) -> None:
+def check_finite(host: np.ndarray, name: str, given: np.ndarray | None = None, dtype: str | None = None,
+                 first_row: int = 0) -> None:
     """ValueError naming the first NaN/inf element of `host`. When `host` is `given` converted
-    to `dtype`, the message shows the value as given (finite there, too large for `dtype`)."""
+    to `dtype`, the message shows the value as given (finite there, too large for `dtype`).
+    `first_row`: the row of the whole data that `host`'s first row is (a chunk's rows)."""
     if host.dtype.kind == "f" and not (all_finite_small(host) if host.size <= SMALL else np.isfinite(host).all()):
         bad = tuple(np.argwhere(~np.isfinite(host))[0])
-        where = ", ".join(str(int(i)) for i in bad)
+        where = ", ".join(str(int(i) + (first_row if axis == 0 else 0)) for axis, i in enumerate(bad))
         value = host[bad] if given is None else given[bad]
         if given is not None and np.isfinite(value):
             raise ValueError(f"{name} must be finite in {dtype}, the network's dtype, but {name}[{where}] is "
@@ -79,12 +81,12 @@ def host_examples(backend, x, example_shape: tuple, name: str) -> np.ndarray:
     evaluate and predict convert once and then move to the device)."""
     given = host_numeric(x, name)
     check_example_shape(given.shape, example_shape, name, "samples")
-    host = _converted(given, backend.dtype_name)
+    host = converted(given, backend.dtype_name)
     check_finite(host, name, given, backend.dtype_name)
     return host
 
 
-def _converted(given: np.ndarray, dtype: str) -> np.ndarray:
+def converted(given: np.ndarray, dtype: str) -> np.ndarray:
     """`given` in `dtype`, C-contiguous; a value too large for it becomes inf, which the caller's
     finiteness check then names as given (so the cast's own overflow warning adds nothing)."""
     with np.errstate(over="ignore"):
@@ -108,7 +110,7 @@ def as_batch(backend, x, example_shape: tuple, name: str, rows: int | None = Non
     check_example_shape(given.shape, example_shape, name)
     if rows is not None and given.shape[0] != rows:
         raise ValueError(f"{name} must have {rows} rows (the latest forward's batch), got {given.shape[0]}")
-    host = _converted(given, backend.dtype_name)
+    host = converted(given, backend.dtype_name)
     check_finite(host, name, given, backend.dtype_name)
     return backend.asarray(host)
 

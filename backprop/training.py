@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backprop.batches import Batches, epoch_order
-from backprop.boundary import checked_sample_weight, host_examples
+from backprop.boundary import checked_sample_weight, host_examples, host_numeric
 from backprop.callbacks import Callback, EarlyStopping, ProgressBar
 from backprop.checks import check_int, check_real
 from backprop.guards import DeferredInterrupt, LayerStateGuard, StepNotFinite, checked_update
@@ -36,6 +36,7 @@ from backprop.objective import PENALTY_SCALES, Objective
 from backprop.optim import Adam, LRScheduler, Optimizer
 from backprop.parallel import DataParallel, SingleProcess
 from backprop.schedules import ReduceLROnPlateau
+from backprop.sources import RowSource, checked_examples, checked_targets, is_row_source
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -83,12 +84,18 @@ class History:
 # ---------------------------------------------------------------------- the data, checked once
 
 
-def examples_and_targets(net, loss: Loss, X, y, x_name: str = "X", y_name: str = "y"):
+def examples_and_targets(net, loss: Loss, X, y, x_name: str = "X", y_name: str = "y", share=(0, 1)):
     """(X, y) checked as a whole and converted for `loss`, as host arrays: X in the network's
-    dtype, y in the loss's form (class labels stay int64)."""
+    dtype, y in the loss's form (class labels stay int64). An X read a batch at a time
+    (backprop/sources.py) gives two RowSources instead, checked by a streaming pass (each
+    rank's `share` of the rows in data-parallel training)."""
     if len(net.output_shape) != 1:
         raise ValueError(f"the network's output has shape {net.output_shape} per example, but losses take one "
                          "vector per example; end the network with Flatten() or a Dense layer")
+    if is_row_source(X):
+        X_rows = checked_examples(net.backend, RowSource(X, x_name), net.input_shape, share)
+        targets = RowSource(y if is_row_source(y) else host_numeric(y, y_name), y_name)
+        return X_rows, checked_targets(loss, targets, len(X_rows), net.out_features, x_name, share)
     X_host = host_examples(net.backend, X, net.input_shape, x_name)
     Y_host = checked_target(loss, y, X_host.shape[0], net.out_features, y_name, x_name)
     return X_host, Y_host
@@ -96,13 +103,14 @@ def examples_and_targets(net, loss: Loss, X, y, x_name: str = "X", y_name: str =
 
 @dataclass
 class _Data:
-    """The training (and validation) data, checked, on the host; W the sample weights or None."""
+    """The training (and validation) data, checked, on the host (arrays, or RowSources read a
+    batch at a time); W the sample weights or None."""
 
-    X: np.ndarray
-    Y: np.ndarray
+    X: np.ndarray | RowSource
+    Y: np.ndarray | RowSource
     W: np.ndarray | None
-    X_val: np.ndarray | None = None
-    Y_val: np.ndarray | None = None
+    X_val: np.ndarray | RowSource | None = None
+    Y_val: np.ndarray | RowSource | None = None
 
     def split(self, fraction: float, seed: int) -> None:
         """Hold out that fraction of the samples, drawn with `seed`, as the validation data
@@ -114,21 +122,25 @@ class _Data:
                              f"of {n}; choose a split that keeps both parts non-empty")
         order = np.random.default_rng(seed).permutation(n)
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        self.X_val, self.Y_val = self.X[val_idx], self.Y[val_idx]
-        self.X, self.Y = self.X[train_idx], self.Y[train_idx]
+        if isinstance(self.X, RowSource):  # the rows of each part, read when used: nothing copied
+            self.X_val, self.Y_val = self.X.subset(val_idx), self.Y.subset(val_idx)
+            self.X, self.Y = self.X.subset(train_idx), self.Y.subset(train_idx)
+        else:
+            self.X_val, self.Y_val = self.X[val_idx], self.Y[val_idx]
+            self.X, self.Y = self.X[train_idx], self.Y[train_idx]
         if self.W is not None:
             self.W = self.W[train_idx]
 
 
-def _checked_data(net, settings, X, y) -> _Data:
+def _checked_data(net, settings, X, y, share) -> _Data:
     """The data checked on the host (the validation part None without validation_data)."""
-    X_host, Y_host = examples_and_targets(net, settings.loss, X, y)
+    X_host, Y_host = examples_and_targets(net, settings.loss, X, y, share=share)
     data = _Data(X_host, Y_host, None)
     if settings.sample_weight is not None or settings.penalty_scale == "weight":
         data.W = checked_sample_weight(settings.sample_weight, X_host.shape[0])
     if settings.validation_data is not None:
         data.X_val, data.Y_val = examples_and_targets(net, settings.loss, *settings.validation_data,
-                                                      "validation_data[0]", "validation_data[1]")
+                                                      "validation_data[0]", "validation_data[1]", share)
     _check_no_overlap(net, settings.optimizer, {"X": data.X, "y": data.Y, "validation_data[0]": data.X_val,
                                                 "validation_data[1]": data.Y_val})
     return data
@@ -248,6 +260,9 @@ def fit(net, X, y, loss: Loss = None, optimizer: Optimizer | None = None, epochs
         penalty_scale: str = "batch", clip_norm: float | None = None, metrics=None) -> History:
     """Train `net` on (X, y) by mini-batch backpropagation; returns a `History`.
 
+    - `X`, `y`: arrays, or data read a batch at a time (a NumPy memory map, or any object with
+      `__len__` and `X[idx]` for an array of row indices; backprop/sources.py): checked first in
+      chunks, then each batch's rows read when it runs, with the shuffle of the same data in memory.
     - `loss`: a backprop loss (required); `optimizer`: defaults to Adam(net.parameters()).
     - One epoch is ceil(n / batch_size) iterations (2000 samples at batch 20: 100 iterations).
     - `validation_data=(X_val, y_val)`, or `validation_split` in [0, 1): that fraction of the
@@ -326,7 +341,7 @@ class _Fit:
         self.loss, self.optimizer, self.scheduler = settings.loss, settings.optimizer, settings.scheduler
         backend = self.backend = net.backend
         comm = _communicator(net, settings.distributed)
-        data = _agreed(comm, lambda: _checked_data(net, settings, X, y))
+        data = _agreed(comm, lambda: _checked_data(net, settings, X, y, (comm.rank, comm.size)))
         # from here every rank starts as rank 0 (its weights, optimizer state, seed)
         parallel = self.parallel = DataParallel(net, self.optimizer, self.loss, settings.seed, comm)
         if settings.validation_split:
@@ -336,10 +351,8 @@ class _Fit:
                        early_stopping=settings.early_stopping, weighted=data.W is not None,
                        penalty_scale=settings.penalty_scale, clip_norm=settings.clip_norm,
                        metrics=[metric.name for metric in settings.metrics])
-        self.batches = Batches(backend, backend.asarray(data.X), target_on_device(backend, data.Y), data.W,
-                               settings.batch_size, parallel)
-        self.val = None if data.X_val is None else (backend.asarray(data.X_val),
-                                                    target_on_device(backend, data.Y_val))
+        self.batches = Batches(backend, *_on_device(backend, data.X, data.Y), data.W, settings.batch_size, parallel)
+        self.val = None if data.X_val is None else _on_device(backend, data.X_val, data.Y_val)
         objective = Objective(net, self.loss, parallel, data.W is not None, settings.penalty_scale,
                               data.X.shape[0])
         self.update = parallel.around(checked_update(net, self.optimizer, settings.clip_norm))
@@ -482,13 +495,30 @@ def _check_no_overlap(net, optimizer, data: dict) -> None:
 # ---------------------------------------------------------------------- inference
 
 
+def _on_device(backend, X, Y):
+    """Checked host data on the backend's device, whole; RowSources stay where they are (their
+    batches are read and moved one at a time)."""
+    if isinstance(X, RowSource):
+        return X, Y
+    return backend.asarray(X), target_on_device(backend, Y)
+
+
+def _rows(backend, data, start: int, stop: int, target: bool = False):
+    """Rows [start, stop) of device data, or read from a RowSource and moved to the device."""
+    if not isinstance(data, RowSource):
+        return data[start:stop]
+    rows = data.read(np.arange(start, stop))
+    return target_on_device(backend, rows) if target else backend.asarray(rows)
+
+
 def _evaluate_device(net, loss, X, Y, batch_size: int, metrics=()) -> dict:
     backend = net.backend
     n = X.shape[0]
     tally = Tally(backend, loss, metrics, net.out_features)
     loss_sum, correct, counted = None, None, 0
     for start in range(0, n, batch_size):
-        xb, yb = X[start:start + batch_size], Y[start:start + batch_size]
+        stop = min(start + batch_size, n)
+        xb, yb = _rows(backend, X, start, stop), _rows(backend, Y, start, stop, target=True)
         pred = net.forward_internal(xb, training=False)
         value, _ = loss.value_and_grad(backend, pred, yb)
         rows = xb.shape[0]
@@ -523,14 +553,14 @@ def evaluate(net, X, y, loss: Loss, batch_size: int = 1024, metrics=None) -> dic
         with backend.on_device():
             X_host, Y_host = examples_and_targets(net, loss, X, y)
             with np.errstate(all="ignore"):
-                return _evaluate_device(net, loss, backend.asarray(X_host), target_on_device(backend, Y_host),
-                                        batch_size, metrics)
+                return _evaluate_device(net, loss, *_on_device(backend, X_host, Y_host), batch_size, metrics)
     finally:
         net.usage.end_inference()
 
 
 def predict(net, X, batch_size: int = 1024, activation: str | None = None) -> np.ndarray:
-    """The network's outputs for X as a NumPy array, in eval mode, `batch_size` rows at a time.
+    """The network's outputs for X as a NumPy array, in eval mode, `batch_size` rows at a time
+    (X an array, or data read a batch at a time as fit reads it: backprop/sources.py).
 
     `activation="softmax"` (or "sigmoid") turns logits into probabilities. Several threads may
     predict with one network at once.
@@ -542,11 +572,16 @@ def predict(net, X, batch_size: int = 1024, activation: str | None = None) -> np
     net.usage.begin_inference()
     try:
         with backend.on_device():
-            X_dev = backend.asarray(host_examples(backend, X, net.input_shape, "X"))
+            if is_row_source(X):
+                X_dev = checked_examples(backend, RowSource(X, "X"), net.input_shape)
+            else:
+                X_dev = backend.asarray(host_examples(backend, X, net.input_shape, "X"))
+            n = X_dev.shape[0]
             parts = []
             with np.errstate(all="ignore"):
-                for start in range(0, X_dev.shape[0], batch_size):
-                    out = net.forward_internal(X_dev[start:start + batch_size], training=False)
+                for start in range(0, n, batch_size):
+                    out = net.forward_internal(_rows(backend, X_dev, start, min(start + batch_size, n)),
+                                               training=False)
                     if activation is not None:
                         out = backend.activation_forward(out, activation)
                     parts.append(backend.to_host(out))

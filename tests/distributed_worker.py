@@ -52,6 +52,20 @@ class StopAt(bp.Callback):
         self.stop_training = self.stop_training or epoch == self.epoch
 
 
+class RecordedRows:
+    """Data only by __len__ and data[idx], recording each index array read."""
+
+    def __init__(self, array):
+        self.array, self.asked = array, []
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, idx):
+        self.asked.append(np.asarray(idx))
+        return self.array[idx]
+
+
 def build(case: str, rank: int = 0, device: str = "cpu"):
     """(net, optimizer, X, y, fit keyword arguments) of `case` as rank `rank` sees it."""
     X, y = _data(203)
@@ -112,6 +126,10 @@ def build(case: str, rank: int = 0, device: str = "cpu"):
         opt = bp.SGD(net.parameters(), lr=0.1)
         X, y = X[:16], y[:16]
         kwargs.update(epochs=1, batch_size=16, shuffle=False)
+    elif case == "streamed":  # X and y read a batch at a time: each rank reads its own rows
+        net = _mlp("float64")
+        opt = bp.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        X, y = RecordedRows(X), RecordedRows(y)
     elif case == "bad_data_on_one_rank":  # rank 1's copy of X holds a NaN: refused on every rank
         net = _mlp("float64")
         opt = bp.SGD(net.parameters(), lr=0.1)
@@ -176,6 +194,9 @@ def main(case: str, out_dir: str) -> None:
     history = net.history.to_dict() if hasattr(net, "history") else {}
     result = {"params": bp.to_numpy(net.store.data), "history": json.dumps(history), "outcome": outcome,
               "steps": opt.step_count, "epochs_trained": net.epochs_trained}
+    if isinstance(X, RecordedRows):  # every row index this rank read, and how many per read
+        result["rows_read"] = np.concatenate(X.asked)
+        result["reads"] = np.array([idx.size for idx in X.asked])
     for i, layer in enumerate(net.layers):
         for key, value in layer.state().items():
             result[f"layer{i}.{key}"] = value

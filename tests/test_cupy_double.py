@@ -357,3 +357,37 @@ def test_xp_is_the_array_api_on_the_gpu_as_on_the_cpu(gpu):
         with pytest.raises(TypeError, match="min"):
             sys.modules["cupy"].clip(x, min=0.0)
     assert gpu.work == {1}
+
+
+def test_memory_mapped_data_goes_to_the_gpu_a_batch_at_a_time(gpu, monkeypatch, tmp_path):
+    """fit, predict and evaluate on a CUDA network copy a memory map's rows to the device one
+    batch at a time (never X whole), and train the weights that the same data in memory trains."""
+    cupy = sys.modules["cupy"]
+    copied = []
+    to_device = cupy.asarray
+
+    def recorded(a, dtype=None, copy=None):
+        if not isinstance(a, cupy.ndarray):
+            copied.append(np.shape(a))
+        return to_device(a, dtype=dtype, copy=copy)
+
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(200, 7)).astype(np.float32), rng.integers(0, 3, 200)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    Xm, ym = np.load(tmp_path / "X.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r")
+    weights = {}
+    for name, (data, labels) in {"memory": (X, y), "mapped": (Xm, ym)}.items():
+        net = bp.Sequential(bp.Dense(7, 4, activation="relu"), bp.Dense(4, 3), device="cuda", seed=1)
+        if name == "mapped":
+            monkeypatch.setattr(cupy, "asarray", recorded)
+        bp.fit(net, data, labels, loss=bp.CrossEntropyLoss(), epochs=2, batch_size=16, validation_split=0.2,
+               progress=False)
+        bp.predict(net, data, batch_size=50)
+        bp.evaluate(net, data, labels, bp.CrossEntropyLoss(), batch_size=50)
+        weights[name] = bp.to_numpy(net.store.data)
+    np.testing.assert_array_equal(weights["mapped"], weights["memory"])
+    rows_of_x = [shape[0] for shape in copied if shape[1:] == (7,)]
+    # 2 epochs of 10 batches, the validation set (40 rows) at its batch of 1024 twice, 4 + 4 batches
+    # of 50 rows for predict and evaluate
+    assert len(rows_of_x) == 2 * 10 + 2 + 4 + 4 and max(rows_of_x) == 50, rows_of_x

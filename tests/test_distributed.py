@@ -118,6 +118,26 @@ def test_data_refused_on_one_rank_is_refused_on_every_rank_before_anything_chang
         np.testing.assert_array_equal(result["params"], bp.to_numpy(net.store.data))  # untouched
 
 
+def test_data_read_a_batch_at_a_time_is_read_by_each_rank_only_where_it_trains_or_checks(tmp_path):
+    """X read by index arrays on 2 ranks: each rank checks its own half of the rows, then reads
+    only its shard of each batch (sorted), and the result is one process's on the same data."""
+    from backprop.batches import epoch_order
+
+    results = run_ranks("streamed", tmp_path)
+    net, opt, history = one_process("streamed")
+    n, batch, epochs = 203, 32, 3
+    for rank, result in enumerate(results):
+        np.testing.assert_allclose(result["params"], bp.to_numpy(net.store.data), rtol=1e-12, atol=1e-12)
+        shards = [np.sort(epoch_order(net.seed, epoch, n)[start + rank * rows // 2:start + (rank + 1) * rows // 2])
+                  for epoch in range(epochs) for start in range(0, n, batch)
+                  for rows in [min(batch, n - start)]]
+        sizes, rows_read = result["reads"], result["rows_read"]
+        checked = sum(sizes[:-len(shards)])
+        half = range(rank * n // 2, (rank + 1) * n // 2)
+        assert set(rows_read[:checked].tolist()) == set(half)
+        np.testing.assert_array_equal(rows_read[checked:], np.concatenate(shards))
+
+
 def test_a_users_own_activation_layer_and_loss_train_on_two_ranks(tmp_path):
     """The README's softsign, Recenter and LogCoshLoss on 2 ranks: Recenter's buffer (a running
     mean, used before it is updated) is averaged over the ranks each epoch, so with one step an

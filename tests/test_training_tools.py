@@ -415,7 +415,8 @@ def test_the_readme_training_section_runs_as_written(tmp_path, monkeypatch):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Training"):readme.index("## Extending backprop")]
+    start = readme.index("## Training")
+    section = readme[start:readme.index("\n## ", start)]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
