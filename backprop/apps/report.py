@@ -44,13 +44,16 @@ def _pct(value: float | None) -> str:
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    """{"r2": ..., "mae": mean |y - p|} over every target of every sample. R^2 is scikit-learn's
-    r2_score averaged over the targets: 1 - sum (y - p)^2 / sum (y - mean y)^2 per target (1
-    where both sums are 0, 0 where only the second is). To be replaced by bp.evaluate's own
-    regression metrics."""
+    """{"r2": ..., "mae": ...} of predictions in the targets' own units, computed by the
+    library's metrics (what bp.fit and bp.evaluate record as "r2" and "mae"): R^2 is
+    scikit-learn's r2_score averaged over the targets, MAE the mean |y - p| over every element."""
+    from backprop.backends import get_backend
+    from backprop.losses import MSELoss
+    from backprop.metrics import Tally, checked_metrics
+
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
-    residual = ((y_true - y_pred) ** 2).sum(axis=0)
-    spread = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
-    r2 = np.where(spread > 0, 1.0 - residual / np.where(spread > 0, spread, 1.0), np.where(residual > 0, 0.0, 1.0))
-    return {"r2": float(r2.mean()), "mae": float(np.abs(y_true - y_pred).mean())}
+    backend, loss, outputs = get_backend("cpu", "float64"), MSELoss(), y_true.shape[1]
+    tally = Tally(backend, loss, checked_metrics(["r2", "mae"], loss, outputs), outputs)
+    tally.add(backend.asarray(y_pred), backend.asarray(y_true))
+    return {name: float(value) for name, value in tally.values().items()}
