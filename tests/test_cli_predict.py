@@ -184,3 +184,33 @@ def test_the_readmes_own_data_commands_run_as_written(tmp_path, monkeypatch):
     header, rows = read_csv(tmp_path / "prices.csv")
     assert header == ["price"] and len(rows) == 300
     assert float(re.search(r"^R\^2\s+([-\d.]+)", outputs[2], re.M).group(1)) > 0.9
+
+
+def test_an_npy_file_is_read_a_batch_at_a_time(tmp_path, monkeypatch):
+    """predict and evaluate map an .npy file and read it batch by batch: no read asks for more
+    rows than a batch (the checking pass reads chunks of about a MiB, here the whole small file
+    once), and the predictions equal those of the file read whole."""
+    from backprop.apps import datafile
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    model = trained(tmp_path, f"npz:{tmp_path / 'd.npz'}", epochs="5")
+    np.save(tmp_path / "X.npy", X)
+    reads = []
+    real = datafile.ExamplesOnDemand.__getitem__
+
+    def counted(self, index):
+        reads.append(len(np.atleast_1d(np.arange(len(self))[index])))
+        return real(self, index)
+
+    monkeypatch.setattr(datafile.ExamplesOnDemand, "__getitem__", counted)
+    status, from_map, err = run_cli("predict", model, str(tmp_path / "X.npy"), "--batch-size", "64")
+    assert status == 0, err
+    assert isinstance(np.load(tmp_path / "X.npy", mmap_mode="r"), np.memmap)
+    assert reads and sorted(reads)[-2] <= 64, reads  # every read but the one checking pass is a batch
+    monkeypatch.setattr(datafile.ExamplesOnDemand, "__getitem__", real)
+    status, from_npz, err = run_cli("predict", model, str(tmp_path / "d.npz"), "--batch-size", "64")
+    assert status == 0, err
+    assert from_map == from_npz

@@ -47,15 +47,16 @@ def read_examples(path: str, net, info: DataInfo, labels: str | None = None, wan
         X, y = _read_csv(path, info, want_targets, target)
     elif kind == "npz":
         X, y, _ = _read_npz(path, need_y=want_targets and labels is None)
-    elif kind == "npy":
-        X = _features(_load_npy(path), path)
+    elif kind == "npy":  # memory-mapped: predict and evaluate read it a batch at a time
+        X = ExamplesOnDemand(_load_npy(path, mmap_mode="r"), net, info, path)
     else:
         X = _features(read_idx(path), path)
     if want_targets and labels is not None:  # --labels wins over targets the file holds
         y = _load_npy(labels) if _kind(labels) == "npy" else read_idx(labels)
     elif want_targets and y is None:
         raise ValueError(f"{path} holds no targets; give them with --labels FILE (.npy, or an IDX labels file)")
-    X = info.scale_inputs(_shaped(X, net, path))
+    if not isinstance(X, ExamplesOnDemand):
+        X = info.scale_inputs(_shaped(X, net, path))
     if not want_targets:
         return X, None
     return X, _targets(np.asarray(y), len(X), info, labels or path)
@@ -77,9 +78,29 @@ def _kind(path: str) -> str:
     raise ValueError(f"{path}: not a data file backprop reads; expected .npz, .npy, .csv or an IDX file")
 
 
-def _load_npy(path: str) -> np.ndarray:
+class ExamplesOnDemand:
+    """The examples of a memory-mapped .npy file as the model takes them, made a batch at a time:
+    bp.predict and bp.evaluate read `X[idx]` per batch (after checking it in chunks), so a file
+    larger than memory is never read whole. Each batch goes through what a whole file would:
+    rows of float features, the model's input shape, the scaling train applied."""
+
+    def __init__(self, mapped: np.ndarray, net, info: DataInfo, source: str):
+        self.mapped, self.net, self.info, self.source = mapped, net, info, source
+        if len(mapped) == 0:
+            _features(mapped, source)  # says the file holds no examples
+        self[np.arange(1)]  # a file the model cannot take is refused here, before any batch
+
+    def __len__(self) -> int:
+        return len(self.mapped)
+
+    def __getitem__(self, index) -> np.ndarray:
+        rows = _features(np.asarray(self.mapped[index]), self.source)
+        return self.info.scale_inputs(_shaped(rows, self.net, self.source))
+
+
+def _load_npy(path: str, mmap_mode: str | None = None) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise ValueError(f"{path} holds Python objects, which backprop never unpickles") from None
