@@ -1,6 +1,6 @@
-"""One full training step per config of the issue, as fit runs it (forward, loss, backward, the
-finiteness check, SGD with momentum 0.9), on every available backend. The comparison with
-PyTorch lives in `python -m backprop bench`."""
+"""One full training step per benchmark config (bench.CONFIGS), as fit runs it (forward, loss,
+backward, the finiteness check, SGD with momentum 0.9), on every available backend. The
+comparison with PyTorch lives in `python -m backprop bench`."""
 
 from __future__ import annotations
 
