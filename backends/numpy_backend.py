@@ -29,6 +29,10 @@ from backprop.backends.base import Backend
 _IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
 
 
+# NumPy's in-place ufuncs (an output that is also an input) take a slower path on a one-element
+# array than writing into another array: the hot paths of a batch of one with one output (the
+# sigmoid and its backward, BCE) write every intermediate into an array of its own.
+
 # Up to this many elements, a Python loop over the values beats isfinite(x).all()'s two NumPy
 # calls (a single example's input, a tiny network's output).
 SMALL = 16
@@ -115,16 +119,18 @@ class NumpyBackend(Backend):
         return array
 
     def _scalar(self, name: str, value: float):
-        """`value` in the 0-d array kept for `name`, rewritten in place: a ufunc takes it faster
-        than a Python float, which NumPy must inspect every call, and the result is the same
-        (the float is cast to the dtype either way). One slot per name, so changing
-        values (Adam's bias corrections, scheduled learning rates) allocate nothing."""
+        """`value` in the 0-d array kept for `name`, rewritten in place when a new value comes: a
+        ufunc takes it faster than a Python float, which NumPy must inspect every call, and the
+        result is the same (the float is cast to the dtype either way). One slot per name, so
+        changing values (Adam's bias corrections, scheduled learning rates) allocate nothing."""
         scalars = self._thread.scalars
-        slot = scalars.get(name)
-        if slot is None:
-            slot = scalars[name] = np.empty((), dtype=self.dtype)
-        slot[...] = value
-        return slot
+        held = scalars.get(name)
+        if held is None:
+            held = scalars[name] = [np.empty((), dtype=self.dtype), None]
+        if held[1] is not value:  # the same object as last time (an optimizer's lr): already there
+            held[0][...] = value
+            held[1] = value
+        return held[0]
 
     def _scale_in_place(self, x, scale: float) -> None:
         """x *= scale; a batch of one (scale 1.0, where the product is x exactly) skips the call."""
@@ -183,6 +189,8 @@ class NumpyBackend(Backend):
         return np.dot(self._const(1.0, (x.shape[0],)), x, out=out)
 
     def sum_all(self, x):
+        if x.size == 1:  # a batch of one's loss: the element itself, without a reduction's cost
+            return x.reshape(-1)[0]
         return np.add.reduce(x, None)  # axis positional: less overhead than axis=None
 
     def all_finite(self, x) -> bool:
@@ -211,21 +219,25 @@ class NumpyBackend(Backend):
     # ------------------------------------------------------------------ activations
 
     def _sigmoid_arrays(self, shape):
-        both = np.empty((2,) + shape, self.dtype)  # [-|x|, min(x, 0)]: exponentiated in one call
-        return both, both[0], both[1], self._const(-1.0, shape), self._const(0.0, shape), self._const(1.0, shape)
+        block = np.empty((3,) + shape, self.dtype)
+        both = block[:2]  # [-|x|, min(x, 0)]: exponentiated in one call
+        return both, block[0], block[1], block[2], self._const(-1.0, shape), self._const(0.0, shape), \
+            self._const(1.0, shape)
 
     def _sigmoid_into(self, x, out):
         """out = sigmoid(x), two-sided as the reference: where(x >= 0, 1, e) / (1 + e) with
         e = exp(-|x|). The numerator is exp(min(x, 0)): exp(0) = 1 for x >= 0, and for x < 0
         the same exp(x) as e, bit for bit. Both exponents sit in one (2, ...) array, so five
         calls, all on one dtype (a boolean mask in the arithmetic would cost a mixed-type loop,
-        3x slower per call on small arrays here)."""
-        both, e, numerator, minus_one, zero, one = self._work("sigmoid", x.shape, self._sigmoid_arrays)
+        3x slower per call on small arrays here), none writing into its own input (see
+        the note on in-place ufuncs at the top of this module)."""
+        both, e, numerator, denominator, minus_one, zero, one = self._work("sigmoid", x.shape,
+                                                                           self._sigmoid_arrays)
         np.copysign(x, minus_one, out=e)  # -|x| in one call
         np.minimum(x, zero, out=numerator)  # before out (maybe x) is overwritten
         np.exp(both, out=both)
-        np.add(e, one, out=out)
-        return np.divide(numerator, out, out=out)
+        np.add(e, one, out=denominator)
+        return np.divide(numerator, denominator, out=out)
 
     def _activate_into(self, x, activation: str, out) -> None:
         """out = act(x) in place, for the activations of _IN_PLACE (none needs its input in backward)."""
@@ -243,6 +255,8 @@ class NumpyBackend(Backend):
         if activation not in _IN_PLACE:  # the definition itself, which also returns `pre` if needed
             return super().bias_activation_forward(z, bias, activation, slope, out)
         y = np.empty_like(z) if out is None else out
+        if z.shape[0] == 1:  # one row: the bias as a row of the same shape adds faster than broadcast
+            bias = bias.reshape(z.shape)
         np.add(z, bias, out=y)
         self._activate_into(y, activation, y)
         return y, None
@@ -258,7 +272,8 @@ class NumpyBackend(Backend):
         return np.empty(shape, np.bool_), np.empty(shape, self._int), self._const(0.0, shape)
 
     def _sigmoid_backward_arrays(self, shape):
-        return np.empty(shape, self.dtype), self._const(1.0, shape)
+        product, one_minus_y = np.empty((2,) + shape, self.dtype)
+        return product, one_minus_y, self._const(1.0, shape)
 
     def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
         if activation == "relu":
@@ -273,10 +288,10 @@ class NumpyBackend(Backend):
         if activation == "sigmoid":
             # dL/dy * y * (1 - y), multiplied in the reference's order.
             dz = np.empty_like(grad_y) if out is None else out
-            product, one = self._work("sigmoid_backward", y.shape, self._sigmoid_backward_arrays)
+            product, one_minus_y, one = self._work("sigmoid_backward", y.shape, self._sigmoid_backward_arrays)
             np.multiply(grad_y, y, out=product)
-            np.subtract(one, y, out=dz)
-            return np.multiply(product, dz, out=dz)
+            np.subtract(one, y, out=one_minus_y)
+            return np.multiply(product, one_minus_y, out=dz)
         if activation == "tanh":
             dz = np.empty_like(grad_y) if out is None else out
             np.multiply(y, y, out=dz)

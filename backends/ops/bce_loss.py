@@ -32,34 +32,38 @@ def bce_loss(backend, prob, target, reduction: str = "mean"):
 
 
 def _bce_arrays(backend, shape):
-    """The NumPy path's scratch: [log p, log(1 - p)] in one array (clamped in one call), 1 - p,
-    and its constants."""
-    logs = np.empty((2,) + shape, backend.dtype)
-    return (logs, logs[0], logs[1], np.empty(shape, backend.dtype), backend._const(BCE_LOG_FLOOR, (2,) + shape),
-            backend._const(1.0, shape), backend._const(BCE_GRAD_EPS, shape))
+    """The NumPy path's scratch, one array per intermediate (see the note below), and its
+    constants: [log p, log(1 - p)] side by side, and clamped side by side (one call each)."""
+    logs, clamped = np.empty((2, 2) + shape, backend.dtype)
+    scratch = np.empty((6,) + shape, backend.dtype)
+    return (logs, logs[0], logs[1], clamped, clamped[0], clamped[1], *scratch,
+            backend._const(BCE_LOG_FLOOR, (2,) + shape), backend._const(1.0, shape),
+            backend._const(BCE_GRAD_EPS, shape))
 
 
+# No call writes into one of its own inputs: on a one-element array (a batch of one with one
+# output) NumPy's in-place ufuncs take a slower path than writing into another array.
 @bce_loss.numpy
 def _(backend, prob, target, reduction: str = "mean"):
     n = prob.size
-    logs, log_p, log_q, q, floor, one, grad_eps = backend._work("bce", prob.shape, lambda s: _bce_arrays(backend, s))
+    (logs, log_p, log_q, clamped, clamped_p, clamped_q, minus_p, t_log_p, q, q_log_q, terms, pq,
+     floor, one, grad_eps) = backend._work("bce", prob.shape, lambda s: _bce_arrays(backend, s))
     np.log(prob, out=log_p)
-    np.negative(prob, out=log_q)
-    np.log1p(log_q, out=log_q)
-    np.maximum(logs, floor, out=logs)  # clip(min=) with NaN kept, as clip does
-    np.multiply(target, log_p, out=log_p)
+    np.negative(prob, out=minus_p)
+    np.log1p(minus_p, out=log_q)
+    np.maximum(logs, floor, out=clamped)  # clip(min=) with NaN kept, as clip does
+    np.multiply(target, clamped_p, out=t_log_p)
     np.subtract(one, target, out=q)
-    np.multiply(q, log_q, out=log_q)
-    np.add(log_p, log_q, out=log_p)
-    loss = reduce_total(-np.add.reduce(log_p, None), n, reduction)
+    np.multiply(q, clamped_q, out=q_log_q)
+    np.add(t_log_p, q_log_q, out=terms)
+    loss = reduce_total(-backend.sum_all(terms), n, reduction)
     # dL/dp = scale (p - t) / max(p (1 - p), 1e-12), in the reference's order
     np.subtract(one, prob, out=q)
-    np.multiply(prob, q, out=q)
-    np.maximum(q, grad_eps, out=q)
-    grad = np.subtract(prob, target)
-    backend._scale_in_place(grad, reduction_scale(n, reduction))
-    np.divide(grad, q, out=grad)
-    return loss, grad
+    np.multiply(prob, q, out=pq)
+    np.maximum(pq, grad_eps, out=q)
+    diff = np.subtract(prob, target, out=minus_p)
+    backend._scale_in_place(diff, reduction_scale(n, reduction))
+    return loss, np.divide(diff, q)  # a new array: the caller keeps the gradient
 
 
 @bce_loss.cupy

@@ -83,7 +83,7 @@ def _(backend, logits, target, reduction: str = "mean"):
     rows = logits.shape[0]
     log_softmax, grad, row_sum, ones = _log_softmax(backend, logits)
     np.multiply(target, log_softmax, out=log_softmax)
-    loss = reduce_total(-np.add.reduce(log_softmax, None), rows, reduction)
+    loss = reduce_total(-backend.sum_all(log_softmax), rows, reduction)
     np.divide(grad, row_sum, out=grad)  # softmax
     np.dot(target, ones, out=row_sum)  # sum_k t_k
     np.multiply(grad, row_sum, out=grad)
@@ -108,7 +108,7 @@ def _(backend, logits, labels, reduction: str = "mean"):
     row_starts, flat_index, one = backend._work("cross_entropy_labels", logits.shape,
                                                 lambda shape: _label_arrays(backend, shape))
     np.add(row_starts, labels, out=flat_index)
-    loss = reduce_total(-np.add.reduce(log_softmax.reshape(-1)[flat_index], None), rows, reduction)
+    loss = reduce_total(-backend.sum_all(log_softmax.reshape(-1)[flat_index]), rows, reduction)
     np.divide(grad, row_sum, out=grad)  # softmax
     flat_grad = grad.reshape(-1)
     at_labels = flat_grad[flat_index]
