@@ -45,8 +45,10 @@ class Batches:
         self.W_host = W
         self.W = None if W is None else backend.asarray(W.reshape(-1, 1))
         self.n = X.shape[0]
-        # Fixed for the fit, so a step repeats none of it (a tiny network's step is a few NumPy calls).
+        # Fixed for the fit, so a step repeats none of it (a tiny network's step is a few NumPy calls):
+        # each batch's rows [start, stop) and this rank's shard [lo, hi) of them.
         self.bounds = [(start, min(start + batch_size, self.n)) for start in range(0, self.n, batch_size)]
+        self.shards = [(stop - start, *parallel.shard(start, stop)) for start, stop in self.bounds]
         self._ws: dict = {}
 
     def __len__(self) -> int:
@@ -54,13 +56,11 @@ class Batches:
 
     def epoch(self, order):
         """This rank's shard of each batch of an epoch, in `order` (None: the rows as they are)."""
-        X, Y, W, parallel = self.X, self.Y, self.W, self.parallel
+        X, Y, W = self.X, self.Y, self.W
         streamed = isinstance(X, RowSource)
         order_dev = None if order is None or streamed else self.backend.asarray_int(order)
         sums = self._weight_sums(order)
-        for index, (start, stop) in enumerate(self.bounds, start=1):
-            batch_rows = stop - start
-            lo, hi = parallel.shard(start, stop)
+        for index, (batch_rows, lo, hi) in enumerate(self.shards, start=1):
             if streamed:
                 x, y, w = self._read(order, lo, hi)
             elif order_dev is None:
