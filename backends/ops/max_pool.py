@@ -21,12 +21,16 @@ from backprop.backends.ops import fused_op
 from backprop.backends.ops.image_windows import case_arrays, output_size, window
 
 
-def pool_windows(backend, x, kernel, stride):
-    """x's pooling windows stacked on a last axis: (N, C, OH, OW, kh kw), position k = i kw + j."""
+def pool_views(x, kernel, stride):
+    """x's pooling windows as kh kw strided views (N, C, OH, OW), one per position k = i kw + j."""
     out_h = output_size(x.shape[2], kernel[0], stride[0], 0)
     out_w = output_size(x.shape[3], kernel[1], stride[1], 0)
-    views = [window(x, i, j, stride, out_h, out_w) for i in range(kernel[0]) for j in range(kernel[1])]
-    return backend.xp.stack(views, axis=-1)
+    return [window(x, i, j, stride, out_h, out_w) for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def pool_windows(backend, x, kernel, stride):
+    """x's pooling windows stacked on a last axis: (N, C, OH, OW, kh kw), position k = i kw + j."""
+    return backend.xp.stack(pool_views(x, kernel, stride), axis=-1)
 
 
 def pool_launch_sizes(shape, kernel, stride) -> tuple:
@@ -35,10 +39,11 @@ def pool_launch_sizes(shape, kernel, stride) -> tuple:
     return (*shape, *kernel, *stride, output_size(h, kernel[0], stride[0], 0), output_size(w, kernel[1], stride[1], 0))
 
 
-def numpy_pool_windows(x, kernel, stride):
-    """`pool_windows` on NumPy, as one strided view (N, C, OH, OW, kh, kw) of x."""
-    windows = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(2, 3))
-    return windows[:, :, :: stride[0], :: stride[1]]
+def zero_uncovered(dx, kernel, out_h, out_w):
+    """Zeroes the bottom rows and right columns of dx that no window covers, for windows that
+    tile dx (stride == kernel)."""
+    dx[:, :, kernel[0] * out_h:, :] = 0.0
+    dx[:, :, : kernel[0] * out_h, kernel[1] * out_w:] = 0.0
 
 
 @fused_op
@@ -52,15 +57,35 @@ def max_pool_forward(backend, x, kernel, stride, out=None):
 
 @max_pool_forward.numpy
 def _(backend, x, kernel, stride, out=None):
-    windows = numpy_pool_windows(x, kernel, stride)
-    n, c, out_h, out_w = windows.shape[:4]
-    flat = backend._work("max_pool_windows", (n, c, out_h, out_w, kernel[0] * kernel[1]))
-    np.copyto(flat.reshape(windows.shape), windows)
-    index = flat.argmax(axis=-1)
+    # A running maximum over the kh kw strided views, no window copy: y_k = maximum(y_k-1, v_k)
+    # (np.maximum propagates NaN), and the index moves to k where y strictly grew, so ties keep
+    # the first. A NaN makes nothing grow: windows whose maximum is NaN get their first NaN's k
+    # afterwards. The index runs in the smallest unsigned type that holds kh kw - 1 (bytes are
+    # cheap passes) and becomes int64 once.
+    views = pool_views(x, kernel, stride)
+    shape = views[0].shape
     if out is None:
-        out = np.empty((n, c, out_h, out_w), dtype=x.dtype)
-    np.copyto(out, np.take_along_axis(flat, index[..., None], axis=-1)[..., 0])
-    return out, index
+        out = np.empty(shape, dtype=x.dtype)
+    positions = np.min_scalar_type(len(views) - 1)
+    spare, grew, step, index = backend._work(f"max_pool_forward {positions}", shape, lambda s: (
+        np.empty(s, backend.dtype), np.empty(s, np.bool_), np.empty(s, positions), np.empty(s, positions)))
+    # y_k alternates between out and spare so that the last one lands in out
+    best = (out, spare) if len(views) % 2 == 1 else (spare, out)
+    np.copyto(best[0], views[0])
+    index.fill(0)
+    for k in range(1, len(views)):
+        previous, current = best[(k - 1) % 2], best[k % 2]
+        np.maximum(previous, views[k], out=current)
+        np.greater(current, previous, out=grew)
+        np.multiply(grew, positions.type(k), out=step)
+        np.maximum(index, step, out=index)
+    nan = np.isnan(out)
+    if nan.any():
+        first_nan = np.zeros(shape, positions)
+        for k in reversed(range(len(views))):
+            first_nan[np.isnan(views[k])] = k
+        np.copyto(index, first_nan, where=nan)
+    return out, index.astype(np.int64)
 
 
 @max_pool_forward.cupy
@@ -90,16 +115,32 @@ def max_pool_backward(backend, grad_y, index, input_shape, kernel, stride, out=N
 
 @max_pool_backward.numpy
 def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
+    # Each position k's term where(index == k, dy, 0), selected with bit operations (a mask of
+    # all ones or zeros: no branch per element, and a non-finite dy that is not chosen adds
+    # nothing). Windows that do not overlap (stride >= kernel) give each element at most one
+    # term: it is written straight into its strided view of dx, and only what no window
+    # covers is zeroed. Overlapping windows add their terms in the order of k.
     _, _, out_h, out_w = grad_y.shape
     if out is None:
         out = np.empty(input_shape, dtype=grad_y.dtype)
-    out.fill(0.0)
-    chosen = backend._work("max_pool_chosen", grad_y.shape)
+    bits = np.dtype(f"i{grad_y.itemsize}")
+    chosen, mask, term = backend._work("max_pool_backward", grad_y.shape, lambda s: (
+        np.empty(s, np.bool_), np.empty(s, bits), np.empty(s, bits)))
+    overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
+    if overlapping or tuple(stride) != tuple(kernel):
+        out.fill(0.0)
+    else:
+        zero_uncovered(out, kernel, out_h, out_w)
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            np.multiply(grad_y, index == i * kernel[1] + j, out=chosen)
+            np.equal(index, i * kernel[1] + j, out=chosen)
+            np.negative(chosen.view(np.int8), out=mask)
             target = window(out, i, j, stride, out_h, out_w)
-            np.add(target, chosen, out=target)
+            if overlapping:
+                np.bitwise_and(grad_y.view(bits), mask, out=term)
+                np.add(target, term.view(grad_y.dtype), out=target)
+            else:
+                np.bitwise_and(grad_y.view(bits), mask, out=target.view(bits))
     return out
 
 
