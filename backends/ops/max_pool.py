@@ -9,7 +9,9 @@ For x (N, C, H, W), a window (kh, kw) and strides (sh, sw), window position k = 
 
 Windows that overlap (stride < kernel) may choose one element several times: its gradient is
 the sum, added in the order of k. The kernel gathers it per input element (no atomics).
-Exact: maxima and sums of chosen gradients are computed in the same order everywhere.
+Exact: maxima and sums of chosen gradients are computed in the same order everywhere. One
+freedom: where +0 and -0 tie for the maximum, y's zero takes the sign np.maximum gives on NumPy
+(as the reference's np.max) and the first's on the GPU; they compare equal.
 """
 
 from __future__ import annotations
@@ -152,19 +154,23 @@ def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
     return out
 
 
-# (batch, channels, height, width), kernel, stride: the usual 2x2, odd sizes that leave a
-# border no window covers, overlapping windows (stride < kernel), one window, a 1x1 kernel.
+# (batch, channels, height, width), kernel, stride: the usual 2x2, overlapping windows (stride <
+# kernel) in both directions or in one, one window, a 1x1 kernel, windows that tile the input
+# but for a border no window covers, and windows with gaps between them (stride > kernel).
 CASE_GEOMETRIES = [((2, 3, 6, 8), (2, 2), (2, 2)), ((1, 2, 7, 5), (3, 2), (2, 1)), ((3, 1, 5, 5), (3, 3), (1, 1)),
-                   ((1, 1, 4, 3), (4, 3), (4, 3)), ((2, 2, 3, 4), (1, 1), (1, 1))]
+                   ((1, 1, 4, 3), (4, 3), (4, 3)), ((2, 2, 3, 4), (1, 1), (1, 1)), ((2, 3, 7, 9), (2, 2), (2, 2)),
+                   ((1, 2, 8, 9), (2, 2), (3, 3)), ((2, 1, 6, 7), (3, 2), (3, 1))]
 
 
 def case_images(backend, a, shape):
-    """An op case's image batch with ties (values on a grid of halves) and, where it is large
-    enough, a NaN."""
+    """An op case's image batch with ties (values on a grid of halves, zeros of both signs) and,
+    where it is large enough, NaNs: one alone, and two neighbours (often in one window)."""
     x, = case_arrays(backend, a, shape)
     host = np.round(backend.to_host(x) * 2.0) / 2.0
     if host.size > 20:
         host.flat[7] = np.nan
+    if host.size > 40:
+        host.flat[20:22] = np.nan
     return backend.asarray(host)
 
 
@@ -184,7 +190,7 @@ def _(backend, a):
     results = []
     for shape, kernel, stride in CASE_GEOMETRIES:
         _, index = max_pool_forward(backend, case_images(backend, a, shape), kernel, stride)
-        grad_y, = case_arrays(backend, a, index.shape)
+        grad_y = case_images(backend, a, index.shape)  # NaNs too: one not chosen adds nothing
         results += [max_pool_backward(backend, grad_y, index, shape, kernel, stride),
                     max_pool_backward(backend, grad_y, index, shape, kernel, stride, out=backend.empty(shape))]
     return results
