@@ -13,6 +13,9 @@ backend uses the fastest that keeps the ops' exact semantics):
       fill_add      dx zero-filled, then each position's masked dy added into its strided view
       direct        the backend's: each position's where(index == k, dy, 0), by bit
                     operations, written straight into its view (windows do not overlap)
+    average forward
+      copy_add      the first view copied into y, the others added, then divided by kh kw
+      pair_add      the backend's: the first two views added in one pass, then the same
     average backward
       fill_add      dx zero-filled, then dy / (kh kw) added into each strided view
       direct        the backend's: dy / (kh kw) divided straight into each view
@@ -85,6 +88,16 @@ def variants(shape):
     def max_direct():
         return backend.max_pool_backward(dy, index, shape, KERNEL, STRIDE, out=dx)
 
+    def avg_copy_add():
+        views = pool_views(x, KERNEL, STRIDE)
+        np.copyto(y, views[0])
+        for view in views[1:]:
+            np.add(y, view, out=y)
+        return np.divide(y, np.float32(4), out=y)
+
+    def avg_pair_add():
+        return backend.avg_pool_forward(x, KERNEL, STRIDE, out=y)
+
     def avg_fill_add():
         dx.fill(0.0)
         np.divide(dy, np.float32(4), out=y)
@@ -102,11 +115,15 @@ def variants(shape):
     want_dx = reference.max_pool_backward(dy, index, shape, KERNEL, STRIDE)
     for run in (max_fill_add, max_direct):
         np.testing.assert_array_equal(run(), want_dx)
+    want_y = reference.avg_pool_forward(x, KERNEL, STRIDE)
+    for run in (avg_copy_add, avg_pair_add):
+        np.testing.assert_array_equal(run(), want_y)
     want_dx = reference.avg_pool_backward(dy, shape, KERNEL, STRIDE)
     for run in (avg_fill_add, avg_direct):
         np.testing.assert_array_equal(run(), want_dx)
     return {"max fwd copy_argmax": copy_argmax, "max fwd running": running, "max fwd running_bits": running_bits,
             "max bwd fill_add": max_fill_add, "max bwd direct": max_direct,
+            "avg fwd copy_add": avg_copy_add, "avg fwd pair_add": avg_pair_add,
             "avg bwd fill_add": avg_fill_add, "avg bwd direct": avg_direct}
 
 
