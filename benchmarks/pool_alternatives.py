@@ -21,17 +21,23 @@ backend uses the fastest that keeps the ops' exact semantics):
       direct        the backend's: dy / (kh kw) divided straight into each view
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/pool_alternatives.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/pool_alternatives.py --fit
+
+`--fit` times instead fit's step on bench's two CNNs and the pooling ops' share of it, by the
+process's CPU time (other processes' load does not count); it uses only what every version of
+the library has, so one install's numbers compare with another's.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
+import time
 import timeit
 
 import numpy as np
 
 from backprop.backends import Backend, NumpyBackend
-from backprop.backends.ops.max_pool import pool_views
 
 # (name, input shape): the pooling layers of LeNet-5 at batch 64 and of the digits CNN at 32.
 LAYERS = [("lenet pool1", (64, 6, 28, 28)), ("lenet pool2", (64, 16, 10, 10)),
@@ -41,6 +47,8 @@ KERNEL = STRIDE = (2, 2)
 
 def variants(shape):
     """The runs for one layer's input shape, each checked against the reference backend."""
+    from backprop.backends.ops.max_pool import pool_views
+
     rng = np.random.default_rng(0)
     x = np.maximum(rng.standard_normal(shape, dtype=np.float32), 0.0)  # after relu: many tied zeros
     backend, reference = NumpyBackend("float32"), Backend(np, "float32")
@@ -140,5 +148,47 @@ def main(rounds: int = 7, calls: int = 50) -> None:
         print(f"| {layer} | " + " | ".join(f"{statistics.median(seconds[name]) * 1e6:,.0f} us" for name in names) + " |")
 
 
+POOLING_OPS = ("max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward")
+
+
+def fit_shares(fits: int = 5) -> None:
+    """CPU time of fit's step on bench's CNNs (the median of `fits` one-epoch calls) and the
+    pooling ops' share of it, each call timed where it runs."""
+    import backprop as bp
+    from backprop.apps.bench import CONFIGS, cnn_network, make_data
+
+    print("| network | batch | step (CPU) | pooling share |")
+    print("| --- | --- | --- | --- |")
+    for name in ("lenet", "digits_cnn"):
+        config = CONFIGS[name]
+        net, x, y = cnn_network(name), *make_data(config)
+        optimizer = bp.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        spent = [0.0]
+
+        def timed(op):
+            def run(*args, **kwargs):
+                start = time.process_time()
+                result = op(*args, **kwargs)
+                spent[0] += time.process_time() - start
+                return result
+            return run
+
+        for op in POOLING_OPS:  # instance attributes, over the class's methods
+            setattr(net.backend, op, timed(getattr(net.backend, op)))
+        steps, shares = [], []
+        for _ in range(fits + 1):  # the first warms up
+            spent[0] = 0.0
+            start = time.process_time()
+            bp.fit(net, x, y, loss=bp.CrossEntropyLoss(), optimizer=optimizer, epochs=1, batch_size=config.batch,
+                   shuffle=False, progress=False)
+            total = time.process_time() - start
+            steps.append(total / config.steps)
+            shares.append(spent[0] / total)
+        for op in POOLING_OPS:
+            delattr(net.backend, op)
+        print(f"| {name} | {config.batch} | {statistics.median(steps[1:]) * 1e3:.2f} ms | "
+              f"{statistics.median(shares[1:]):.0%} |")
+
+
 if __name__ == "__main__":
-    main()
+    fit_shares() if "--fit" in sys.argv[1:] else main()

@@ -81,7 +81,7 @@ def _(backend, x, kernel, stride, out=None):
         np.greater(current, previous, out=grew)
         np.multiply(grew, positions.type(k), out=step)
         np.maximum(index, step, out=index)
-    nan = np.isnan(out)
+    nan = np.isnan(out, out=grew)
     if nan.any():
         first_nan = np.zeros(shape, positions)
         for k in reversed(range(len(views))):
