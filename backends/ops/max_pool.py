@@ -129,10 +129,10 @@ def _(backend, grad_y, index, input_shape, kernel, stride, out=None):
     chosen, mask, term = backend._work("max_pool_backward", grad_y.shape, lambda s: (
         np.empty(s, np.bool_), np.empty(s, bits), np.empty(s, bits)))
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
-    if overlapping or tuple(stride) != tuple(kernel):
-        out.fill(0.0)
-    else:
+    if tuple(stride) == tuple(kernel):
         zero_uncovered(out, kernel, out_h, out_w)
+    else:
+        out.fill(0.0)
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             np.equal(index, i * kernel[1] + j, out=chosen)
