@@ -17,7 +17,7 @@ import numpy as np
 from backprop.backends.cupy_backend import BLOCK, MAX_GRID, blocks
 from backprop.backends.ops import fused_op
 from backprop.backends.ops.image_windows import case_arrays, output_size, window
-from backprop.backends.ops.max_pool import CASE_GEOMETRIES, numpy_pool_windows, pool_launch_sizes
+from backprop.backends.ops.max_pool import CASE_GEOMETRIES, pool_launch_sizes, pool_views, zero_uncovered
 
 
 @fused_op
@@ -33,13 +33,17 @@ def avg_pool_forward(backend, x, kernel, stride, out=None):
 
 @avg_pool_forward.numpy
 def _(backend, x, kernel, stride, out=None):
-    windows = numpy_pool_windows(x, kernel, stride)
+    views = pool_views(x, kernel, stride)
     if out is None:
-        out = np.empty(windows.shape[:4], dtype=x.dtype)
-    np.copyto(out, windows[..., 0, 0])
-    for k in range(1, kernel[0] * kernel[1]):
-        np.add(out, windows[..., k // kernel[1], k % kernel[1]], out=out)
-    np.divide(out, backend._scalar("pool size", kernel[0] * kernel[1]), out=out)
+        out = np.empty(views[0].shape, dtype=x.dtype)
+    # the first sum reads two views in one pass (a pass over strided views costs per row)
+    if len(views) == 1:
+        np.copyto(out, views[0])
+    else:
+        np.add(views[0], views[1], out=out)
+    for view in views[2:]:
+        np.add(out, view, out=out)
+    np.divide(out, backend._scalar("pool size", len(views)), out=out)
     return out
 
 
@@ -68,16 +72,25 @@ def avg_pool_backward(backend, grad_y, input_shape, kernel, stride, out=None):
 
 @avg_pool_backward.numpy
 def _(backend, grad_y, input_shape, kernel, stride, out=None):
+    # Windows that tile dx (stride == kernel) give each element one share, written straight
+    # into its strided view; otherwise shares are added in the order of k.
     _, _, out_h, out_w = grad_y.shape
     if out is None:
         out = np.empty(input_shape, dtype=grad_y.dtype)
-    out.fill(0.0)
-    share = np.divide(grad_y, backend._scalar("pool size", kernel[0] * kernel[1]),
-                      out=backend._work("avg_pool_share", grad_y.shape))
+    size = backend._scalar("pool size", kernel[0] * kernel[1])
+    tiled = tuple(stride) == tuple(kernel)
+    if tiled:
+        zero_uncovered(out, kernel, out_h, out_w)
+    else:
+        out.fill(0.0)
+        share = np.divide(grad_y, size, out=backend._work("avg_pool_share", grad_y.shape))
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             target = window(out, i, j, stride, out_h, out_w)
-            np.add(target, share, out=target)
+            if tiled:
+                np.divide(grad_y, size, out=target)
+            else:
+                np.add(target, share, out=target)
     return out
 
 
