@@ -248,6 +248,12 @@ def _in_unit_interval(values: np.ndarray) -> bool:
     return bool(0.0 <= np.minimum.reduce(values, None) and np.maximum.reduce(values, None) <= 1.0)
 
 
+def _strictly_inside(pred) -> bool:
+    """A small NumPy array of values in (0, 1), known at the cost of a short loop: neither
+    log(p) nor log(1 - p) can divide by zero (False says only "not known")."""
+    return isinstance(pred, np.ndarray) and pred.size <= SMALL and all(0.0 < v < 1.0 for v in pred.flat)
+
+
 def _check_binary(host: np.ndarray, name: str) -> None:
     if not _in_unit_interval(host):
         raise ValueError(f"{name} must hold values in [0, 1], got values from {host.min()} to {host.max()}")
@@ -269,6 +275,8 @@ class BCELoss(_Thresholded):
     L = -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100."""
 
     def __call__(self, pred, target) -> float:
+        if _strictly_inside(pred):  # no log of 0 to silence: spare the errstate's cost a call
+            return super().__call__(pred, target)
         with np.errstate(divide="ignore"):  # log(0) = -inf is clamped by design: no warning
             return super().__call__(pred, target)
 
