@@ -38,6 +38,16 @@ _IN_PLACE = frozenset(("relu", "sigmoid", "tanh", "linear"))
 SMALL = 16
 
 
+# Up to this many elements (a batch of inputs or outputs), the finiteness check is isfinite into
+# a reused mask and a count of it: cheaper there than a dot product under np.errstate, which
+# wins on larger arrays (the flat parameter buffer).
+BATCH_SIZED = 4096
+
+
+def _bool_array(shape) -> np.ndarray:
+    return np.empty(shape, np.bool_)
+
+
 def all_finite_small(x) -> bool:
     """True when no element of a small array is NaN or +-inf (see SMALL)."""
     return all(map(math.isfinite, x.flat))
@@ -185,7 +195,9 @@ class NumpyBackend(Backend):
 
     def sum_rows(self, x, out=None):
         # ones @ x is one GEMV, faster than x.sum(axis=0) here; the sum's order differs
-        # (error <= rows * eps * sum|x|, as for any order).
+        # (error <= rows * eps * sum|x|, as for any order). One row is its own sum.
+        if x.shape[0] == 1:
+            return x[0].copy() if out is None else self.copy(x[0], out)
         return np.dot(self._const(1.0, (x.shape[0],)), x, out=out)
 
     def sum_all(self, x):
@@ -198,12 +210,16 @@ class NumpyBackend(Backend):
             return math.isfinite(x)
         if x.size <= SMALL:
             return all_finite_small(x)
+        if x.size <= BATCH_SIZED:  # one pass into a reused mask, then a count: no warning state to set
+            mask = self._work("finite_mask", x.shape, _bool_array)
+            return np.count_nonzero(np.isfinite(x, out=mask)) == x.size
         # x . x (one BLAS pass, cheaper than isfinite's two) is finite exactly when every
         # element is, barring an overflow of the sum itself, which the exact check then
         # settles; that overflow is no news to the caller: no warning for it.
-        if x.ndim == 1:
+        if x.ndim == 1 or x.flags.c_contiguous:
+            flat = x.reshape(-1)
             with np.errstate(over="ignore"):
-                if math.isfinite(np.dot(x, x)):
+                if math.isfinite(np.dot(flat, flat)):
                     return True
         return bool(np.isfinite(x).all())
 
