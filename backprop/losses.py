@@ -398,6 +398,14 @@ class CrossEntropyLoss(Loss):
                              "already has activation='softmax'; use activation=None on the last layer")
 
 
+def _any_outside(labels: np.ndarray, classes: int) -> bool:
+    """Any label < 0 or >= classes. Integer labels seen as unsigned make one comparison of it (a
+    negative label is then 2^63 or more): cheaper than a minimum and a maximum reduction."""
+    if labels.dtype.kind in "iu" and labels.dtype.isnative:
+        return np.count_nonzero(labels.view(f"u{labels.dtype.itemsize}") >= classes) > 0
+    return bool(np.minimum.reduce(labels, None) < 0 or np.maximum.reduce(labels, None) >= classes)
+
+
 def class_targets(host: np.ndarray, classes: int, name: str) -> np.ndarray:
     """Integer labels (checked in [0, classes)) as int64, or probability rows as they are."""
     if host.ndim == 1 or (host.ndim == 2 and host.shape[1] == 1):
@@ -407,8 +415,7 @@ def class_targets(host: np.ndarray, classes: int, name: str) -> np.ndarray:
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
             raise ValueError(f"{name} holds class labels, which must be whole numbers; got "
                              f"{labels[labels != np.round(labels)][:3]}")
-        # two reductions for the common case; the first label outside is found only to name it
-        if labels.size and (np.minimum.reduce(labels, None) < 0 or np.maximum.reduce(labels, None) >= classes):
+        if labels.size and _any_outside(labels, classes):  # the first outside is found only to name it
             outside = (labels < 0) | (labels >= classes)
             raise ValueError(f"{name} labels must be in [0, {classes - 1}] for {classes} classes, got "
                              f"{labels[outside][0].item()}")
