@@ -61,10 +61,11 @@ def _cross_entropy_arrays(backend, shape):
             backend._const(1.0, (classes, 1)), lowest)
 
 
-def _log_softmax(backend, logits):
-    """(log softmax(x), e = exp(x - m), sum_k e_k, a (classes, 1) column of ones) of each row, as
-    the reference computes them: x - m clamped at the lowest finite number, e summed by a GEMV
-    (faster than add.reduce(axis=1)). All but e are scratch arrays."""
+def _shifted_logits(backend, logits):
+    """(x - m, e = exp(x - m), sum_k e_k, log sum_k e_k as a column and flat, a (classes, 1)
+    column of ones) of each row, as the reference computes them: x - m clamped at the lowest finite number, e summed by a
+    GEMV (faster than add.reduce(axis=1)); log softmax(x) = (x - m) - log sum_k e_k. All but e
+    are scratch arrays."""
     shifted, row_max, row_max_flat, row_sum, ones, lowest = backend._work(
         "cross_entropy", logits.shape, lambda shape: _cross_entropy_arrays(backend, shape))
     # into a 1-D view, arguments positional: keepdims=/out= keywords cost more than the max
@@ -74,14 +75,14 @@ def _log_softmax(backend, logits):
     e = np.exp(shifted)  # becomes the caller's gradient in place
     np.dot(e, ones, out=row_sum)
     np.log(row_sum, out=row_max)
-    np.subtract(shifted, row_max, out=shifted)
-    return shifted, e, row_sum, ones
+    return shifted, e, row_sum, row_max, row_max_flat, ones
 
 
 @cross_entropy_loss.numpy
 def _(backend, logits, target, reduction: str = "mean"):
     rows = logits.shape[0]
-    log_softmax, grad, row_sum, ones = _log_softmax(backend, logits)
+    shifted, grad, row_sum, log_sum, _, ones = _shifted_logits(backend, logits)
+    log_softmax = np.subtract(shifted, log_sum, out=shifted)
     np.multiply(target, log_softmax, out=log_softmax)
     loss = reduce_total(-backend.sum_all(log_softmax), rows, reduction)
     np.divide(grad, row_sum, out=grad)  # softmax
@@ -104,11 +105,14 @@ def _(backend, logits, labels, reduction: str = "mean"):
     # reference's softmax * 1 - 1 there, the same single rounding). Plain indexing of the
     # flat arrays: cheaper than np.take/np.put's wrappers here.
     rows = logits.shape[0]
-    log_softmax, grad, row_sum, _ = _log_softmax(backend, logits)
+    shifted, grad, row_sum, _, log_sum, _ = _shifted_logits(backend, logits)
     row_starts, flat_index, one = backend._work("cross_entropy_labels", logits.shape,
                                                 lambda shape: _label_arrays(backend, shape))
     np.add(row_starts, labels, out=flat_index)
-    loss = reduce_total(-backend.sum_all(log_softmax.reshape(-1)[flat_index]), rows, reduction)
+    # log softmax at the labels only: (x - m) - log sum e, the same subtraction per element
+    picked = shifted.reshape(-1)[flat_index]
+    np.subtract(picked, log_sum, out=picked)
+    loss = reduce_total(-backend.sum_all(picked), rows, reduction)
     np.divide(grad, row_sum, out=grad)  # softmax
     flat_grad = grad.reshape(-1)
     at_labels = flat_grad[flat_index]
