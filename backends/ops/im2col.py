@@ -101,18 +101,21 @@ def col2im(backend, cols, input_shape, kernel, stride, padding, out=None):
 def _(backend, cols, input_shape, kernel, stride, padding, out=None):
     n, c, h, w, out_h, out_w = _geometry(input_shape, kernel, stride, padding)
     kh, kw = kernel
+    sh, sw = stride
     ph, pw = padding
     if out is None:
         out = np.empty(input_shape, dtype=cols.dtype)
-    padded = backend._work("col2im_padded", (n, c, h + 2 * ph, w + 2 * pw)) if ph or pw else out
+    # The sums run on a padded image laid out (H, W, N, C): each add then loops over the N C
+    # planes of one window position at a time (long inner loops), not over a window's short
+    # rows; the adds and their order are the reference's.
+    padded = backend._work("col2im_padded", (h + 2 * ph, w + 2 * pw, n, c))
     padded.fill(0.0)
-    parts = cols.reshape(n, c, kh, kw, out_h, out_w)
+    parts = cols.reshape(n, c, kh, kw, out_h, out_w).transpose(4, 5, 0, 1, 2, 3)  # (OH, OW, N, C, kh, kw)
     for i in range(kh):
         for j in range(kw):
-            target = window(padded, i, j, stride, out_h, out_w)
-            np.add(target, parts[:, :, i, j], out=target)
-    if ph or pw:
-        np.copyto(out, padded[:, :, ph : ph + h, pw : pw + w])
+            target = padded[i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+            np.add(target, parts[..., i, j], out=target)
+    np.copyto(out, padded[ph : ph + h, pw : pw + w].transpose(2, 3, 0, 1))
     return out
 
 
