@@ -166,15 +166,17 @@ class _PerImageConv:
 
 
 class HandwrittenConvStep:
-    """One SGD-with-momentum training step of a CNN of ARCHITECTURES, with integer labels."""
+    """One SGD-with-momentum training step of a CNN of ARCHITECTURES, with integer labels; `layout`
+    ("rows" or "per_image") overrides the network's own (benchmarks/conv_baseline_layouts.py)."""
 
-    def __init__(self, arch: str, batch: int, lr: float = 0.01, momentum: float = 0.9, seed: int = 0):
+    def __init__(self, arch: str, batch: int, lr: float = 0.01, momentum: float = 0.9, seed: int = 0,
+                 layout: str | None = None):
         spec = ARCHITECTURES[arch]
         rng = np.random.default_rng(seed)
         f32 = np.float32
         self.lr, self.momentum, self.dropout = f32(lr), f32(momentum), spec["dropout"]
         _, height, width = spec["image"]
-        self.per_image = spec["layout"] == "per_image"
+        self.per_image = (layout or spec["layout"]) == "per_image"
         self.convs = []
         for cin, cout, k, pad in spec["convs"]:
             conv = (_PerImageConv if self.per_image else _RowsConv)(batch, height, width, cin, cout, k, pad, rng)
