@@ -12,6 +12,7 @@
 and, for the backward pass in the per-image layout (dZ (N, out, OH OW), cols (N, C kh kw, OH OW)):
 
     dW batched        dZ[n] @ cols[n].T for every n (np.matmul of the stacks), then the sum over n
+    dW batched^T      cols[n] @ dZ[n].T for every n, the sum over n, then dW^T laid out as dW
                       (what Conv2D does on the CPU)
     dW transposed     dZ and cols copied to (out, N OH OW) and (C kh kw, N OH OW), one GEMM
     dW einsum         np.einsum("nop,nkp->ok", optimize=True)
@@ -95,6 +96,7 @@ def backward_variants(n, c, h, w, out, k, pad):
     dz = rng.standard_normal((n, out, oh * ow), dtype=np.float32)
     cols = rng.standard_normal((n, taps, oh * ow), dtype=np.float32)
     dw, per_image = np.empty((out, taps), np.float32), np.empty((n, out, taps), np.float32)
+    dw_t, per_image_t = np.empty((taps, out), np.float32), np.empty((n, taps, out), np.float32)
     ones = np.ones(n, np.float32)
     dz_t, cols_t = np.empty((out, n, oh * ow), np.float32), np.empty((taps, n, oh * ow), np.float32)
     parts = cols.reshape(n, c, k, k, oh, ow)
@@ -105,6 +107,11 @@ def backward_variants(n, c, h, w, out, k, pad):
     def dw_batched():
         np.matmul(dz, cols.transpose(0, 2, 1), out=per_image)
         np.dot(ones, per_image.reshape(n, -1), out=dw.reshape(-1))
+
+    def dw_batched_t():
+        np.matmul(cols, dz.transpose(0, 2, 1), out=per_image_t)
+        np.dot(ones, per_image_t.reshape(n, -1), out=dw_t.reshape(-1))
+        np.copyto(dw, dw_t.T)
 
     def dw_transposed():
         np.copyto(dz_t, dz.transpose(1, 0, 2))
@@ -132,14 +139,14 @@ def backward_variants(n, c, h, w, out, k, pad):
         np.copyto(dx, padded_hwnc[pad:pad + h, pad:pad + w].transpose(2, 3, 0, 1))
 
     want = np.einsum("nop,nkp->ok", dz.astype(np.float64), cols.astype(np.float64))
-    for check in (dw_batched, dw_transposed, dw_einsum):
+    for check in (dw_batched, dw_batched_t, dw_transposed, dw_einsum):
         check()
         np.testing.assert_allclose(dw, want, rtol=1e-3, atol=1e-3)
     col2im_rows()
     first = dx.copy()
     col2im_planes()
     np.testing.assert_array_equal(dx, first)  # the same adds in the same order
-    return {"dW batched": dw_batched, "dW transposed": dw_transposed, "dW einsum": dw_einsum,
+    return {"dW batched": dw_batched, "dW batched^T": dw_batched_t, "dW transposed": dw_transposed, "dW einsum": dw_einsum,
             "col2im rows": col2im_rows, "col2im planes": col2im_planes}
 
 

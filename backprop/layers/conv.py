@@ -60,7 +60,7 @@ class Conv2D(Layer):
     (C kh kw, OH OW), which is NCHW as it is, then the fused bias and activation. Backward, with
     dZ[n] = dL/dy[n] act'(z[n]) as (out, OH OW):
 
-        dL/dW = sum over n of dZ[n] @ cols[n].T,  dL/db[o] = sum over n and (oh, ow) of dZ[n, o],
+        dL/dW = (sum over n of cols[n] @ dZ[n].T).T,  dL/db[o] = sum over n and (oh, ow) of dZ[n, o],
         dL/dx = col2im(W.T @ dZ[n] for every n)
 
     (dL/dx only when asked). `init` defaults to the activation's (He for the ReLU family, Glorot
@@ -132,11 +132,16 @@ class Conv2D(Layer):
                                              self.activation, self.slope, out=self.workspace("dz", grad_rows.shape))
         dz_stack = backend.reshape(dz, (n, out, out_h * out_w))
         weight, cols = self.weight, self._cols
-        # dW: one product per image, then their sum over the batch (measured faster than one GEMM
-        # over transposed copies of dZ and cols: benchmarks/RESULTS.md)
-        per_image = backend.matmul(dz_stack, cols, transpose_b=True,
-                                   out=self.workspace("dweight_per_image", (n, out, cols.shape[1])))
-        backend.sum_rows(backend.reshape(per_image, (n, weight.size)), out=backend.reshape(weight.grad, (weight.size,)))
+        # dW^T = sum over n of cols[n] @ dZ[n]^T: one product per image (faster than one GEMM over
+        # transposed copies of dZ and cols, and than dZ[n] @ cols[n]^T: benchmarks/RESULTS.md),
+        # summed over the batch, then laid out as dW (the (C kh kw, out) rows as one plane)
+        taps = cols.shape[1]
+        per_image = backend.matmul(cols, dz_stack, transpose_b=True,
+                                   out=self.workspace("dweight_per_image", (n, taps, out)))
+        dweight_rows = backend.sum_rows(backend.reshape(per_image, (n, weight.size)),
+                                        out=self.workspace("dweight_rows", (weight.size,)))
+        backend.to_channels_first(backend.reshape(dweight_rows, (taps, out)), (1, taps, 1),
+                                  out=backend.reshape(weight.grad, (1, out, taps, 1)))
         # db: the sums over the batch, then over each channel's plane (laid out as rows of channels)
         planes = backend.sum_rows(dz, out=self.workspace("dbias_planes", (out * out_h * out_w,)))
         rows = backend.to_channels_last(backend.reshape(planes, (1, out, out_h * out_w, 1)),
