@@ -18,7 +18,7 @@ weight W (out, C kh kw), im2col rows X (N OH OW, C kh kw):
 cheaper one): activations NCHW, im2col columns per image X[n] (C kh kw, OH OW):
     forward     Z[n] = W X[n] + b,  A = relu(Z)           (Z (N, out, OH OW): NCHW as it is)
     pool        P = the max of the 2x2 windows' four corners (strided views),  mask_c = [A_c == P]
-    backward    dA_c = mask_c dP,  dZ = dA [A > 0],  dW = sum over n of dZ[n] X[n]^T,
+    backward    dA_c = mask_c dP,  dZ = dA [A > 0],  dW = (sum over n of X[n] dZ[n]^T)^T,
                 db = sums of dZ over n and (oh, ow),  dX[n] = W^T dZ[n],
                 dx = col2im(dX) (the adds on a padded image laid out (H, W, N, C))
 Dense layers, the loss and SGD with momentum as in bench_baseline.py.
@@ -111,7 +111,7 @@ class _PerImageConv:
         self.mask = np.empty((4, batch, cout, self.out_h // 2, self.out_w // 2), f32)
         self.pooled = np.empty((batch, cout, self.out_h // 2, self.out_w // 2), f32)
         self.dz = np.empty((batch, cout, positions), f32)
-        self.dweight_per_image = np.empty((batch, cout, taps), f32)
+        self.dweight_per_image, self.dweight_t = np.empty((batch, taps, cout), f32), np.empty((taps, cout), f32)
         self.dbias_positions = np.empty((cout, positions), f32)
         self.ones, self.ones_positions = np.ones(batch, f32), np.ones(positions, f32)
         self.dcols = np.empty((batch, taps, positions), f32)
@@ -147,8 +147,9 @@ class _PerImageConv:
             i, j = divmod(corner, 2)
             np.multiply(mask, dpooled, out=dz[:, :, i::2, j::2])
         self.dz *= self.z > 0
-        np.matmul(self.dz, self.cols.transpose(0, 2, 1), out=self.dweight_per_image)
-        np.dot(self.ones, self.dweight_per_image.reshape(n, -1), out=self.dweight.reshape(-1))
+        np.matmul(self.cols, self.dz.transpose(0, 2, 1), out=self.dweight_per_image)  # faster than dZ[n] X[n]^T
+        np.dot(self.ones, self.dweight_per_image.reshape(n, -1), out=self.dweight_t.reshape(-1))
+        np.copyto(self.dweight, self.dweight_t.T)
         np.dot(self.ones, self.dz.reshape(n, -1), out=self.dbias_positions.reshape(-1))  # GEMVs: faster than np.sum
         np.dot(self.dbias_positions, self.ones_positions, out=self.dbias)
         if not need_input_grad:
