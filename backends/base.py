@@ -149,7 +149,11 @@ class Backend:
     # ------------------------------------------------------------------ linear algebra
 
     def matmul(self, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None):
-        """op(a) @ op(b), where op transposes when its flag is set (views, never copies)."""
+        """op(a) @ op(b), where op transposes when its flag is set (views, never copies).
+
+        Either may be a stack of matrices (..., rows, cols): then one product per matrix, the
+        stacks broadcast against each other as in the Array API's matmul (a convolution's
+        W @ cols[n] for every image n of the batch); op transposes each matrix of a stack."""
         xp = self.xp
         if transpose_a:
             a = xp.matrix_transpose(a)

@@ -175,6 +175,10 @@ class CupyBackend(Backend):
     # ------------------------------------------------------------------ linear algebra
 
     def matmul(self, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None):
+        if a.ndim > 2 or b.ndim > 2:  # stacks: CuPy's matmul, a strided batched GEMM
+            product = self._cupy.matmul(a.swapaxes(-1, -2) if transpose_a else a,
+                                        b.swapaxes(-1, -2) if transpose_b else b, out=out)
+            return product if out is None else out
         rows = a.shape[1] if transpose_a else a.shape[0]
         cols = b.shape[0] if transpose_b else b.shape[1]
         out = self._out(out, (rows, cols))

@@ -191,7 +191,10 @@ class NumpyBackend(Backend):
     def matmul(self, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None):
         # .T is a view: BLAS reads it with a transpose flag, no copy is made. np.dot calls the
         # same sgemm/gemv as np.matmul (bit-identical results) with less overhead a call.
-        return np.dot(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
+        if a.ndim <= 2 and b.ndim <= 2:
+            return np.dot(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
+        # stacks: np.matmul, one GEMM per matrix (np.dot of a 3-D array is another product)
+        return np.matmul(a.mT if transpose_a else a, b.mT if transpose_b else b, out=out)
 
     def sum_rows(self, x, out=None):
         # ones @ x is one GEMV, faster than x.sum(axis=0) here; the sum's order differs

@@ -9,6 +9,17 @@
     nhwc         activations NHWC inside: im2col from NHWC, the GEMM's rows are the output (no
                  layout change), as a network that kept NHWC between layers would
 
+and, for the backward pass in the per-image layout (dZ (N, out, OH OW), cols (N, C kh kw, OH OW)):
+
+    dW batched        dZ[n] @ cols[n].T for every n (np.matmul of the stacks), then the sum over n
+    dW batched^T      cols[n] @ dZ[n].T for every n, the sum over n, then dW^T laid out as dW
+                      (what Conv2D does on the CPU)
+    dW transposed     dZ and cols copied to (out, N OH OW) and (C kh kw, N OH OW), one GEMM
+    dW einsum         np.einsum("nop,nkp->ok", optimize=True)
+    col2im rows       the kh kw window adds on an NCHW padded image (inner loops: a window's rows)
+    col2im planes     the same adds on a padded image laid out (H, W, N, C) (inner loops: all N C
+                      planes of one position), then one copy to NCHW (what Conv2D does on the CPU)
+
     OPENBLAS_NUM_THREADS=1 python benchmarks/conv_alternatives.py
 """
 
@@ -79,11 +90,72 @@ def variants(n, c, h, w, out, k, pad):
     return {"swv_copy": swv_copy, "as_strided": as_strided, "tensordot": tensordot, "batched": batched, "nhwc": nhwc}
 
 
-def main(rounds: int = 7, calls: int = 50) -> None:
-    print("| layer | " + " | ".join(variants(*LAYERS[0][1:]).keys()) + " |")
-    print("| --- |" + " --- |" * 5)
+def backward_variants(n, c, h, w, out, k, pad):
+    rng = np.random.default_rng(0)
+    taps, oh, ow = c * k * k, h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    dz = rng.standard_normal((n, out, oh * ow), dtype=np.float32)
+    cols = rng.standard_normal((n, taps, oh * ow), dtype=np.float32)
+    dw, per_image = np.empty((out, taps), np.float32), np.empty((n, out, taps), np.float32)
+    dw_t, per_image_t = np.empty((taps, out), np.float32), np.empty((n, taps, out), np.float32)
+    ones = np.ones(n, np.float32)
+    dz_t, cols_t = np.empty((out, n, oh * ow), np.float32), np.empty((taps, n, oh * ow), np.float32)
+    parts = cols.reshape(n, c, k, k, oh, ow)
+    padded = np.empty((n, c, h + 2 * pad, w + 2 * pad), np.float32)
+    padded_hwnc = np.empty((h + 2 * pad, w + 2 * pad, n, c), np.float32)
+    dx = np.empty((n, c, h, w), np.float32)
+
+    def dw_batched():
+        np.matmul(dz, cols.transpose(0, 2, 1), out=per_image)
+        np.dot(ones, per_image.reshape(n, -1), out=dw.reshape(-1))
+
+    def dw_batched_t():
+        np.matmul(cols, dz.transpose(0, 2, 1), out=per_image_t)
+        np.dot(ones, per_image_t.reshape(n, -1), out=dw_t.reshape(-1))
+        np.copyto(dw, dw_t.T)
+
+    def dw_transposed():
+        np.copyto(dz_t, dz.transpose(1, 0, 2))
+        np.copyto(cols_t, cols.transpose(1, 0, 2))
+        np.dot(dz_t.reshape(out, -1), cols_t.reshape(taps, -1).T, out=dw)
+
+    def dw_einsum():
+        np.einsum("nop,nkp->ok", dz, cols, out=dw, optimize=True)
+
+    def col2im_rows():
+        padded.fill(0.0)
+        for i in range(k):
+            for j in range(k):
+                target = padded[:, :, i:i + oh, j:j + ow]
+                np.add(target, parts[:, :, i, j], out=target)
+        np.copyto(dx, padded[:, :, pad:pad + h, pad:pad + w])
+
+    def col2im_planes():
+        padded_hwnc.fill(0.0)
+        moved = parts.transpose(4, 5, 0, 1, 2, 3)
+        for i in range(k):
+            for j in range(k):
+                target = padded_hwnc[i:i + oh, j:j + ow]
+                np.add(target, moved[..., i, j], out=target)
+        np.copyto(dx, padded_hwnc[pad:pad + h, pad:pad + w].transpose(2, 3, 0, 1))
+
+    want = np.einsum("nop,nkp->ok", dz.astype(np.float64), cols.astype(np.float64))
+    for check in (dw_batched, dw_batched_t, dw_transposed, dw_einsum):
+        check()
+        np.testing.assert_allclose(dw, want, rtol=1e-3, atol=1e-3)
+    col2im_rows()
+    first = dx.copy()
+    col2im_planes()
+    np.testing.assert_array_equal(dx, first)  # the same adds in the same order
+    return {"dW batched": dw_batched, "dW batched^T": dw_batched_t, "dW transposed": dw_transposed, "dW einsum": dw_einsum,
+            "col2im rows": col2im_rows, "col2im planes": col2im_planes}
+
+
+def table(make, rounds: int, calls: int) -> None:
+    keys = list(make(*LAYERS[0][1:]))
+    print("| layer | " + " | ".join(keys) + " |")
+    print("| --- |" + " --- |" * len(keys))
     for name, *geometry in LAYERS:
-        runs = variants(*geometry)
+        runs = make(*geometry)
         times = {key: [] for key in runs}
         for r in range(rounds):
             for key in (list(runs) if r % 2 == 0 else list(runs)[::-1]):  # interleaved
@@ -92,6 +164,12 @@ def main(rounds: int = 7, calls: int = 50) -> None:
                     runs[key]()
                 times[key].append((time.perf_counter() - start) / calls)
         print(f"| {name} | " + " | ".join(f"{statistics.median(t) * 1e6:,.0f} us" for t in times.values()) + " |")
+
+
+def main(rounds: int = 7, calls: int = 50) -> None:
+    table(variants, rounds, calls)
+    print()
+    table(backward_variants, rounds, calls)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,32 @@
-// Convolution as a matrix product: im2col lays each receptive field out as a row, col2im gathers
-// the gradient back onto the input; and the two channel layouts of an image batch (rows of
-// channels, NCHW planes). backends/ops/im2col.py and channels.py define them. Every kernel only
-// moves values or adds them in the reference's order: bit for bit equal to the reference.
+// Convolution as a matrix product per image: im2col lays each receptive field out as a column
+// of its image's matrix, col2im gathers the gradient back onto the input; and the two channel
+// layouts of an image batch (rows of channels, NCHW planes). backends/ops/im2col.py and
+// channels.py define them. Every kernel only moves values or adds them in the reference's order:
+// bit for bit equal to the reference.
 #include "common.cuh"
 
 // The geometry every im2col/col2im kernel takes: x (n, c, h, w), a kernel (kh, kw), strides
-// (sh, sw), zero padding (ph, pw), the output (out_h, out_w); cols is (n out_h out_w, c kh kw).
+// (sh, sw), zero padding (ph, pw), the output (out_h, out_w); cols is (n, c kh kw, out_h out_w).
 
-// cols[(b, oh, ow), (ch, i, j)] = x[b, ch, oh sh + i - ph, ow sw + j - pw], 0 in the padding.
+// cols[b, (ch, i, j), (oh, ow)] = x[b, ch, oh sh + i - ph, ow sw + j - pw], 0 in the padding.
 // One thread per element of cols: reads one element of x, writes one: 2 * sizeof(T) per element.
 // bound[im2col] cols: exact
 template <typename T>
 __device__ void im2col(const T* x, T* cols, long long n, long long c, long long h, long long w, long long kh,
                        long long kw, long long sh, long long sw, long long ph, long long pw, long long out_h,
                        long long out_w) {
-    const long long width = c * kh * kw;
-    const long long total = n * out_h * out_w * width;
+    const long long width = c * kh * kw, positions = out_h * out_w;
+    const long long total = n * width * positions;
     for (long long e = bp_first_index(); e < total; e += bp_grid_stride()) {
-        const long long k = e % width, row = e / width;
+        const long long p = e % positions, k = (e / positions) % width, b = e / (positions * width);
         const long long j = k % kw, i = (k / kw) % kh, ch = k / (kh * kw);
-        const long long ow = row % out_w, oh = (row / out_w) % out_h, b = row / (out_w * out_h);
+        const long long ow = p % out_w, oh = p / out_w;
         const long long y = oh * sh + i - ph, xx = ow * sw + j - pw;
         cols[e] = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[((b * c + ch) * h + y) * w + xx] : T(0);
     }
 }
 
-// dx[b, ch, y, xx] = sum over (i, j), row by row, of dcols[(b, oh, ow), (ch, i, j)] for every
+// dx[b, ch, y, xx] = sum over (i, j), row by row, of dcols[b, (ch, i, j), (oh, ow)] for every
 // window (oh, ow) with oh sh + i = y + ph and ow sw + j = xx + pw: a gather per input element,
 // in the order the reference adds them (no atomics). Reads up to kh kw elements of dcols per
 // element of dx: (kh kw / (sh sw) + 1) * sizeof(T) per element.
@@ -48,8 +49,8 @@ __device__ void col2im(const T* cols, T* dx, long long n, long long c, long long
                 const long long left = xx + pw - j;
                 if (left < 0) break;
                 if (left % sw != 0 || left / sw >= out_w) continue;
-                const long long row = (b * out_h + oh) * out_w + left / sw;
-                sum += cols[row * width + (ch * kh + i) * kw + j];
+                const long long row = b * width + (ch * kh + i) * kw + j;  // of the matrix dcols[b]
+                sum += cols[(row * out_h + oh) * out_w + left / sw];
             }
         }
         dx[e] = sum;

@@ -24,7 +24,8 @@ As CuPy (14.2) does:
   current stream's `ptr` names its device.
 - cuBLAS: `cublas.gemm(transa, transb, a, b, out=...)` with CuPy's checks, computed in another
   summation order than NumPy's (split-K: the inner dimension cut into chunks whose products are
-  added in a tree), as cuBLAS picks its own order.
+  added in a tree), as cuBLAS picks its own order; `cupy.matmul` in that order too, per matrix of
+  a stack (CuPy runs stacks as cuBLAS's batched GEMM).
 - Launches are asynchronous: kernels and GEMMs are queued on their device and run at a sync
   point (`get()`, `float()`, `Device.synchronize()`, `Event.synchronize()`, and any other
   operation on that device, which runs after them in stream order); until then their outputs
@@ -398,7 +399,7 @@ FUNCTIONS = {
     "zeros_like": "a, dtype=None, order='K', subok=None, shape=None",
 }
 UFUNCS = ("abs", "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "exp", "expm1", "invert",
-          "isfinite", "isnan", "left_shift", "log", "log1p", "matmul", "maximum", "minimum", "power", "right_shift",
+          "isfinite", "isnan", "left_shift", "log", "log1p", "maximum", "minimum", "power", "right_shift",
           "sign", "sqrt", "square", "tanh")
 # Types and constants, the same objects in CuPy as in NumPy.
 _NUMPY_NAMES = ("finfo", "iinfo", "dtype", "isdtype", "issubdtype", "broadcast_shapes", "bool_",
@@ -437,6 +438,21 @@ def split_k_matmul(left: np.ndarray, right: np.ndarray, chunk: int = SPLIT_K) ->
     while len(parts) > 1:
         parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
     return parts[0]
+
+
+def stacked_split_k_matmul(left: np.ndarray, right: np.ndarray, out=None) -> np.ndarray:
+    """np.matmul (stacks broadcast against each other), each product of two matrices in
+    split_k_matmul's order: cupy.matmul runs a stack as cuBLAS's batched GEMM."""
+    if left.ndim < 2 or right.ndim < 2:
+        return np.matmul(left, right, out=out)
+    stack = np.broadcast_shapes(left.shape[:-2], right.shape[:-2])
+    left = np.broadcast_to(left, stack + left.shape[-2:])
+    right = np.broadcast_to(right, stack + right.shape[-2:])
+    if out is None:
+        out = np.empty(stack + (left.shape[-2], right.shape[-1]), np.result_type(left, right))
+    for index in np.ndindex(stack):
+        out[index] = split_k_matmul(left[index], right[index])
+    return out
 
 
 def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
@@ -603,6 +619,7 @@ def modules(devices: int = 2, cublas: bool = True, nvrtc: bool = True, driver: b
         setattr(cupy, name, _operation(name, parameters))
     for name in UFUNCS:
         setattr(cupy, name, _operation(name))
+    cupy.matmul = _operation("matmul", "x1, x2, /, out=None", stacked_split_k_matmul)
     cupy.cuda = cuda
     cuda.device = types.ModuleType("cupy.cuda.device")  # where CuPy defines Device
     cuda.device.Device = Device

@@ -91,7 +91,11 @@ def run_case(backend, name: str, seed: int, shape):
         dw = be.matmul(x, dz, transpose_a=True)
         dx = be.matmul(dz, w, transpose_b=True, out=be.empty(shape))
         both = be.matmul(w, dy, transpose_a=True, transpose_b=True)
-        return _host(be, (z, dw, dx, both))
+        # stacks: a matrix against a stack (w^T x[n], a convolution's product per image, into
+        # `out`), and a stack against a stack (x[n] . dy[n] as 1x1 products)
+        per_row = be.matmul(w, be.reshape(x, (rows, cols, 1)), transpose_a=True, out=be.empty((rows, cols + 2, 1)))
+        dots = be.matmul(be.reshape(x, (rows, 1, cols)), be.reshape(dy, (rows, 1, cols)), transpose_b=True)
+        return _host(be, (z, dw, dx, both, per_row, dots))
     if kind == "sum_rows":
         return _host(be, (be.sum_rows(a["x"]), be.sum_rows(a["dy"], out=be.empty((shape[1],)))))
     if kind == "add_scaled":

@@ -565,7 +565,7 @@ def _window_sizes(shape, kernel, stride, padding=(0, 0)) -> dict:
 def conv_cases(label: str) -> list[Case]:
     shape, kernel, stride, padding = CONV_GEOMETRIES[label]
     sizes = {**_window_sizes(shape, kernel, stride, padding), "ph": padding[0], "pw": padding[1]}
-    cols_shape = (shape[0] * sizes["out_h"] * sizes["out_w"], shape[1] * kernel[0] * kernel[1])
+    cols_shape = (shape[0], shape[1] * kernel[0] * kernel[1], sizes["out_h"] * sizes["out_w"])
     planes = (shape[0], shape[1], shape[2] * shape[3])
     return [
         Case("im2col", lambda d: {"x": d.normal(shape), "cols": d.output(cols_shape), **sizes},

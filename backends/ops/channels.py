@@ -1,9 +1,9 @@
 """Channel layout of image batches: rows of channels (N H W, C) and planes (N, C, H, W).
 Kernels: kernels/conv.cu.
 
-A convolution's matrix product gives one row per output position, one column per channel:
-`to_channels_first` lays those rows out as the NCHW batch the next layer takes, and
-`to_channels_last` turns an NCHW batch (its gradient, BatchNorm2D's input) back into rows:
+BatchNorm2D normalizes each channel over rows of channels: `to_channels_last` lays an NCHW batch
+(its input, its gradient) out as rows, and `to_channels_first` lays the rows back out as the NCHW
+batch the next layer takes (Conv2D lays its per-position bias-gradient sums out as rows too):
 
     first[n, c, h, w] = rows[(n, h, w), c],    last[(n, h, w), c] = x[n, c, h, w]
 

@@ -55,11 +55,13 @@ class Conv2D(Layer):
         y = act(z)
 
     W has shape (out_channels, in_channels, kh, kw) and b (out_channels,), as in PyTorch, so
-    weights port both ways. Computed as one matrix product over the im2col rows
-    (backends/ops/im2col.py): Z = cols @ W.T with W seen as (out, C kh kw), then the fused bias and
-    activation. Backward, with dZ = dL/dy act'(z) as rows (N OH OW, out):
+    weights port both ways. Computed as one matrix product per image over its im2col columns
+    (backends/ops/im2col.py): Z[n] = W @ cols[n] with W seen as (out, C kh kw) and cols[n] as
+    (C kh kw, OH OW), which is NCHW as it is, then the fused bias and activation. Backward, with
+    dZ[n] = dL/dy[n] act'(z[n]) as (out, OH OW):
 
-        dL/dW = dZ.T @ cols,  dL/db = column sums of dZ,  dL/dx = col2im(dZ @ W)
+        dL/dW = (sum over n of cols[n] @ dZ[n].T).T,  dL/db[o] = sum over n and (oh, ow) of dZ[n, o],
+        dL/dx = col2im(W.T @ dZ[n] for every n)
 
     (dL/dx only when asked). `init` defaults to the activation's (He for the ReLU family, Glorot
     otherwise) with PyTorch's receptive-field fans: fan_in = C kh kw, fan_out = out kh kw.
@@ -106,32 +108,51 @@ class Conv2D(Layer):
         n, _, h, w = x.shape
         out_h = output_size(h, self.kernel_size[0], self.stride[0], self.padding[0])
         out_w = output_size(w, self.kernel_size[1], self.stride[1], self.padding[1])
-        rows = n * out_h * out_w
+        out, positions = self.out_channels, out_h * out_w
         cols = backend.im2col(x, self.kernel_size, self.stride, self.padding,
-                              out=self.workspace("cols", (rows, self.weight.size // self.out_channels)))
-        z = backend.matmul(cols, self._weight_matrix(self.weight.data), transpose_b=True,
-                           out=self.workspace("z", (rows, self.out_channels)))
-        y_rows, pre = backend.bias_activation_forward(z, self.bias.data, self.activation, self.slope,
-                                                      out=self.workspace("y_rows", z.shape))
-        y = backend.to_channels_first(y_rows, (n, out_h, out_w), out=self.workspace("y", (n, self.out_channels,
-                                                                                           out_h, out_w)))
-        self._x_shape, self._cols, self._y_rows, self._pre = x.shape, cols, y_rows, pre
+                              out=self.workspace("cols", (n, self.weight.size // out, positions)))
+        y = self.workspace("y", (n, out, out_h, out_w))
+        z = backend.matmul(self._weight_matrix(self.weight.data), cols, out=backend.reshape(y, (n, out, positions)))
+        # the bias as a row per image (each channel's repeated over its plane): the Dense epilogue
+        # then adds it and applies the activation in one pass, in place
+        bias_row = backend.copy(backend.reshape(self.bias.data, (out, 1)),
+                                out=self.workspace("bias_planes", (out, positions)))
+        z_rows = backend.reshape(z, (n, out * positions))
+        _, pre = backend.bias_activation_forward(z_rows, backend.reshape(bias_row, (out * positions,)),
+                                                 self.activation, self.slope, out=z_rows)
+        self._x_shape, self._cols, self._y, self._pre = x.shape, cols, y, pre
         return y
 
     def backward(self, grad_y, need_input_grad: bool = True):
         backend = self.backend
-        dz = grad_rows = backend.to_channels_last(grad_y, out=self.workspace("grad_rows", self._y_rows.shape))
+        n, out, out_h, out_w = grad_y.shape
+        dz = grad_rows = backend.reshape(grad_y, (n, out * out_h * out_w))
         if self.activation != "linear":  # into another array: an activation's backward may not run in place
-            dz = backend.activation_backward(grad_rows, self._y_rows, self._pre, self.activation, self.slope,
-                                             out=self.workspace("dz", grad_rows.shape))
-        weight = self.weight
-        backend.matmul(dz, self._cols, transpose_a=True, out=self._weight_matrix(weight.grad))
-        backend.sum_rows(dz, out=self.bias.grad)
+            dz = backend.activation_backward(grad_rows, backend.reshape(self._y, grad_rows.shape), self._pre,
+                                             self.activation, self.slope, out=self.workspace("dz", grad_rows.shape))
+        dz_stack = backend.reshape(dz, (n, out, out_h * out_w))
+        weight, cols = self.weight, self._cols
+        # dW^T = sum over n of cols[n] @ dZ[n]^T: one product per image (faster than one GEMM over
+        # transposed copies of dZ and cols, and than dZ[n] @ cols[n]^T: benchmarks/RESULTS.md),
+        # summed over the batch, then laid out as dW (the (C kh kw, out) rows as one plane)
+        taps = cols.shape[1]
+        per_image = backend.matmul(cols, dz_stack, transpose_b=True,
+                                   out=self.workspace("dweight_per_image", (n, taps, out)))
+        dweight_rows = backend.sum_rows(backend.reshape(per_image, (n, weight.size)),
+                                        out=self.workspace("dweight_rows", (weight.size,)))
+        backend.to_channels_first(backend.reshape(dweight_rows, (taps, out)), (1, taps, 1),
+                                  out=backend.reshape(weight.grad, (1, out, taps, 1)))
+        # db: the sums over the batch, then over each channel's plane (laid out as rows of channels)
+        planes = backend.sum_rows(dz, out=self.workspace("dbias_planes", (out * out_h * out_w,)))
+        rows = backend.to_channels_last(backend.reshape(planes, (1, out, out_h * out_w, 1)),
+                                        out=self.workspace("dbias_rows", (out_h * out_w, out)))
+        backend.sum_rows(rows, out=self.bias.grad)
         if self.l1 or self.l2:
             backend.l1_l2_penalty_grad(weight.data, weight.grad, self.l1, self.l2)
         if not need_input_grad:
             return None
-        dcols = backend.matmul(dz, self._weight_matrix(weight.data), out=self.workspace("dcols", self._cols.shape))
+        dcols = backend.matmul(self._weight_matrix(weight.data), dz_stack, transpose_a=True,
+                               out=self.workspace("dcols", cols.shape))
         return backend.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self.padding,
                               out=self.workspace("dx", self._x_shape))
 
