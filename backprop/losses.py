@@ -398,11 +398,14 @@ class CrossEntropyLoss(Loss):
                              "already has activation='softmax'; use activation=None on the last layer")
 
 
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
 def _any_outside(labels: np.ndarray, classes: int) -> bool:
-    """Any label < 0 or >= classes. Integer labels seen as unsigned make one comparison of it (a
-    negative label is then 2^63 or more): cheaper than a minimum and a maximum reduction."""
+    """Any label < 0 or >= classes. Integer labels seen as unsigned need one maximum (a negative
+    label is then 2^(bits - 1) or more): half the cost of a minimum and a maximum."""
     if labels.dtype.kind in "iu" and labels.dtype.isnative:
-        return np.count_nonzero(labels.view(f"u{labels.dtype.itemsize}") >= classes) > 0
+        return bool(np.maximum.reduce(labels.view(_UNSIGNED[labels.dtype.itemsize]), None) >= classes)
     return bool(np.minimum.reduce(labels, None) < 0 or np.maximum.reduce(labels, None) >= classes)
 
 
