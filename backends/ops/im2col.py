@@ -153,20 +153,24 @@ def _(backend, cols, input_shape, kernel, stride, padding, out=None, layout: str
     ph, pw = padding
     if out is None:
         out = np.empty(input_shape, dtype=cols.dtype)
-    # The sums run on a padded image laid out (H, W, N, C): each add then loops over the N C
-    # planes of one window position at a time (long inner loops), not over a window's short
-    # rows; the adds and their order are the reference's.
-    padded = backend._work("col2im_padded", (h + 2 * ph, w + 2 * pw, n, c))
-    padded.fill(0.0)
+    # The sums run on a padded image laid out (H, W, N, C) for the image layout, (H, W, C, N)
+    # for the batch layout (its columns' order): each add then loops over the N C planes of one
+    # window position at a time (long inner loops), not over a window's short rows; the adds and
+    # their order are the reference's.
     if layout == "image":
+        padded = backend._work("col2im_padded", (h + 2 * ph, w + 2 * pw, n, c))
         parts = cols.reshape(n, c, kh, kw, out_h, out_w).transpose(4, 5, 0, 1, 2, 3)  # (OH, OW, N, C, kh, kw)
+        planes = (2, 3, 0, 1)
     else:
-        parts = cols.reshape(c, kh, kw, n, out_h, out_w).transpose(4, 5, 3, 0, 1, 2)
+        padded = backend._work("col2im_padded_batch", (h + 2 * ph, w + 2 * pw, c, n))
+        parts = cols.reshape(c, kh, kw, n, out_h, out_w).transpose(4, 5, 0, 3, 1, 2)  # (OH, OW, C, N, kh, kw)
+        planes = (3, 2, 0, 1)
+    padded.fill(0.0)
     for i in range(kh):
         for j in range(kw):
             target = padded[i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
             np.add(target, parts[..., i, j], out=target)
-    np.copyto(out, padded[ph : ph + h, pw : pw + w].transpose(2, 3, 0, 1))
+    np.copyto(out, padded[ph : ph + h, pw : pw + w].transpose(*planes))
     return out
 
 
