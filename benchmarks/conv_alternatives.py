@@ -213,7 +213,7 @@ def layout_backward_variants(n, c, h, w, out, k, pad):
     return {"bwd image": bwd_image, "bwd batch": bwd_batch}
 
 
-def crossover(rounds: int, calls: int, sizes=(2, 3, 4, 5, 6, 8, 12, 16), batches=(16, 32, 64, 128),
+def crossover(rounds: int, calls: int, sizes=(2, 3, 4, 6, 8, 12), batches=(16, 32, 64, 128),
               channels=(32, 64)) -> None:
     """Conv2D's forward + backward in each layout: the time of the batch layout over the image
     layout's, by output plane (OH OW) and batch size."""

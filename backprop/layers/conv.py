@@ -80,7 +80,7 @@ class Conv2D(Layer):
 
     # The smallest output plane (OH OW) computed per image; smaller ones go by the batch layout.
     # Where the two cross over: benchmarks/RESULTS.md, "Conv2D in the per-image layout".
-    IMAGE_LAYOUT_MIN_POSITIONS = 32
+    IMAGE_LAYOUT_MIN_POSITIONS = 16
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, activation=None,
                  l1: float = 0.0, l2: float = 0.0, init=None, slope: float = 0.01, dilation=1, groups=1):
