@@ -8,6 +8,9 @@
     batched      one GEMM per image: W (out, C kh kw) @ cols (N, C kh kw, OH OW) gives NCHW directly
     nhwc         activations NHWC inside: im2col from NHWC, the GEMM's rows are the output (no
                  layout change), as a network that kept NHWC between layers would
+    batch        the batch layout: im2col into cols (C kh kw, N OH OW), one GEMM cols.T @ W.T
+                 giving rows (N OH OW, out), the rows laid out as NCHW (what Conv2D does on small
+                 output planes)
 
 and, for the backward pass in the per-image layout (dZ (N, out, OH OW), cols (N, C kh kw, OH OW)):
 
@@ -19,6 +22,16 @@ and, for the backward pass in the per-image layout (dZ (N, out, OH OW), cols (N,
     col2im rows       the kh kw window adds on an NCHW padded image (inner loops: a window's rows)
     col2im planes     the same adds on a padded image laid out (H, W, N, C) (inner loops: all N C
                       planes of one position), then one copy to NCHW (what Conv2D does on the CPU)
+
+the whole backward pass (dW, dx) in each layout:
+
+    bwd image         dW as "dW batched^T", dcols[n] = W.T @ dZ[n] per image, "col2im planes"
+    bwd batch         dZ laid out as rows (N OH OW, out), dW = dZ.T @ cols.T and
+                      dcols = W.T @ dZ.T (one GEMM each), col2im from cols (C kh kw, N OH OW)
+
+and, to place the crossover between the layouts, Conv2D itself (forward and backward with dx,
+ReLU, 3x3 padding 1, 32 -> 64 channels as the digits CNN's second layer) in each layout over
+square images and batch sizes: the batch layout's time over the image layout's.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/conv_alternatives.py
 """
@@ -49,6 +62,7 @@ def variants(n, c, h, w, out, k, pad):
     z = np.empty((n * oh * ow, out), np.float32)
     y = np.empty((n, out, oh, ow), np.float32)
     y_batched = np.empty((n, out, oh * ow), np.float32)
+    cols_b = np.empty((c * k * k, n * oh * ow), np.float32)
 
     def windows():
         padded[:, :, pad:pad + h, pad:pad + w] = x
@@ -81,13 +95,19 @@ def variants(n, c, h, w, out, k, pad):
         np.copyto(cols.reshape(view.shape), view)
         np.matmul(cols, w2d.T, out=z)
 
+    def batch():
+        np.copyto(cols_b.reshape(c, k, k, n, oh, ow), windows().transpose(1, 4, 5, 0, 2, 3))
+        np.dot(cols_b.T, w2d.T, out=z)
+        np.copyto(y, z.reshape(n, oh, ow, out).transpose(0, 3, 1, 2))
+
     swv_copy()
     reference = y.copy()
-    for check in (as_strided, tensordot, batched):
+    for check in (as_strided, tensordot, batched, batch):
         check()
         got = y_batched.reshape(y.shape) if check is batched else y
         np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
-    return {"swv_copy": swv_copy, "as_strided": as_strided, "tensordot": tensordot, "batched": batched, "nhwc": nhwc}
+    return {"swv_copy": swv_copy, "as_strided": as_strided, "tensordot": tensordot, "batched": batched, "nhwc": nhwc,
+            "batch": batch}
 
 
 def backward_variants(n, c, h, w, out, k, pad):
@@ -150,6 +170,79 @@ def backward_variants(n, c, h, w, out, k, pad):
             "col2im rows": col2im_rows, "col2im planes": col2im_planes}
 
 
+def layout_backward_variants(n, c, h, w, out, k, pad):
+    rng = np.random.default_rng(0)
+    taps, oh, ow = c * k * k, h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    weight = rng.standard_normal((out, taps), dtype=np.float32)
+    dz = rng.standard_normal((n, out, oh, ow), dtype=np.float32)
+    cols = rng.standard_normal((n, taps, oh * ow), dtype=np.float32)
+    cols_b = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(taps, -1)
+    dw, dw_t, per_image = np.empty((out, taps), np.float32), np.empty((taps, out), np.float32), np.empty((n, taps, out), np.float32)
+    ones = np.ones(n, np.float32)
+    dz_rows, dcols, dcols_b = np.empty((n * oh * ow, out), np.float32), np.empty_like(cols), np.empty_like(cols_b)
+    padded_hwnc = np.empty((h + 2 * pad, w + 2 * pad, n, c), np.float32)
+    dx, dws, dxs = np.empty((n, c, h, w), np.float32), {}, {}
+
+    def col2im(parts):  # parts (OH, OW, N, C, k, k): the adds of "col2im planes"
+        padded_hwnc.fill(0.0)
+        for i in range(k):
+            for j in range(k):
+                target = padded_hwnc[i:i + oh, j:j + ow]
+                np.add(target, parts[..., i, j], out=target)
+        np.copyto(dx, padded_hwnc[pad:pad + h, pad:pad + w].transpose(2, 3, 0, 1))
+
+    def bwd_image():
+        flat = dz.reshape(n, out, -1)
+        np.matmul(cols, flat.transpose(0, 2, 1), out=per_image)
+        np.dot(ones, per_image.reshape(n, -1), out=dw_t.reshape(-1))
+        np.copyto(dw, dw_t.T)
+        np.matmul(weight.T, flat, out=dcols)
+        col2im(dcols.reshape(n, c, k, k, oh, ow).transpose(4, 5, 0, 1, 2, 3))
+
+    def bwd_batch():
+        np.copyto(dz_rows.reshape(n, oh, ow, out), dz.transpose(0, 2, 3, 1))
+        np.dot(dz_rows.T, cols_b.T, out=dw)
+        np.dot(weight.T, dz_rows.T, out=dcols_b)
+        col2im(dcols_b.reshape(c, k, k, n, oh, ow).transpose(4, 5, 3, 0, 1, 2))
+
+    for check in (bwd_image, bwd_batch):
+        check()
+        dws[check], dxs[check] = dw.copy(), dx.copy()
+    np.testing.assert_allclose(dws[bwd_batch], dws[bwd_image], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dxs[bwd_batch], dxs[bwd_image], rtol=1e-3, atol=1e-3)
+    return {"bwd image": bwd_image, "bwd batch": bwd_batch}
+
+
+def crossover(rounds: int, calls: int, sizes=(2, 3, 4, 6, 8, 12), batches=(16, 32, 64, 128),
+              channels=(32, 64)) -> None:
+    """Conv2D's forward + backward in each layout: the time of the batch layout over the image
+    layout's, by output plane (OH OW) and batch size."""
+    import backprop as bp
+
+    threshold = bp.Conv2D.IMAGE_LAYOUT_MIN_POSITIONS
+    print("| OH OW | " + " | ".join(f"batch {b}" for b in batches) + " |")
+    print("| --- |" + " --- |" * len(batches))
+    for size in sizes:
+        ratios = []
+        for batch in batches:
+            conv = bp.Sequential(bp.Conv2D(*channels, 3, padding=1, activation="relu"),
+                                 input_shape=(channels[0], size, size)).layers[0]
+            x = np.random.default_rng(0).standard_normal((batch, channels[0], size, size), dtype=np.float32)
+            grad = np.ones((batch, channels[1], size, size), np.float32)
+            times = {"image": [], "batch": []}
+            for r in range(rounds):
+                for layout in (("image", "batch") if r % 2 == 0 else ("batch", "image")):  # interleaved
+                    bp.Conv2D.IMAGE_LAYOUT_MIN_POSITIONS = 0 if layout == "image" else 10**9
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        conv.forward(x, training=True)
+                        conv.backward(grad, need_input_grad=True)
+                    times[layout].append((time.perf_counter() - start) / calls)
+            ratios.append(statistics.median(times["batch"]) / statistics.median(times["image"]))
+        print(f"| {size * size} | " + " | ".join(f"{ratio:.2f}" for ratio in ratios) + " |")
+    bp.Conv2D.IMAGE_LAYOUT_MIN_POSITIONS = threshold
+
+
 def table(make, rounds: int, calls: int) -> None:
     keys = list(make(*LAYERS[0][1:]))
     print("| layer | " + " | ".join(keys) + " |")
@@ -170,6 +263,10 @@ def main(rounds: int = 7, calls: int = 50) -> None:
     table(variants, rounds, calls)
     print()
     table(backward_variants, rounds, calls)
+    print()
+    table(layout_backward_variants, rounds, calls)
+    print()
+    crossover(rounds, max(calls // 5, 3))
 
 
 if __name__ == "__main__":

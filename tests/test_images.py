@@ -22,6 +22,13 @@ CONV_GEOMETRIES = [((2, 5, 6), 3, 3, 1, 0), ((2, 5, 6), 3, 3, 1, 1), ((1, 7, 6),
                    ((1, 4, 7), 2, (1, 3), (1, 2), (0, 1))]
 
 
+@pytest.fixture(params=["image", "batch"])
+def conv_layout(request, monkeypatch):
+    """Runs a test with Conv2D in each column layout, whatever the size of its output planes."""
+    monkeypatch.setattr(bp.Conv2D, "IMAGE_LAYOUT_MIN_POSITIONS", 0 if request.param == "image" else 10**9)
+    return request.param
+
+
 def _conv_net(geometry, activation="tanh", **kwargs):
     shape, out_channels, kernel, stride, padding = geometry
     conv = bp.Conv2D(shape[0], out_channels, kernel, stride=stride, padding=padding, activation=activation, **kwargs)
@@ -31,7 +38,7 @@ def _conv_net(geometry, activation="tanh", **kwargs):
 
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=str)
-def test_conv2d_gradients(geometry, rows):
+def test_conv2d_gradients(geometry, rows, conv_layout):
     net, _ = _conv_net(geometry)
     rng = np.random.default_rng(rows)
     x = rng.normal(size=(rows, *geometry[0]))
@@ -41,7 +48,7 @@ def test_conv2d_gradients(geometry, rows):
 
 
 @pytest.mark.parametrize("activation", ["relu", "linear", "sigmoid", "gelu"])
-def test_conv2d_gradients_with_each_kind_of_activation_and_penalties(activation):
+def test_conv2d_gradients_with_each_kind_of_activation_and_penalties(activation, conv_layout):
     net, _ = _conv_net(((2, 5, 6), 3, 3, 1, 1), activation, l1=0.01, l2=0.02)
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, 2, 5, 6))
@@ -205,11 +212,12 @@ def _torch():
 
 
 @pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=str)
-def test_conv2d_matches_pytorch(geometry):
+def test_conv2d_matches_pytorch(geometry, conv_layout):
     torch = _torch()
     shape, out_channels, kernel, stride, padding = geometry
     net, _ = _conv_net(geometry, activation="relu")
     conv = net.layers[0]
+    assert conv.layout(1) == conv_layout  # the layout under test is the one in use
     rng = np.random.default_rng(0)
     conv.bias.data[...] = rng.normal(size=out_channels)
     x = rng.normal(size=(3, *shape))
@@ -341,7 +349,7 @@ def _assert_cnn_fits_alike(device):
         np.testing.assert_allclose(h_gpu[key], h_cpu[key], **close, err_msg=key)
 
 
-def test_a_cnn_trains_on_the_cupy_double_as_on_the_cpu(monkeypatch):
+def test_a_cnn_trains_on_the_cupy_double_as_on_the_cpu(monkeypatch, conv_layout):
     """Proof 3 for the image layers end to end: the CuPy backend's launches of conv.cu and
     pooling.cu (through the CuPy double, which runs their host build) train as NumPy does."""
     import cupy_double
@@ -358,7 +366,7 @@ def test_a_cnn_trains_on_the_cupy_double_as_on_the_cpu(monkeypatch):
 
 
 @pytest.mark.gpu
-def test_a_cnn_trains_on_a_real_gpu_as_on_the_cpu():
+def test_a_cnn_trains_on_a_real_gpu_as_on_the_cpu(conv_layout):
     from backprop.backends import devices
 
     if devices.cuda_status()[0] == 0:

@@ -55,18 +55,32 @@ class Conv2D(Layer):
         y = act(z)
 
     W has shape (out_channels, in_channels, kh, kw) and b (out_channels,), as in PyTorch, so
-    weights port both ways. Computed as one matrix product per image over its im2col columns
-    (backends/ops/im2col.py): Z[n] = W @ cols[n] with W seen as (out, C kh kw) and cols[n] as
-    (C kh kw, OH OW), which is NCHW as it is, then the fused bias and activation. Backward, with
-    dZ[n] = dL/dy[n] act'(z[n]) as (out, OH OW):
+    weights port both ways. Computed over im2col's columns (backends/ops/im2col.py) in one of two
+    layouts, W seen as (out, C kh kw):
+
+    - per image, when an output plane has at least IMAGE_LAYOUT_MIN_POSITIONS positions: one
+      product per image, Z[n] = W @ cols[n] with cols[n] (C kh kw, OH OW), which is NCHW as it
+      is, then the fused bias and activation. Backward, with dZ[n] = dL/dy[n] act'(z[n]) as
+      (out, OH OW):
 
         dL/dW = (sum over n of cols[n] @ dZ[n].T).T,  dL/db[o] = sum over n and (oh, ow) of dZ[n, o],
         dL/dx = col2im(W.T @ dZ[n] for every n)
+
+    - for the batch, on smaller planes (many tiny products per image cost more than one for the
+      batch and two layout passes): Z = cols.T @ W.T with cols (C kh kw, N OH OW) gives rows
+      (N OH OW, out), the Dense epilogue adds the bias and applies the activation, and the rows
+      are laid out as NCHW. Backward, with dZ the rows of dL/dy act'(z):
+
+        dL/dW = dZ.T @ cols.T,  dL/db = sum over the rows of dZ,  dL/dx = col2im(W.T @ dZ.T)
 
     (dL/dx only when asked). `init` defaults to the activation's (He for the ReLU family, Glorot
     otherwise) with PyTorch's receptive-field fans: fan_in = C kh kw, fan_out = out kh kw.
     `l1`, `l2` and `slope` as for Dense. Dilation and groups other than 1 are refused.
     """
+
+    # The smallest output plane (OH OW) computed per image; smaller ones go by the batch layout.
+    # Where the two cross over: benchmarks/RESULTS.md, "Conv2D in the per-image layout".
+    IMAGE_LAYOUT_MIN_POSITIONS = 16
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, activation=None,
                  l1: float = 0.0, l2: float = 0.0, init=None, slope: float = 0.01, dilation=1, groups=1):
@@ -103,12 +117,19 @@ class Conv2D(Layer):
         """The weight (or its gradient) seen as (out_channels, C kh kw): a view."""
         return self.backend.reshape(array, (self.out_channels, math.prod(array.shape[1:])))
 
+    def layout(self, positions: int) -> str:
+        """The column layout for output planes of `positions` (OH OW) entries: "image" or "batch"."""
+        return "image" if positions >= self.IMAGE_LAYOUT_MIN_POSITIONS else "batch"
+
     def forward(self, x, training: bool):
         backend = self.backend
         n, _, h, w = x.shape
         out_h = output_size(h, self.kernel_size[0], self.stride[0], self.padding[0])
         out_w = output_size(w, self.kernel_size[1], self.stride[1], self.padding[1])
         out, positions = self.out_channels, out_h * out_w
+        self._layout = self.layout(positions)
+        if self._layout == "batch":
+            return self._forward_batch(x, out_h, out_w)
         cols = backend.im2col(x, self.kernel_size, self.stride, self.padding,
                               out=self.workspace("cols", (n, self.weight.size // out, positions)))
         y = self.workspace("y", (n, out, out_h, out_w))
@@ -123,7 +144,41 @@ class Conv2D(Layer):
         self._x_shape, self._cols, self._y, self._pre = x.shape, cols, y, pre
         return y
 
+    def _forward_batch(self, x, out_h: int, out_w: int):
+        """The forward pass in the batch layout: one product for the whole batch, as rows."""
+        backend = self.backend
+        n, out = x.shape[0], self.out_channels
+        cols = backend.im2col(x, self.kernel_size, self.stride, self.padding, layout="batch",
+                              out=self.workspace("cols_batch", (self.weight.size // out, n * out_h * out_w)))
+        z = backend.matmul(cols, self._weight_matrix(self.weight.data), transpose_a=True, transpose_b=True,
+                           out=self.workspace("z_rows", (n * out_h * out_w, out)))
+        _, pre = backend.bias_activation_forward(z, self.bias.data, self.activation, self.slope, out=z)
+        y = backend.to_channels_first(z, (n, out_h, out_w), out=self.workspace("y", (n, out, out_h, out_w)))
+        self._x_shape, self._cols, self._y, self._pre = x.shape, cols, z, pre
+        return y
+
+    def _backward_batch(self, grad_y, need_input_grad: bool):
+        """The backward pass in the batch layout (see the class docstring)."""
+        backend = self.backend
+        weight, cols = self.weight, self._cols
+        dz = grad_rows = backend.to_channels_last(grad_y, out=self.workspace("grad_rows", self._y.shape))
+        if self.activation != "linear":  # into another array: an activation's backward may not run in place
+            dz = backend.activation_backward(grad_rows, self._y, self._pre, self.activation, self.slope,
+                                             out=self.workspace("dz", grad_rows.shape))
+        backend.matmul(dz, cols, transpose_a=True, transpose_b=True, out=self._weight_matrix(weight.grad))
+        backend.sum_rows(dz, out=self.bias.grad)
+        if self.l1 or self.l2:
+            backend.l1_l2_penalty_grad(weight.data, weight.grad, self.l1, self.l2)
+        if not need_input_grad:
+            return None
+        dcols = backend.matmul(self._weight_matrix(weight.data), dz, transpose_a=True, transpose_b=True,
+                               out=self.workspace("dcols_batch", cols.shape))
+        return backend.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self.padding, layout="batch",
+                              out=self.workspace("dx", self._x_shape))
+
     def backward(self, grad_y, need_input_grad: bool = True):
+        if self._layout == "batch":
+            return self._backward_batch(grad_y, need_input_grad)
         backend = self.backend
         n, out, out_h, out_w = grad_y.shape
         dz = grad_rows = backend.reshape(grad_y, (n, out * out_h * out_w))
