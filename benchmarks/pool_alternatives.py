@@ -165,7 +165,7 @@ def fit_shares(fits: int = 5) -> None:
         optimizer = bp.SGD(net.parameters(), lr=0.01, momentum=0.9)
         spent = [0.0]
 
-        def timed(op):
+        def timed(op, spent=spent):  # this network's counter, bound now
             def run(*args, **kwargs):
                 start = time.process_time()
                 result = op(*args, **kwargs)
