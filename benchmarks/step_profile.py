@@ -50,8 +50,10 @@ def fit_internals(config):
     x, y = bench.make_data(config)
     bp.fit(net, x, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=config.batch, shuffle=False,
            progress=False)  # every workspace made
-    settings = training._checked_settings(net, loss, optimizer, 1, config.batch, False, None, 0.0, None, False,
-                                          None, None, False, (), None, "batch", None, None)
+    settings = training._checked_settings(
+        net, loss, optimizer, epochs=1, batch_size=config.batch, shuffle=False, validation_data=None,
+        validation_split=0.0, early_stopping=None, progress=False, seed=None, scheduler=None, distributed=False,
+        callbacks=(), sample_weight=None, penalty_scale="batch", clip_norm=None, metrics=None)
     run = training._Fit(net, settings, x, y)
     net.train()
     return net, loss, optimizer, x, y, run
