@@ -53,6 +53,20 @@ def all_finite_small(x) -> bool:
     return all(map(math.isfinite, x.flat))
 
 
+def all_finite_large(x) -> bool:
+    """True when no element of a large float32/float64 array is NaN or +-inf, by x . x: one
+    BLAS pass over the values (isfinite(x).all() makes two and a boolean array as large as x's
+    elements). The dot is finite exactly when every element is, barring an overflow of the sum
+    itself, which the exact check then settles; that overflow is no news to the caller, so no
+    warning is raised for it. Other dtypes and strided arrays take the exact check."""
+    if x.dtype in (np.float32, np.float64) and (x.ndim == 1 or x.flags.c_contiguous):
+        flat = x.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(np.dot(flat, flat)):
+                return True
+    return bool(np.isfinite(x).all())
+
+
 class _Recent(dict):
     """A cache that forgets its oldest entries beyond `entries` of them or `size` bytes, so
     that batches of ever new shapes cost bounded memory. Lookups are plain dict lookups (the
@@ -216,15 +230,7 @@ class NumpyBackend(Backend):
         if x.size <= BATCH_SIZED:  # one pass into a reused mask, then a count: no warning state to set
             mask = self._work("finite_mask", x.shape, _bool_array)
             return np.count_nonzero(np.isfinite(x, out=mask)) == x.size
-        # x . x (one BLAS pass, cheaper than isfinite's two) is finite exactly when every
-        # element is, barring an overflow of the sum itself, which the exact check then
-        # settles; that overflow is no news to the caller: no warning for it.
-        if x.ndim == 1 or x.flags.c_contiguous:
-            flat = x.reshape(-1)
-            with np.errstate(over="ignore"):
-                if math.isfinite(np.dot(flat, flat)):
-                    return True
-        return bool(np.isfinite(x).all())
+        return all_finite_large(x)
 
     def step_finite(self, loss, grad) -> bool:
         # No device to wait for: the two exact checks cost less than summing the gradient. fit
@@ -288,7 +294,7 @@ class NumpyBackend(Backend):
         return y
 
     def _relu_backward_arrays(self, shape):
-        return np.empty(shape, np.bool_), np.empty(shape, self._int), self._const(0.0, shape)
+        return np.empty(shape, self._int)
 
     def _sigmoid_backward_arrays(self, shape):
         product, one_minus_y = np.empty((2,) + shape, self.dtype)
@@ -296,13 +302,14 @@ class NumpyBackend(Backend):
 
     def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
         if activation == "relu":
-            # where(y > 0, dL/dy, 0) bit for bit (NaN and inf included): AND the bits of dL/dy
-            # with a mask of all ones (y > 0) or all zeros, made from the boolean mask as -1/0.
+            # where(y > 0, dL/dy, 0) bit for bit (NaN and inf included), in two passes: y, a
+            # relu output, is +0 or positive, never NaN (fmax), so y > 0 exactly when its bits
+            # read as a same-width integer are > 0 (the sign bit makes -0.0 negative too); that
+            # 1 or 0 times the bits of dL/dy keeps them or zeroes them, as integers.
             dz = np.empty_like(grad_y) if out is None else out
-            positive, bits, zero = self._work("relu_backward", y.shape, self._relu_backward_arrays)
-            np.greater(y, zero, out=positive)
-            np.negative(positive.view(np.int8), out=bits)
-            np.bitwise_and(grad_y.view(self._int), bits, out=dz.view(self._int))
+            positive = self._work("relu_backward", y.shape, self._relu_backward_arrays)
+            np.greater(y.view(self._int), self._int(0), out=positive, casting="unsafe")
+            np.multiply(grad_y.view(self._int), positive, out=dz.view(self._int))
             return dz
         if activation == "sigmoid":
             # dL/dy * y * (1 - y), multiplied in the reference's order.

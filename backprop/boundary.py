@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop.backends.numpy_backend import SMALL, all_finite_small
+from backprop.backends.numpy_backend import SMALL, all_finite_large, all_finite_small
 
 
 def is_cupy_array(x) -> bool:
@@ -48,7 +48,7 @@ def check_finite(host: np.ndarray, name: str, given: np.ndarray | None = None, d
     """ValueError naming the first NaN/inf element of `host`. When `host` is `given` converted
     to `dtype`, the message shows the value as given (finite there, too large for `dtype`).
     `first_row`: the row of the whole data that `host`'s first row is (a chunk's rows)."""
-    if host.dtype.kind == "f" and not (all_finite_small(host) if host.size <= SMALL else np.isfinite(host).all()):
+    if host.dtype.kind == "f" and not (all_finite_small(host) if host.size <= SMALL else all_finite_large(host)):
         bad = tuple(np.argwhere(~np.isfinite(host))[0])
         where = ", ".join(str(int(i) + (first_row if axis == 0 else 0)) for axis, i in enumerate(bad))
         value = host[bad] if given is None else given[bad]

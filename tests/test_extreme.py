@@ -121,3 +121,15 @@ def test_a_network_with_saturated_outputs_backpropagates_finite_gradients(device
         net.backward(loss.backward())
         assert np.isfinite(value) and value >= 100
         assert np.isfinite(bp.to_numpy(net.store.grad)).all()
+
+
+def test_relu_backward_passes_nonfinite_gradients_only_where_the_unit_is_on(backend):
+    # dL/dz = where(y > 0, dL/dy, 0) bit for bit: NaN and inf in dL/dy reach z only through
+    # units that are on; off units (x negative, -0.0, 0, NaN) pass an exact +0.0
+    x = np.array([[-1.0, -0.0, 0.0, np.nan, 2.0, 3.0, 1e-30, np.inf]])
+    dy = np.array([[np.nan, np.inf, -np.inf, np.nan, np.nan, -np.inf, -0.0, 4.0]])
+    y, pre = backend.bias_activation_forward(backend.asarray(x), backend.asarray(np.zeros(8)), "relu")
+    grad = np.asarray(backend.to_host(backend.activation_backward(backend.asarray(dy), y, pre, "relu")))
+    expected = np.array([[0.0, 0.0, 0.0, 0.0, np.nan, -np.inf, -0.0, 4.0]])
+    np.testing.assert_array_equal(grad, expected)
+    assert np.signbit(grad).tolist() == [[False, False, False, False, False, True, True, False]]
