@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from backprop.backends.cupy_backend import BLOCK, MAX_GRID, blocks
 from backprop.backends.ops import fused_op
 
@@ -70,6 +72,44 @@ def dropout_forward(backend, x, p: float, key: int, out=None):
 def dropout_backward(backend, grad_y, mask, out=None):
     """dL/dx = dL/dy * m (the mask already holds 0 or 1 / (1 - p))."""
     return backend._result(grad_y * mask, out)
+
+
+# ---------------------------------------------------------------------- NumPy
+
+
+def _element_indices(shape) -> np.ndarray:
+    """The flat element indices modulo 2**32 as uint32, read-only (made once per shape)."""
+    n = math.prod(shape)
+    index = np.arange(n, dtype=np.uint32) if n <= 2**32 else (np.arange(n, dtype=np.uint64) & MASK32).astype(np.uint32)
+    index.flags.writeable = False
+    return index
+
+
+def _hash_arrays(shape):
+    n = math.prod(shape)
+    return np.empty(n, np.uint32), np.empty(n, np.uint32), np.empty(n, np.bool_)
+
+
+@dropout_forward.numpy
+def _(backend, x, p: float, key: int, out=None):
+    # The reference's hash in uint32 arithmetic, in place: a uint32 product wraps modulo 2**32,
+    # which is the reference's "& MASK32"; the mask is the keep flags times 1 / (1 - p) in the
+    # dtype (1 * s = s, 0 * s = 0), then y = x * mask as the reference multiplies.
+    index = backend._work("dropout_index", x.shape, _element_indices)
+    h, shifted, keep = backend._work("dropout_hash", x.shape, _hash_arrays)
+    np.bitwise_xor(index, np.uint32(key), out=h)
+    for multiplier, shift in ((HASH_M1, 16), (HASH_M2, 13)):
+        np.right_shift(h, np.uint32(shift), out=shifted)
+        np.bitwise_xor(h, shifted, out=h)
+        np.multiply(h, np.uint32(multiplier), out=h)
+    np.right_shift(h, np.uint32(16), out=shifted)
+    np.bitwise_xor(h, shifted, out=h)
+    np.greater_equal(h, np.uint32(dropout_threshold(p)), out=keep)
+    mask = np.empty(x.shape, backend.dtype)  # the layer keeps it for backward: not a scratch array
+    np.multiply(keep.reshape(x.shape), backend._scalar("dropout scale", 1.0 / (1.0 - p)), out=mask)
+    y = np.empty_like(x) if out is None else out
+    np.multiply(x, mask, out=y)
+    return y, mask
 
 
 # ---------------------------------------------------------------------- CuPy
