@@ -1,12 +1,13 @@
 """Each backend op at the sizes of the small and large configs: matmul forward/backward, every
-activation forward/backward, every loss, every optimizer update, the per-step finiteness check."""
+activation forward/backward, every loss, every optimizer update, the per-step finiteness check,
+dropout; and fit's once-per-call check of the data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from backprop.backends import ACTIVATIONS
+from backprop.backends import ACTIVATIONS, get_backend
 from conftest import device_array
 
 # (batch, in, out): the first layer of the small and of the large config.
@@ -105,3 +106,19 @@ def test_step_finite(backend, measure):
     rng = np.random.default_rng(0)
     grad, loss = device_array(backend, rng, (PARAMS,)), backend.asarray(np.asarray(0.25))
     measure(backend, lambda: backend.step_finite(loss, grad))
+
+
+def test_dropout_forward(backend, measure, size):
+    """The mask's hash and y = x * mask, on a hidden layer's activations (p = 0.3)."""
+    rows, _, n_out = size
+    rng = np.random.default_rng(0)
+    x, y = device_array(backend, rng, (rows, n_out)), backend.empty((rows, n_out))
+    measure(backend, lambda: backend.dropout_forward(x, 0.3, 12345, out=y))
+
+
+def test_data_check(measure):
+    """fit's once-per-call finiteness check of X on the host: bench's medium data, 25,600 x 784 float32."""
+    from backprop.boundary import check_finite
+
+    x = np.random.default_rng(0).standard_normal((25_600, 784), dtype=np.float32)
+    measure(get_backend("cpu", "float32"), lambda: check_finite(x, "X"))
