@@ -2,6 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/conv_threads.py split
     OPENBLAS_NUM_THREADS=2 python benchmarks/conv_threads.py layout
+    python benchmarks/conv_threads.py stream
 
 split   the batch-sized NumPy work of the convolutions and the pooling (im2col, the stacks of
         per-image GEMMs, col2im, max pooling forward and backward) cut into two halves of the
@@ -14,6 +15,9 @@ layout  Conv2D's column layouts: "image" for every convolution (a GEMM per image
         (the batch layout, one GEMM for the batch, for output planes of 16 positions or fewer:
         the digits CNN's second convolution) and "batch" for every convolution. Run with the
         BLAS thread count to compare (bench uses 2).
+stream  whether two threads stream memory faster than one here: a float32 exp over 1.2 MB (the
+        size of LeNet's first activations; memory-bound) and a sin over 16 MB (compute-bound),
+        whole on this thread, or split in halves over two (microseconds a call, best of 7).
 
 Seconds per step of one-epoch fits (`--clock cpu`: this process's CPU time, which counts every
 thread's), medians (bests) of interleaved rounds.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import timeit
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -112,16 +117,37 @@ def variants(mode: str) -> dict:
     return {"image": (False, 1), "batch below 17": (False, 17), "batch": (False, 10**9)}
 
 
+def stream_table(pool: ThreadPoolExecutor) -> None:
+    rng = np.random.default_rng(0)
+    print("| ufunc | array | one thread | two threads |\n| --- | --- | --- | --- |")
+    for ufunc, size in ((np.exp, 301_056), (np.sin, 4_000_000)):
+        x = rng.standard_normal(size, dtype=np.float32)
+        out = np.empty_like(x)
+        half = size // 2
+
+        def split(ufunc=ufunc, x=x, out=out, half=half):
+            later = pool.submit(ufunc, x[half:], out=out[half:])
+            ufunc(x[:half], out=out[:half])
+            later.result()
+
+        whole = min(timeit.repeat(lambda ufunc=ufunc, x=x, out=out: ufunc(x, out=out), number=20, repeat=7)) / 20
+        two = min(timeit.repeat(split, number=20, repeat=7)) / 20
+        print(f"| {ufunc.__name__} | {x.nbytes / 2**20:.1f} MiB float32 | {whole * 1e6:,.0f} us | {two * 1e6:,.0f} us |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("split", "layout"))
+    parser.add_argument("mode", choices=("split", "layout", "stream"))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args(argv)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     keep = Conv2D.IMAGE_LAYOUT_MIN_POSITIONS
-    chosen = variants(args.mode)
     pool = ThreadPoolExecutor(1)
+    if args.mode == "stream":
+        stream_table(pool)
+        return
+    chosen = variants(args.mode)
     print("| network | " + " | ".join(chosen) + " |")
     print("| --- |" + " --- |" * len(chosen))
     try:
