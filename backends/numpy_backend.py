@@ -57,11 +57,12 @@ def all_finite_large(x) -> bool:
     """True when no element of a large float32/float64 array is NaN or +-inf, by x . x: one
     BLAS pass over the values (isfinite(x).all() makes two and a boolean array as large as x's
     elements). The dot is finite exactly when every element is, barring an overflow of the sum
-    itself, which the exact check then settles; that overflow is no news to the caller, so no
-    warning is raised for it. Other dtypes and strided arrays take the exact check."""
+    itself, which the exact check then settles; neither that overflow nor an underflow of tiny
+    values is news to the caller, so no floating-point warning or error is raised for them.
+    Other dtypes and strided arrays take the exact check."""
     if x.dtype in (np.float32, np.float64) and (x.ndim == 1 or x.flags.c_contiguous):
         flat = x.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):
             if math.isfinite(np.dot(flat, flat)):
                 return True
     return bool(np.isfinite(x).all())
@@ -114,7 +115,7 @@ class NumpyBackend(Backend):
 
     def __init__(self, dtype: str = "float32", device: str = "cpu"):
         super().__init__(np, dtype=dtype, device=device)
-        # Same-width integer type: relu's backward selects by AND-ing the bits with a mask.
+        # Same-width integer type: relu's backward keeps or zeroes the gradient's bits as integers.
         self._int = np.int32 if dtype == "float32" else np.int64
         self._thread = _PerThread()
 
@@ -267,8 +268,12 @@ class NumpyBackend(Backend):
     def _activate_into(self, x, activation: str, out) -> None:
         """out = act(x) in place, for the activations of _IN_PLACE (none needs its input in backward)."""
         if activation == "relu":
-            # fmax(x, 0) is where(x > 0, x, 0) for every x: NaN -> 0 and -0.0 -> +0.0 alike.
-            np.fmax(x, self._const(0.0, x.shape), out=out)
+            # where(x > 0, x, 0) for every x: fmax takes NaN to 0, but may keep -0.0 (which of
+            # two equal zeros it returns differs between its vector loop and its tail); adding
+            # +0.0 makes that +0.0 and changes nothing else.
+            zero = self._const(0.0, x.shape)
+            np.fmax(x, zero, out=out)
+            np.add(out, zero, out=out)
         elif activation == "sigmoid":
             self._sigmoid_into(x, out)
         elif activation == "tanh":
@@ -302,13 +307,13 @@ class NumpyBackend(Backend):
 
     def activation_backward(self, grad_y, y, pre, activation: str, slope: float = 0.01, out=None):
         if activation == "relu":
-            # where(y > 0, dL/dy, 0) bit for bit (NaN and inf included), in two passes: y, a
-            # relu output, is +0 or positive, never NaN (fmax), so y > 0 exactly when its bits
-            # read as a same-width integer are > 0 (the sign bit makes -0.0 negative too); that
-            # 1 or 0 times the bits of dL/dy keeps them or zeroes them, as integers.
+            # where(y > 0, dL/dy, 0) bit for bit (NaN and inf in dL/dy included), in two passes.
+            # y must be this backend's relu output: +0 or positive, never NaN. Then y > 0
+            # exactly when its bits read as a same-width integer are > 0 (and a -0.0's sign bit
+            # would read as negative); that 1 or 0 times the bits of dL/dy keeps or zeroes them.
             dz = np.empty_like(grad_y) if out is None else out
             positive = self._work("relu_backward", y.shape, self._relu_backward_arrays)
-            np.greater(y.view(self._int), self._int(0), out=positive, casting="unsafe")
+            np.greater(y.view(self._int), self._int(0), out=positive)
             np.multiply(grad_y.view(self._int), positive, out=dz.view(self._int))
             return dz
         if activation == "sigmoid":

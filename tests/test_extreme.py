@@ -123,13 +123,30 @@ def test_a_network_with_saturated_outputs_backpropagates_finite_gradients(device
         assert np.isfinite(bp.to_numpy(net.store.grad)).all()
 
 
-def test_relu_backward_passes_nonfinite_gradients_only_where_the_unit_is_on(backend):
-    # dL/dz = where(y > 0, dL/dy, 0) bit for bit: NaN and inf in dL/dy reach z only through
-    # units that are on; off units (x negative, -0.0, 0, NaN) pass an exact +0.0
-    x = np.array([[-1.0, -0.0, 0.0, np.nan, 2.0, 3.0, 1e-30, np.inf]])
-    dy = np.array([[np.nan, np.inf, -np.inf, np.nan, np.nan, -np.inf, -0.0, 4.0]])
-    y, pre = backend.bias_activation_forward(backend.asarray(x), backend.asarray(np.zeros(8)), "relu")
+def test_relu_is_exact_at_zeros_nan_and_inf_forward_and_backward(backend):
+    # y = where(x > 0, x, 0): -0.0, +0.0 and NaN give +0.0 (a bias of -0.0 keeps the -0.0 inputs
+    # -0.0; nine values, as NumPy's fmax can keep -0.0 outside its vector loop). dL/dz =
+    # where(y > 0, dL/dy, 0) bit for bit: NaN and inf in dL/dy reach z only through units that
+    # are on; off units pass +0.0.
+    x = np.array([[-1.0, -0.0, 0.0, np.nan, 2.0, 3.0, 2.0**-100, np.inf, -0.0]])
+    dy = np.array([[np.nan, np.inf, -np.inf, np.nan, np.nan, -np.inf, -0.0, 4.0, np.nan]])
+    y, pre = backend.bias_activation_forward(backend.asarray(x), backend.asarray(np.full(9, -0.0)), "relu")
+    y_host = np.asarray(backend.to_host(y))
+    np.testing.assert_array_equal(y_host, [[0.0, 0.0, 0.0, 0.0, 2.0, 3.0, 2.0**-100, np.inf, 0.0]])
+    assert not np.signbit(y_host).any()
+    alone = np.asarray(backend.to_host(backend.activation_forward(backend.asarray(x), "relu")))
+    assert alone.tobytes() == y_host.tobytes()
     grad = np.asarray(backend.to_host(backend.activation_backward(backend.asarray(dy), y, pre, "relu")))
-    expected = np.array([[0.0, 0.0, 0.0, 0.0, np.nan, -np.inf, -0.0, 4.0]])
+    expected = np.array([[0.0, 0.0, 0.0, 0.0, np.nan, -np.inf, -0.0, 4.0, 0.0]])
     np.testing.assert_array_equal(grad, expected)
-    assert np.signbit(grad).tolist() == [[False, False, False, False, False, True, True, False]]
+    assert np.signbit(grad).tolist() == [[False, False, False, False, False, True, True, False, False]]
+
+
+def test_data_of_tiny_values_passes_the_finiteness_check_under_numpy_raise():
+    # The check of a data set is one dot product of its values, which underflows here: no news
+    # to the caller, so no FloatingPointError even when NumPy is told to raise on every one.
+    net = bp.Sequential(bp.Dense(4, 2), seed=0)
+    tiny = np.full((5000, 4), 1e-20)
+    with np.errstate(all="raise"):
+        assert bp.predict(net, tiny).shape == (5000, 2)
+        assert net(tiny[:10]).shape == (10, 2)
