@@ -8,16 +8,18 @@ split   the batch-sized NumPy work of the convolutions and the pooling (im2col, 
         per-image GEMMs, col2im, max pooling forward and backward) cut into two halves of the
         batch, one run by a second thread while this one runs the other (NumPy and BLAS release
         the GIL): "one thread" is fit as it is, "two threads" the same step with each of those
-        calls split (every half writes its own rows of the same output arrays, so the results
-        are the same bits). Run with OPENBLAS_NUM_THREADS=1 so BLAS itself adds no thread.
+        calls split (every half writes its own rows of the same output arrays, so the weights
+        come out the same bits: checked after the rounds). Run with OPENBLAS_NUM_THREADS=1 so
+        BLAS itself adds no thread.
 layout  Conv2D's column layouts: "image" for every convolution (a GEMM per image, which
         OpenBLAS runs on one core whatever its thread count: each is small), "batch below 17"
         (the batch layout, one GEMM for the batch, for output planes of 16 positions or fewer:
         the digits CNN's second convolution) and "batch" for every convolution. Run with the
         BLAS thread count to compare (bench uses 2).
-stream  whether two threads stream memory faster than one here: a float32 exp over 1.2 MB (the
-        size of LeNet's first activations; memory-bound) and a sin over 16 MB (compute-bound),
-        whole on this thread, or split in halves over two (microseconds a call, best of 7).
+stream  what splitting one call over two threads gains here: a float32 exp over 1.1 MiB (the
+        size of LeNet's first activations) and a sin over 15 MiB (long enough that the hand-off
+        to the second thread is small beside it), whole on this thread, or split in halves over
+        two (microseconds a call, best of 7).
 
 Seconds per step of one-epoch fits (`--clock cpu`: this process's CPU time, which counts every
 thread's), medians (bests) of interleaved rounds.
@@ -130,9 +132,13 @@ def stream_table(pool: ThreadPoolExecutor) -> None:
             ufunc(x[:half], out=out[:half])
             later.result()
 
-        whole = min(timeit.repeat(lambda ufunc=ufunc, x=x, out=out: ufunc(x, out=out), number=20, repeat=7)) / 20
+        def whole_call(ufunc=ufunc, x=x, out=out):
+            ufunc(x, out=out)
+
+        whole = min(timeit.repeat(whole_call, number=20, repeat=7)) / 20
         two = min(timeit.repeat(split, number=20, repeat=7)) / 20
-        print(f"| {ufunc.__name__} | {x.nbytes / 2**20:.1f} MiB float32 | {whole * 1e6:,.0f} us | {two * 1e6:,.0f} us |")
+        size_text = f"{x.nbytes / 2**20:.1f} MiB float32"
+        print(f"| {ufunc.__name__} | {size_text} | {whole * 1e6:,.0f} us | {two * 1e6:,.0f} us |")
 
 
 def main(argv=None) -> None:
@@ -175,6 +181,9 @@ def main(argv=None) -> None:
                         times[name].append((clock() - start) / config.steps)
             print(f"| {arch} | " + " | ".join(f"{statistics.median(t) * 1e3:.2f} ms ({min(t) * 1e3:.2f})"
                                               for t in times.values()) + " |")
+            if args.mode == "split":  # the same fits from the same start: the same weights, bit for bit
+                weights = [np.concatenate([p.data.ravel() for p in run[0].parameters()]) for run in runs.values()]
+                assert all(np.array_equal(weights[0], w) for w in weights[1:]), f"{arch}: the split changed the weights"
     finally:
         Conv2D.IMAGE_LAYOUT_MIN_POSITIONS = keep
 
