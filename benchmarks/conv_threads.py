@@ -1,7 +1,8 @@
-"""Can fit's CNN step use a second core? Two ways, timed on bench's CNNs (LeNet-5, the digits CNN).
+"""Can fit's CNN step use a second core? The ways tried, timed on bench's CNNs (LeNet-5, the digits CNN).
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/conv_threads.py split
     OPENBLAS_NUM_THREADS=2 python benchmarks/conv_threads.py layout
+    OPENBLAS_NUM_THREADS=2 python benchmarks/conv_threads.py weight-gradient
     python benchmarks/conv_threads.py stream
 
 split   the batch-sized NumPy work of the convolutions and the pooling (im2col, the stacks of
@@ -16,6 +17,10 @@ layout  Conv2D's column layouts: "image" for every convolution (a GEMM per image
         (the batch layout, one GEMM for the batch, for output planes of 16 positions or fewer:
         the digits CNN's second convolution) and "batch" for every convolution. Run with the
         BLAS thread count to compare (bench uses 2).
+weight-gradient
+        the per-image layout's dL/dW on small output planes (the digits CNN's second
+        convolution, 16 positions): a product per image and their sum, or one product over
+        dL/dz and the columns laid out as rows (N OH OW, .), whose GEMM BLAS can thread.
 stream  what splitting one call over two threads gains here: a float32 exp over 1.1 MiB (the
         size of LeNet's first activations) and a sin over 15 MiB (long enough that the hand-off
         to the second thread is small beside it), whole on this thread, or split in halves over
@@ -112,11 +117,15 @@ def restore(backend) -> None:
 
 
 def variants(mode: str) -> dict:
-    """{name: (split the batch over two threads?, the IMAGE_LAYOUT_MIN_POSITIONS to run under)}."""
-    keep = Conv2D.IMAGE_LAYOUT_MIN_POSITIONS
+    """{name: (split the batch over two threads?, Conv2D's class settings to run under)}."""
     if mode == "split":
-        return {"one thread": (False, keep), "two threads": (True, keep)}
-    return {"image": (False, 1), "batch below 17": (False, 17), "batch": (False, 10**9)}
+        return {"one thread": (False, {}), "two threads": (True, {})}
+    if mode == "weight-gradient":
+        return {"per image": (False, {"ROWS_WEIGHT_GRADIENT_MAX_POSITIONS": 0}),
+                "over rows up to 16 positions": (False, {"ROWS_WEIGHT_GRADIENT_MAX_POSITIONS": 16})}
+    return {"image": (False, {"IMAGE_LAYOUT_MIN_POSITIONS": 1}),
+            "batch below 17": (False, {"IMAGE_LAYOUT_MIN_POSITIONS": 17}),
+            "batch": (False, {"IMAGE_LAYOUT_MIN_POSITIONS": 10**9})}
 
 
 def stream_table(pool: ThreadPoolExecutor) -> None:
@@ -143,12 +152,13 @@ def stream_table(pool: ThreadPoolExecutor) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("split", "layout", "stream"))
+    parser.add_argument("mode", choices=("split", "layout", "weight-gradient", "stream"))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args(argv)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    keep = Conv2D.IMAGE_LAYOUT_MIN_POSITIONS
+    settings_names = ("IMAGE_LAYOUT_MIN_POSITIONS", "ROWS_WEIGHT_GRADIENT_MAX_POSITIONS")
+    keep = {name: getattr(Conv2D, name) for name in settings_names}
     pool = ThreadPoolExecutor(1)
     if args.mode == "stream":
         stream_table(pool)
@@ -161,14 +171,15 @@ def main(argv=None) -> None:
             config = bench.CONFIGS[arch]
             x, y = bench.make_data(config)
             runs = {}
-            for name, (split, threshold) in chosen.items():
+            for name, (split, settings) in chosen.items():
                 net, loss = bench.our_network(config)
-                runs[name] = (net, loss, bp.SGD(net.parameters(), lr=0.01, momentum=0.9), split, threshold)
+                runs[name] = (net, loss, bp.SGD(net.parameters(), lr=0.01, momentum=0.9), split, settings)
             times = {name: [] for name in runs}
             for r in range(args.rounds + 1):
                 for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):  # interleaved
-                    net, loss, optimizer, split, threshold = runs[name]
-                    Conv2D.IMAGE_LAYOUT_MIN_POSITIONS = threshold
+                    net, loss, optimizer, split, settings = runs[name]
+                    for setting, value in {**keep, **settings}.items():
+                        setattr(Conv2D, setting, value)
                     if split:  # every network of a dtype shares one backend: split only for this run
                         split_over_the_batch(net.backend, pool)
                     start = clock()
@@ -185,7 +196,8 @@ def main(argv=None) -> None:
                 weights = [np.concatenate([p.data.ravel() for p in run[0].parameters()]) for run in runs.values()]
                 assert all(np.array_equal(weights[0], w) for w in weights[1:]), f"{arch}: the split changed the weights"
     finally:
-        Conv2D.IMAGE_LAYOUT_MIN_POSITIONS = keep
+        for setting, value in keep.items():
+            setattr(Conv2D, setting, value)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,15 @@ CONV_GEOMETRIES = [((2, 5, 6), 3, 3, 1, 0), ((2, 5, 6), 3, 3, 1, 1), ((1, 7, 6),
                    ((1, 4, 7), 2, (1, 3), (1, 2), (0, 1))]
 
 
-@pytest.fixture(params=["image", "batch"])
+@pytest.fixture(params=[("image", 0), ("image", 10**9), ("batch", 0)], ids=["image", "image-rows-dw", "batch"])
 def conv_layout(request, monkeypatch):
-    """Runs a test with Conv2D in each column layout, whatever the size of its output planes."""
-    monkeypatch.setattr(bp.Conv2D, "IMAGE_LAYOUT_MIN_POSITIONS", 0 if request.param == "image" else 10**9)
-    return request.param
+    """Runs a test with Conv2D in each column layout, whatever the size of its output planes, and
+    in the per-image layout with each way of forming dL/dW (per image, or one product over rows);
+    returns the layout's name."""
+    layout, rows_dw_max = request.param
+    monkeypatch.setattr(bp.Conv2D, "IMAGE_LAYOUT_MIN_POSITIONS", 0 if layout == "image" else 10**9)
+    monkeypatch.setattr(bp.Conv2D, "ROWS_WEIGHT_GRADIENT_MAX_POSITIONS", rows_dw_max)
+    return layout
 
 
 def _conv_net(geometry, activation="tanh", **kwargs):

@@ -66,6 +66,9 @@ class Conv2D(Layer):
         dL/dW = (sum over n of cols[n] @ dZ[n].T).T,  dL/db[o] = sum over n and (oh, ow) of dZ[n, o],
         dL/dx = col2im(W.T @ dZ[n] for every n)
 
+      (on planes of at most ROWS_WEIGHT_GRADIENT_MAX_POSITIONS positions, dL/dW is the same sum
+      as one product, dZr.T @ colsr, over dZ and the columns laid out as rows (N OH OW, .)),
+
     - for the batch, on smaller planes (many tiny products per image cost more than one for the
       batch and two layout passes): Z = cols.T @ W.T with cols (C kh kw, N OH OW) gives rows
       (N OH OW, out), the Dense epilogue adds the bias and applies the activation, and the rows
@@ -81,6 +84,10 @@ class Conv2D(Layer):
     # The smallest output plane (OH OW) computed per image; smaller ones go by the batch layout.
     # Where the two cross over: benchmarks/RESULTS.md, "Conv2D in the per-image layout".
     IMAGE_LAYOUT_MIN_POSITIONS = 16
+    # Up to this output plane, the per-image layout's dL/dW is one product over rows (two layout
+    # passes) instead of a product per image of OH OW columns each and their sum: faster there,
+    # slower on larger planes (benchmarks/RESULTS.md, "The weight gradient of small planes").
+    ROWS_WEIGHT_GRADIENT_MAX_POSITIONS = 16
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, activation=None,
                  l1: float = 0.0, l2: float = 0.0, init=None, slope: float = 0.01, dilation=1, groups=1):
@@ -187,16 +194,25 @@ class Conv2D(Layer):
                                              self.activation, self.slope, out=self.workspace("dz", grad_rows.shape))
         dz_stack = backend.reshape(dz, (n, out, out_h * out_w))
         weight, cols = self.weight, self._cols
-        # dW^T = sum over n of cols[n] @ dZ[n]^T: one product per image (faster than one GEMM over
-        # transposed copies of dZ and cols, and than dZ[n] @ cols[n]^T: benchmarks/RESULTS.md),
-        # summed over the batch, then laid out as dW (the (C kh kw, out) rows as one plane)
-        taps = cols.shape[1]
-        per_image = backend.matmul(cols, dz_stack, transpose_b=True,
-                                   out=self.workspace("dweight_per_image", (n, taps, out)))
-        dweight_rows = backend.sum_rows(backend.reshape(per_image, (n, weight.size)),
-                                        out=self.workspace("dweight_rows", (weight.size,)))
-        backend.to_channels_first(backend.reshape(dweight_rows, (taps, out)), (1, taps, 1),
-                                  out=backend.reshape(weight.grad, (1, out, taps, 1)))
+        taps, positions = cols.shape[1], out_h * out_w
+        if positions <= self.ROWS_WEIGHT_GRADIENT_MAX_POSITIONS:
+            # dW = dZr^T @ colsr: the rows (n, oh, ow) of dZ and of the columns, one product
+            dz_rows = backend.to_channels_last(backend.reshape(dz, grad_y.shape),
+                                               out=self.workspace("dz_rows", (n * positions, out)))
+            cols_rows = backend.to_channels_last(backend.reshape(cols, (n, taps, positions, 1)),
+                                                 out=self.workspace("cols_rows", (n * positions, taps)))
+            backend.matmul(dz_rows, cols_rows, transpose_a=True, out=self._weight_matrix(weight.grad))
+        else:
+            # dW^T = sum over n of cols[n] @ dZ[n]^T: one product per image (faster than one GEMM
+            # over transposed copies of dZ and cols, and than dZ[n] @ cols[n]^T:
+            # benchmarks/RESULTS.md), summed over the batch, then laid out as dW (the (C kh kw,
+            # out) rows as one plane)
+            per_image = backend.matmul(cols, dz_stack, transpose_b=True,
+                                       out=self.workspace("dweight_per_image", (n, taps, out)))
+            dweight_rows = backend.sum_rows(backend.reshape(per_image, (n, weight.size)),
+                                            out=self.workspace("dweight_rows", (weight.size,)))
+            backend.to_channels_first(backend.reshape(dweight_rows, (taps, out)), (1, taps, 1),
+                                      out=backend.reshape(weight.grad, (1, out, taps, 1)))
         # db: the sums over the batch, then over each channel's plane (laid out as rows of channels)
         planes = backend.sum_rows(dz, out=self.workspace("dbias_planes", (out * out_h * out_w,)))
         rows = backend.to_channels_last(backend.reshape(planes, (1, out, out_h * out_w, 1)),
