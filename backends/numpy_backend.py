@@ -53,6 +53,20 @@ def all_finite_small(x) -> bool:
     return all(map(math.isfinite, x.flat))
 
 
+def all_finite_array(x, mask=None) -> bool:
+    """True when no element of the array x is NaN or +-inf, by the cheapest check for its size:
+    a Python loop up to SMALL values, isfinite up to BATCH_SIZED (into `mask`, a reused boolean
+    array of x's shape, when given: then a count, no warning state to set), one dot product
+    beyond."""
+    if x.size <= SMALL:
+        return all_finite_small(x)
+    if x.size <= BATCH_SIZED:
+        if mask is None:
+            return bool(np.isfinite(x).all())
+        return np.count_nonzero(np.isfinite(x, out=mask)) == x.size
+    return all_finite_large(x)
+
+
 def all_finite_large(x) -> bool:
     """True when no element of a large float32/float64 array is NaN or +-inf, by x . x: one
     BLAS pass over the values (isfinite(x).all() makes two and a boolean array as large as x's
@@ -226,12 +240,8 @@ class NumpyBackend(Backend):
     def all_finite(self, x) -> bool:
         if not x.shape:  # a loss value: no reduction needed
             return math.isfinite(x)
-        if x.size <= SMALL:
-            return all_finite_small(x)
-        if x.size <= BATCH_SIZED:  # one pass into a reused mask, then a count: no warning state to set
-            mask = self._work("finite_mask", x.shape, _bool_array)
-            return np.count_nonzero(np.isfinite(x, out=mask)) == x.size
-        return all_finite_large(x)
+        mask = self._work("finite_mask", x.shape, _bool_array) if SMALL < x.size <= BATCH_SIZED else None
+        return all_finite_array(x, mask)
 
     def step_finite(self, loss, grad) -> bool:
         # No device to wait for: the two exact checks cost less than summing the gradient. fit

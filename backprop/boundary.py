@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop.backends.numpy_backend import BATCH_SIZED, SMALL, all_finite_large, all_finite_small
+from backprop.backends.numpy_backend import all_finite_array
 
 
 def is_cupy_array(x) -> bool:
@@ -43,22 +43,12 @@ def host_numeric(x, name: str) -> np.ndarray:
     return array
 
 
-def _all_finite(host: np.ndarray) -> bool:
-    """The backend's size tiers (backends/numpy_backend.py): a Python loop for a few values, one
-    isfinite for a batch's, one dot product for a data set's."""
-    if host.size <= SMALL:
-        return all_finite_small(host)
-    if host.size <= BATCH_SIZED:
-        return bool(np.isfinite(host).all())
-    return all_finite_large(host)
-
-
 def check_finite(host: np.ndarray, name: str, given: np.ndarray | None = None, dtype: str | None = None,
                  first_row: int = 0) -> None:
     """ValueError naming the first NaN/inf element of `host`. When `host` is `given` converted
     to `dtype`, the message shows the value as given (finite there, too large for `dtype`).
     `first_row`: the row of the whole data that `host`'s first row is (a chunk's rows)."""
-    if host.dtype.kind == "f" and not _all_finite(host):
+    if host.dtype.kind == "f" and not all_finite_array(host):
         bad = tuple(np.argwhere(~np.isfinite(host))[0])
         where = ", ".join(str(int(i) + (first_row if axis == 0 else 0)) for axis, i in enumerate(bad))
         value = host[bad] if given is None else given[bad]
